@@ -14,6 +14,9 @@ COMMAND_MODULES = (
     "synth_stats",
     "synth_preview",
     "synth_generate",
+    "params",
+    "fit",
+    "evaluate_cmd",
 )
 
 

@@ -1,0 +1,145 @@
+"""Experiment configs as dataclasses, and the named profiles `synth-cpu`, `paper-r50` and `demo`.
+
+Every knob of a run is a field here; a run's config is saved in its checkpoints as a plain dict and read
+back through configio, which rejects unknown names and wrong types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ks_runtime.errors import ConfigError
+from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ks_train import configio
+from ks_train.data.augment import AugmentConfig
+from ks_train.model.ks import KSConfig
+
+METHODS = ("ks", "frame")
+GATES = ("ppl", "none", "confidence")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synth"          # synth | bp4d | bp4dplus | disfa | generic
+    root: str = ""                  # dataset root; empty for in-memory SynthAU
+    synth_size: str = "small"
+    synth_seed: int = 0
+    au_set: str = "bp4d"            # SynthAU's label set (real datasets fix their own)
+    image_size: int = 96            # network input, pixels
+    fold: int = 1
+    label_ratio: float = 0.1        # fraction of training labels kept ...
+    every_k: int = 0                # ... or keep every k-th frame (overrides the ratio when > 0)
+    sampling_seed: int = 0
+
+
+@dataclass
+class LossConfig:
+    l_skd: float = 1.0
+    l_pl: float = 1.0
+    l_self: float = 1.0
+    au_weighting: str = "inverse_rate"   # inverse_rate | none
+    gate: str = "ppl"                    # ppl | none (naive pseudo-labels) | confidence (ablation)
+    ppl_threshold: float = 0.5           # [R] accept a clip when P(perturbed | clean tokens) < this
+    confidence_threshold: float = 0.9    # [R] the confidence gate's mean max(p, 1 - p)
+    p_student_key: float = 0.5           # [R] key token from the active student instead of S_a
+    perturbations: tuple[str, ...] = ("swap", "negate")  # [R] what L_self teaches PPL to detect
+    ppl_detach_tokens: bool = True       # [R] L_self trains TT and PPL, not the per-frame encoders
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 8                  # labelled clips per batch
+    unlabelled_per_batch: int = 4        # unlabelled-only clips per batch after the warm-up
+    warmup_fraction: float = 0.3         # of the schedule; the paper's is 10 epochs
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 5.0
+    amp: bool = True                     # mixed precision on CUDA only
+    eval_policy: str = "shift"
+    eval_every: int = 1
+    batches_per_epoch: int = 0           # 0: every labelled clip once an epoch
+    workers: int = 1
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def warmup_epochs(self) -> int:
+        return int(round(self.warmup_fraction * self.epochs))
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "custom"
+    method: str = "ks"
+    model: KSConfig = field(default_factory=KSConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.loss.gate not in GATES:
+            raise ConfigError(f"loss.gate must be one of {GATES}, got {self.loss.gate!r}")
+        if self.method == "ks" and self.model.clip_len < 2:
+            raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(size=self.data.image_size, colour="RGB", mean=tuple(self.mean), std=tuple(self.std))
+
+    def to_dict(self) -> dict:
+        return configio.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExperimentConfig:
+        return configio.from_dict(cls, data, "config")
+
+
+def _synth_cpu() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="synth-cpu",
+        model=KSConfig(backbone="tiny", clip_len=5),
+        data=DataConfig(dataset="synth", synth_size="small", image_size=96),
+        train=TrainConfig(epochs=30, batch_size=8, unlabelled_per_batch=4),
+    )
+
+
+def _paper_r50() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="paper-r50",
+        model=KSConfig(backbone="resnet50", clip_len=5),
+        data=DataConfig(dataset="synth", synth_size="full", image_size=224),
+        train=TrainConfig(epochs=40, batch_size=16, unlabelled_per_batch=8, warmup_fraction=0.25, lr=3e-4),
+    )
+
+
+def _demo() -> ExperimentConfig:
+    base = _synth_cpu()
+    return replace(base, name="demo", train=replace(base.train, epochs=6))
+
+
+PROFILES = {"synth-cpu": _synth_cpu, "paper-r50": _paper_r50, "demo": _demo}
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A named profile or a JSON file, with `section.field=value` overrides applied and checked."""
+    if name_or_path in PROFILES:
+        data = PROFILES[name_or_path]().to_dict()
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"no profile or config file {name_or_path!r}; profiles: {', '.join(PROFILES)}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    if overrides:
+        data = configio.apply_overrides(data, overrides)
+    return ExperimentConfig.from_dict(data)

@@ -1,0 +1,209 @@
+"""Training methods behind one registry: `ks` (the full Knowledge-Spreader) and `frame` (the frame-only
+baseline: S_a's backbone and head on single labelled frames, the floor KS must beat).
+
+A method builds its model, computes one training step's loss terms, and predicts frames for evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ks_train import losses
+from ks_train.config import ExperimentConfig, LossConfig
+from ks_train.data.clips import ClipBatch
+from ks_train.model.ks import FrameModel, KSModel, one_hot_slot
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def create_method(cfg: ExperimentConfig) -> Method:
+    try:
+        return METHODS[cfg.method](cfg)
+    except KeyError:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(METHODS)}") from None
+
+
+@dataclass
+class StepResult:
+    """The total loss, each term's value, and counts summed over an epoch (acceptance, pseudo-label hits)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    name = ""
+    clip_len = 1  # frames per training item
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, batch: ClipBatch, weights: torch.Tensor, semi_supervised: bool
+                   ) -> StepResult:
+        raise NotImplementedError
+
+    def encode(self, model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-frame outputs for dense testing; each (B, ...)."""
+        raise NotImplementedError
+
+    def head(self, model: nn.Module, per_frame: tuple[torch.Tensor, ...], key_slot: torch.Tensor) -> torch.Tensor:
+        """Per-clip probabilities (B, U) from per-frame outputs gathered into clips (B, n, ...)."""
+        raise NotImplementedError
+
+
+@register_method
+class FrameMethod(Method):
+    name = "frame"
+
+    def build_model(self) -> nn.Module:
+        return FrameModel(self.cfg.model)
+
+    def train_step(self, model, batch, weights, semi_supervised):
+        logits = model.frame_logits(batch.frames.flatten(0, 1))  # (B*n, U)
+        loss = losses.loss_a(logits, batch.labels.flatten(0, 1), weights)
+        return StepResult(loss, {"L_A": loss.detach()})
+
+    def encode(self, model, frames):
+        return (model.frame_logits(frames),)
+
+    def head(self, model, per_frame, key_slot):
+        (logits,) = per_frame  # (B, n, U): a frame model only looks at the key frame
+        return torch.sigmoid((logits * one_hot_slot(key_slot, logits.shape[1])[..., None]).sum(1))
+
+
+def perturb_tokens(tokens: torch.Tensor, key_slot: int, kinds: tuple[str, ...]) -> torch.Tensor:
+    """Mimic the temporal glitch a wrong pseudo label makes [R]: in each clip, one non-key token is either
+    swapped for the same slot's token of another clip (`swap`) or has its logits negated on a random
+    subset of AUs (`negate`). tokens (B, n, U)."""
+    b, n, u = tokens.shape
+    device = tokens.device
+    slot = (key_slot + 1 + torch.randint(n - 1, (b,), device=device)) % n
+    target = one_hot_slot(slot, n)[..., None]  # (B, n, 1)
+    subset = torch.rand(b, u, device=device) < 0.5
+    subset[torch.arange(b, device=device), torch.randint(u, (b,), device=device)] = True
+    negated = tokens * (1 - 2 * target * subset[:, None, :].to(tokens.dtype))
+    if "swap" not in kinds or b < 2:
+        return negated
+    swapped = tokens * (1 - target) + tokens.roll(1, dims=0) * target
+    if "negate" not in kinds:
+        return swapped
+    use_swap = (torch.rand(b, device=device) < 0.5)[:, None, None]
+    return torch.where(use_swap, swapped, negated)
+
+
+def gate(loss_cfg: LossConfig, p_perturbed: torch.Tensor, tt_logits: torch.Tensor,
+         unlabelled_slots: torch.Tensor) -> torch.Tensor:
+    """Which clips' pseudo labels to accept (B,) bool: PPL, none (naive: all) or a confidence threshold."""
+    if loss_cfg.gate == "none":
+        return torch.ones_like(p_perturbed, dtype=torch.bool)
+    if loss_cfg.gate == "confidence":
+        p = torch.sigmoid(tt_logits)
+        confidence = torch.maximum(p, 1 - p).mean(-1)  # (B, n)
+        slots = unlabelled_slots.to(confidence.dtype)
+        mean = (confidence * slots).sum(1) / slots.sum(1).clamp(min=1)
+        return mean >= loss_cfg.confidence_threshold
+    return p_perturbed < loss_cfg.ppl_threshold
+
+
+@register_method
+class KSMethod(Method):
+    name = "ks"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.clip_len = cfg.model.clip_len
+
+    def build_model(self) -> nn.Module:
+        return KSModel(self.cfg.model)
+
+    def train_step(self, model, batch, weights, semi_supervised):
+        lc = self.cfg.loss
+        b, n = batch.frames.shape[:2]
+        m = batch.key_slot
+        sa, students = model.encode_frames(batch.frames.flatten(0, 1))
+        sa = sa.reshape(b, n, -1)  # (B, n, U)
+        students = students.reshape(b, n, n, -1)  # (B, n, n, U) [frame, student, AU]
+        key_onehot = one_hot_slot(torch.full((b,), m, device=sa.device), n)  # (B, n)
+        tokens, source = model.clip_tokens(sa, students, key_onehot)
+        own_student = students[:, torch.arange(n), torch.arange(n)]  # (B, n, U)
+
+        # Sometimes the key token is the active student's, so TT is supervised on student-made tokens too.
+        student_key = torch.rand(b, device=sa.device) < lc.p_student_key
+        swap_key = (student_key[:, None] & key_onehot.bool())[..., None]
+        tokens = torch.where(swap_key, own_student, tokens)
+        source = torch.where(student_key[:, None], torch.zeros_like(source), source)
+        tt, _ = model.temporal_teacher(tokens, source)  # (B, n, U)
+
+        terms = {
+            "L_A": losses.loss_a(sa, batch.labels, weights),
+            "L_T": losses.loss_t(tt, batch.labels, weights),
+            "L_SKD": losses.loss_skd(own_student[:, m], sa[:, m], batch.clip_labelled),
+        }
+        # PPL: L_self on clean vs perturbed token sequences; the clean verdict gates the pseudo labels.
+        ppl_tokens = tokens.detach() if lc.ppl_detach_tokens else tokens
+        _, clean_encoded = model.temporal_teacher(ppl_tokens, source)
+        _, perturbed_encoded = model.temporal_teacher(perturb_tokens(ppl_tokens, m, lc.perturbations), source)
+        clean_logit = model.ppl(clean_encoded)
+        terms["L_self"] = losses.loss_self(clean_logit, model.ppl(perturbed_encoded))
+
+        unlabelled = ~batch.labelled_slots
+        accepted = gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
+        if semi_supervised:
+            terms["L_PL"] = losses.loss_pl(sa, tt, unlabelled, accepted, weights)
+        loss = (terms["L_A"] + terms["L_T"] + lc.l_skd * terms["L_SKD"] + lc.l_self * terms["L_self"]
+                + lc.l_pl * terms.get("L_PL", torch.zeros((), device=sa.device)))
+        counts = pseudo_label_counts(tt.detach(), batch.truth, unlabelled, accepted)
+        return StepResult(loss, {k: v.detach() for k, v in terms.items()}, counts)
+
+    def encode(self, model, frames):
+        return model.encode_frames(frames)
+
+    def head(self, model, per_frame, key_slot):
+        sa, students = per_frame
+        return model.head(sa, students, key_slot)
+
+
+def pseudo_label_counts(tt_logits: torch.Tensor, truth: torch.Tensor, unlabelled: torch.Tensor,
+                        accepted: torch.Tensor) -> dict[str, float]:
+    """Acceptance and the pseudo labels' accuracy on hidden labels, for all clips and for accepted ones."""
+    has_unlabelled = unlabelled.any(1)
+    correct = (losses.pseudo_labels(tt_logits) == truth) & (truth != losses.UNKNOWN)  # (B, n, U)
+    known = (truth != losses.UNKNOWN) & unlabelled[..., None]
+    acc_mask = known & accepted[:, None, None]
+    return {
+        "clips_with_unlabelled": float(has_unlabelled.sum()),
+        "clips_accepted": float((accepted & has_unlabelled).sum()),
+        "pl_correct_all": float((correct & known).sum()),
+        "pl_total_all": float(known.sum()),
+        "pl_correct_accepted": float((correct & acc_mask).sum()),
+        "pl_total_accepted": float(acc_mask.sum()),
+    }
+
+
+def summarise_counts(counts: dict[str, float]) -> dict[str, float]:
+    """Epoch summaries from summed counts: PPL acceptance rate and pseudo-label accuracies."""
+    def ratio(a: str, b: str) -> float:
+        return counts.get(a, 0.0) / counts[b] if counts.get(b) else float("nan")
+
+    return {
+        "ppl_accept_rate": ratio("clips_accepted", "clips_with_unlabelled"),
+        "pl_acc_all": ratio("pl_correct_all", "pl_total_all"),
+        "pl_acc_accepted": ratio("pl_correct_accepted", "pl_total_accepted"),
+    }
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()

@@ -1,0 +1,1 @@
+"""The Knowledge-Spreader model, its backbones and baselines."""

@@ -1,0 +1,235 @@
+"""The Knowledge-Spreader model (KS_SPEC.md, Architecture), in one file.
+
+Per frame:  backbone -> AU features f_s [U, W] -> Spatial Teacher S_a -> logits p_a [U]
+                                               -> n Spatial Students (MLPs) -> logits [n, U]
+Per clip:   tokens (S_a at the key slot, student j at slot j) + position + source -> Temporal Teacher
+            -> logits [n, U]; output = fusion of S_a and TT at the key slot. PPL classifies TT's pooled tokens.
+The per-frame and per-clip halves are separate methods because export runs them as separate graphs.
+Every [R] choice of KS_SPEC.md is a field of KSConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ks_runtime.errors import ConfigError
+from ks_train.model.backbones import create_backbone
+from ks_train.model.transformer import Encoder
+
+FUSIONS = ("mean", "sa", "tt")
+TEACHER, STUDENT = 1, 0  # source ids of a token
+
+
+@dataclass
+class KSConfig:
+    """Model shape. [S] stated by the paper, [R] our reconstruction (KS_SPEC.md)."""
+
+    n_aus: int = 12
+    clip_len: int = 5                  # n [S: 5 by default]
+    backbone: str = "tiny"             # [R] resnet50 gives the paper's ~25M parameters
+    token_width: int = 0               # W; 0 means W = U [S]
+    au_feature_dropout: float = 0.0    # [R]
+    sa_depth: int = 2                  # [R]
+    sa_heads: int = 8                  # [S]
+    sa_head_dim: int = 8               # [R] attention's own head width, since W = U does not split 8 ways
+    sa_mlp_ratio: float = 4.0          # [R]
+    tt_depth: int = 2                  # [R]
+    tt_heads: int = 8                  # [S]
+    tt_head_dim: int = 8               # [R]
+    tt_mlp_ratio: float = 4.0          # [R]
+    dropout: float = 0.1               # [R]
+    student_hidden: int = 64           # [R] deliberately weak MLP students [S]
+    ppl_hidden: int = 32               # [R]
+    source_embedding: bool = True      # [R] tells TT which slot holds the teacher-made (key) token
+    fusion: str = "mean"               # [R] mean of sigmoid(S_a) and sigmoid(TT) at the key slot
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.n_aus < 1 or self.clip_len < 1:
+            raise ConfigError("model.n_aus and model.clip_len must be >= 1")
+
+    @property
+    def width(self) -> int:
+        return self.token_width or self.n_aus
+
+
+class AUFeatures(nn.Module):
+    """U per-AU blocks Linear(C -> W) + BatchNorm + ReLU (ME-GraphAU's generator), run as one Linear."""
+
+    def __init__(self, channels: int, n_aus: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.n_aus, self.width = n_aus, width
+        self.linear = nn.Linear(channels, n_aus * width)
+        self.norm = nn.BatchNorm1d(n_aus * width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.linear(features)))  # (B, U*W)
+        return self.drop(x).reshape(-1, self.n_aus, self.width)  # (B, U, W)
+
+
+class TokenClassifier(nn.Module):
+    """One logit per token from that token's own weights: logit_u = <x_u, w_u> + b_u."""
+
+    def __init__(self, tokens: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(tokens, width) * width ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(tokens))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.weight).sum(-1) + self.bias  # (B, T)
+
+
+class SpatialTeacher(nn.Module):
+    """S_a (also the Temporal Student): a ViT over the U AU tokens, no class token, one logit per AU."""
+
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        self.encoder = Encoder(cfg.n_aus, cfg.width, cfg.sa_depth, cfg.sa_heads, cfg.sa_head_dim,
+                               cfg.sa_mlp_ratio, cfg.dropout)
+        self.classifier = TokenClassifier(cfg.n_aus, cfg.width)
+
+    def forward(self, au_features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(au_features))  # (B, U): p_a
+
+
+class SpatialStudents(nn.Module):
+    """n small MLPs, one per clip slot, each mapping flattened f_s [U*W] to U logits; run together."""
+
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        n, d, h, u = cfg.clip_len, cfg.n_aus * cfg.width, cfg.student_hidden, cfg.n_aus
+        self.w1 = nn.Parameter(torch.randn(n, d, h) * d ** -0.5)
+        self.b1 = nn.Parameter(torch.zeros(n, h))
+        self.w2 = nn.Parameter(torch.randn(n, h, u) * h ** -0.5)
+        self.b2 = nn.Parameter(torch.zeros(n, u))
+
+    def forward(self, au_features: torch.Tensor) -> torch.Tensor:
+        x = au_features.flatten(1)  # (B, U*W)
+        hidden = torch.relu(torch.einsum("bd,ndh->bnh", x, self.w1) + self.b1)  # (B, n, h)
+        return torch.einsum("bnh,nhu->bnu", hidden, self.w2) + self.b2  # (B, n, U)
+
+
+class TemporalTeacher(nn.Module):
+    """TT: a transformer over the n frame tokens (width W = U) with position and source embeddings."""
+
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        self.source = nn.Embedding(2, cfg.width) if cfg.source_embedding else None
+        self.project_in = nn.Identity() if cfg.width == cfg.n_aus else nn.Linear(cfg.n_aus, cfg.width)
+        self.encoder = Encoder(cfg.clip_len, cfg.width, cfg.tt_depth, cfg.tt_heads, cfg.tt_head_dim,
+                               cfg.tt_mlp_ratio, cfg.dropout)
+        self.out = nn.Linear(cfg.width, cfg.n_aus)
+
+    def forward(self, tokens: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, n, U), source (B, n) long -> (logits (B, n, U), encoded tokens (B, n, W))."""
+        x = self.project_in(tokens)
+        if self.source is not None:
+            x = x + self.source(source)
+        encoded = self.encoder(x)
+        return self.out(encoded), encoded
+
+
+class PPLClassifier(nn.Module):
+    """Perturbation-aware pseudo-labelling: P(token sequence was perturbed) from TT's pooled tokens."""
+
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.ppl_hidden), nn.GELU(), nn.Linear(cfg.ppl_hidden, 1))
+
+    def forward(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.mlp(encoded.mean(1)).squeeze(-1)  # (B,) logit of "perturbed"
+
+
+def one_hot_slot(key_slot: torch.Tensor, n: int) -> torch.Tensor:
+    """key_slot (B,) long -> (B, n) float one-hot; selection by product keeps the graph export-friendly."""
+    return (torch.arange(n, device=key_slot.device)[None, :] == key_slot[:, None]).to(torch.float32)
+
+
+def fuse(sa_key: torch.Tensor, tt_key: torch.Tensor, fusion: str) -> torch.Tensor:
+    """Key-frame probabilities from S_a's and TT's logits at the key slot."""
+    if fusion == "sa":
+        return torch.sigmoid(sa_key)
+    if fusion == "tt":
+        return torch.sigmoid(tt_key)
+    return 0.5 * (torch.sigmoid(sa_key) + torch.sigmoid(tt_key))
+
+
+class KSModel(nn.Module):
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = create_backbone(cfg.backbone)
+        self.au_features = AUFeatures(self.backbone.out_channels, cfg.n_aus, cfg.width, cfg.au_feature_dropout)
+        self.spatial_teacher = SpatialTeacher(cfg)
+        self.students = SpatialStudents(cfg)
+        self.temporal_teacher = TemporalTeacher(cfg)
+        self.ppl = PPLClassifier(cfg)
+
+    # --- per frame (encoder.onnx) -------------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, 3, H, W) -> S_a logits (B, U) and every student's logits (B, n, U)."""
+        f_s = self.au_features(self.backbone(frames))  # (B, U, W)
+        return self.spatial_teacher(f_s), self.students(f_s)
+
+    # --- per clip (head.onnx) -----------------------------------------------------------------
+    def clip_tokens(self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_onehot: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token j is S_a's logits if j is the key slot, else student j's on frame j.
+
+        sa_logits (B, n, U), student_logits (B, n, n, U) [frame, student, AU], key_onehot (B, n).
+        """
+        n = self.cfg.clip_len
+        eye = torch.eye(n, device=sa_logits.device, dtype=sa_logits.dtype)
+        own_student = (student_logits * eye[None, :, :, None]).sum(2)  # (B, n, U): student j on frame j
+        key = key_onehot[..., None]
+        tokens = key * sa_logits + (1 - key) * own_student
+        return tokens, key_onehot.long() * TEACHER
+
+    def head(self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_slot: torch.Tensor) -> torch.Tensor:
+        """Per-frame outputs of a clip's n frames plus key slot (B,) -> key frame's probabilities (B, U)."""
+        key_onehot = one_hot_slot(key_slot, self.cfg.clip_len)
+        tokens, source = self.clip_tokens(sa_logits, student_logits, key_onehot)
+        tt_logits, _ = self.temporal_teacher(tokens, source)
+        sa_key = (sa_logits * key_onehot[..., None]).sum(1)
+        tt_key = (tt_logits * key_onehot[..., None]).sum(1)
+        return fuse(sa_key, tt_key, self.cfg.fusion)
+
+    # --- fused (clip.onnx) ----------------------------------------------------------------------
+    def forward(self, clips: torch.Tensor, key_slot: torch.Tensor) -> torch.Tensor:
+        """clips (B, n, 3, H, W), key_slot (B,) -> key frame's probabilities (B, U)."""
+        b, n = clips.shape[:2]
+        sa, students = self.encode_frames(clips.flatten(0, 1))
+        return self.head(sa.reshape(b, n, -1), students.reshape(b, n, n, -1), key_slot)
+
+
+class FrameModel(nn.Module):
+    """The frame-only baseline: S_a's backbone, AU features and head on single frames."""
+
+    def __init__(self, cfg: KSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = create_backbone(cfg.backbone)
+        self.au_features = AUFeatures(self.backbone.out_channels, cfg.n_aus, cfg.width, cfg.au_feature_dropout)
+        self.spatial_teacher = SpatialTeacher(cfg)
+
+    def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.spatial_teacher(self.au_features(self.backbone(frames)))  # (B, U)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.frame_logits(frames))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters per top-level sub-module, and the total."""
+    parts = {name: count_parameters(child) for name, child in model.named_children()}
+    parts["total"] = count_parameters(model)
+    return parts

@@ -1,0 +1,312 @@
+"""The training engine: data, model, optimiser and schedule, the epoch loop, evaluation, checkpoints.
+
+Runs on a CPU or one GPU, or several under `torchrun` (DistributedDataParallel: each rank trains on its
+share of every batch). Mixed precision on CUDA. Checkpoints are atomic and resume exactly: every random
+draw comes from the run seed, the epoch and the batch, or from torch's RNG, whose state is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ks_runtime.errors import CheckpointError, ConfigError, KSError
+from ks_runtime.metrics import F1Report
+from ks_train import __version__, checkpoint, losses
+from ks_train.config import ExperimentConfig
+from ks_train.data.base import AUDataset, VideoSequence
+from ks_train.data.clips import ClipBatch, ClipBatchBuilder, EpochBatches
+from ks_train.data.sampling import ClipBatches, build_sparse_index, every_k_from_ratio
+from ks_train.evaluate import evaluate
+from ks_train.methods import Method, StepResult, create_method, summarise_counts
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(KSError):
+    """Training cannot go on (a NaN or infinite loss); the message names the step, batch and term."""
+
+
+def load_experiment_data(cfg: ExperimentConfig, progress: bool = False,
+                         subjects: list[str] | None = None) -> AUDataset:
+    """The dataset a config names: SynthAU in memory when no root is given, else the adapter's reader."""
+    from ks_train.data.registry import open_dataset
+
+    data = cfg.data
+    if data.dataset == "synth" and not data.root:
+        from ks_runtime.synth.generate import SynthConfig
+
+        synth = SynthConfig(size=data.synth_size, au_set=data.au_set, seed=data.synth_seed)
+        return open_dataset("synth", None, config=synth, progress=progress, subjects=subjects)
+    if not data.root:
+        raise ConfigError(f"data.root is required for dataset {data.dataset!r}")
+    return open_dataset(data.dataset, data.root)
+
+
+def every_k(cfg: ExperimentConfig) -> int:
+    return cfg.data.every_k if cfg.data.every_k > 0 else every_k_from_ratio(cfg.data.label_ratio)
+
+
+class TrainStep(nn.Module):
+    """Wraps model + method so one forward call computes a step's loss: DDP then syncs every gradient."""
+
+    def __init__(self, method: Method, model: nn.Module) -> None:
+        super().__init__()
+        self.method, self.model = method, model
+
+    def forward(self, batch: ClipBatch, weights: torch.Tensor, semi_supervised: bool) -> StepResult:
+        return self.method.train_step(self.model, batch, weights, semi_supervised)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available")
+        local = int(os.environ.get("LOCAL_RANK", device.index or 0))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    return device
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, out_dir: Path | str, device: str = "auto",
+                 dataset: AUDataset | None = None, progress: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(device)
+        self.dist = Distributed.from_env(self.device)
+        self.progress = progress and self.dist.main
+        torch.manual_seed(cfg.train.seed)
+
+        self.dataset = dataset or load_experiment_data(cfg, progress=self.progress)
+        self.columns = self.dataset.au_set.columns
+        cfg = replace(cfg, model=replace(cfg.model, n_aus=len(self.columns)))
+        self.cfg = cfg
+        self.method = create_method(cfg)
+        self.model = self.method.build_model().to(self.device)
+        self.train_seqs, self.test_seqs = self.dataset.split(cfg.data.fold)
+
+        self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
+        kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])
+        weights = (losses.inverse_rate_weights(kept) if cfg.loss.au_weighting == "inverse_rate"
+                   else np.ones(len(self.columns), np.float32))
+        self.weights = torch.from_numpy(weights).to(self.device)
+
+        n = self.method.clip_len
+        batch = cfg.train.batch_size * (cfg.model.clip_len if cfg.method == "frame" else 1)
+        self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0)
+        self.builder = ClipBatchBuilder(self.train_seqs, self.index, n, cfg.preprocess, cfg.train.augment,
+                                        cfg.train.seed)
+        per_epoch = len(self.batches)
+        if cfg.train.batches_per_epoch:
+            per_epoch = min(per_epoch, cfg.train.batches_per_epoch)
+        self.batches_per_epoch = per_epoch
+        self.total_steps = per_epoch * cfg.train.epochs
+
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                           weight_decay=cfg.train.weight_decay)
+        floor = cfg.train.min_lr_ratio
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / max(self.total_steps, 1), 1))))
+        self.amp_dtype = None
+        if self.device.type == "cuda" and cfg.train.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        step_module = TrainStep(self.method, self.model)
+        if self.dist.world > 1:
+            if self.device.type == "cuda":
+                step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step_module = step_module
+
+        self.epoch = 0
+        self.global_batch = 0
+        self.best_f1 = -1.0
+        self.history: list[dict] = []
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def state(self, metrics: dict) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.cfg.to_dict(),
+            "au_columns": list(self.columns),
+            "preprocess": self.cfg.preprocess.to_dict(),
+            "dataset": {"name": self.dataset.name, "version": getattr(self.dataset, "version", ""),
+                        "fold": self.cfg.data.fold, "every_k": self.index.every_k},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_batch": self.global_batch,
+            "best_f1": self.best_f1,
+            "rng": rng,
+            "metrics": metrics,
+            "history": self.history,
+            "package_version": __version__,
+        }
+
+    def resume(self, path: Path | str) -> None:
+        state = checkpoint.load_checkpoint(Path(path) / "last.pt" if Path(path).is_dir() else path)
+        saved = ExperimentConfig.from_dict(state["config"])
+        if saved.to_dict() != self.cfg.to_dict():
+            ours, theirs = self.cfg.to_dict(), saved.to_dict()
+            diff = [f"{section}.{k}" for section in ours if isinstance(ours[section], dict)
+                    for k in ours[section] if ours[section][k] != theirs.get(section, {}).get(k)]
+            diff += [k for k in ours if not isinstance(ours[k], dict) and ours[k] != theirs.get(k)]
+            raise CheckpointError(f"{state['path']}: trained with another config (differs in {', '.join(diff)})")
+        checkpoint.check_au_columns(state, list(self.columns))
+        checkpoint.load_model_state(self.model, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_batch = state["epoch"], state["global_batch"]
+        self.best_f1, self.history = state["best_f1"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        log.info("resumed from %s at epoch %d", state["path"], self.epoch)
+
+    # --- the loop -----------------------------------------------------------------------------------
+    def fit(self, until_epoch: int | None = None) -> list[dict]:
+        """Train up to `until_epoch` (default: the schedule's end); returns the per-epoch metrics."""
+        end = min(until_epoch or self.cfg.train.epochs, self.cfg.train.epochs)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        writer = self._tensorboard()
+        while self.epoch < end:
+            record = self.train_epoch()
+            if (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs:
+                report = self.evaluate()
+                record.update({"mean_f1": report.mean, "floor": report.mean_floor,
+                               "per_au_f1": dict(zip(self.columns, map(float, report.f1), strict=True))})
+            self.epoch += 1
+            self.history.append(record)
+            if self.dist.main:
+                self._log(record, writer)
+                improved = record.get("mean_f1", -1.0) > self.best_f1
+                if improved:
+                    self.best_f1 = record["mean_f1"]
+                checkpoint.save_checkpoint(self.state(record), self.out_dir / "last.pt")
+                if improved:
+                    checkpoint.save_checkpoint(self.state(record), self.out_dir / "best.pt")
+        if writer is not None:
+            writer.close()
+        return self.history
+
+    def train_epoch(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        semi = cfg.method == "ks" and self.epoch >= cfg.train.warmup_epochs
+        rng = np.random.default_rng([cfg.train.seed, self.epoch])
+        batches = list(self.batches.epoch(rng, with_unlabelled=semi, first_batch=self.global_batch))
+        batches = [items[self.dist.rank :: self.dist.world] for items in batches[: self.batches_per_epoch]]
+        loader = torch.utils.data.DataLoader(
+            EpochBatches(self.builder, batches, self.epoch, self.global_batch), batch_size=None, shuffle=False,
+            num_workers=cfg.train.workers, collate_fn=lambda x: x, persistent_workers=False)
+        self.model.train()
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(loader, total=len(batches), disable=not self.progress, leave=False,
+                   desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}")
+        for b, batch in enumerate(bar):
+            result = self.train_batch(batch.to(self.device), semi, b)
+            for name, value in result.terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            sums["loss"] = sums.get("loss", 0.0) + float(result.loss.detach())
+            for name, value in result.counts.items():
+                counts[name] = counts.get(name, 0.0) + value
+            bar.set_postfix(loss=f"{float(result.loss.detach()):.3f}")
+            self.global_batch += 1
+        n = max(len(batches), 1)
+        record = {"epoch": self.epoch + 1, "semi_supervised": semi, "seconds": time.perf_counter() - started,
+                  "lr": self.scheduler.get_last_lr()[0], **{k: v / n for k, v in sums.items()}}
+        if cfg.method == "ks":
+            record.update(summarise_counts(counts))
+        return record
+
+    def train_batch(self, batch: ClipBatch, semi: bool, index: int) -> StepResult:
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
+        with autocast:
+            result = self.step_module(batch, self.weights, semi)
+        for name, value in {"total": result.loss, **result.terms}.items():
+            if not torch.isfinite(value):
+                raise TrainingError(
+                    f"loss term {name} is {float(value)} at epoch {self.epoch + 1}, batch {index} (global step "
+                    f"{self.global_batch}, key slot {batch.key_slot}); stopping. The last checkpoint is intact.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(result.loss).backward()
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return result
+
+    def evaluate(self, sequences: list[VideoSequence] | None = None, policy: str | None = None) -> F1Report:
+        return evaluate(self.method, self.model, sequences or self.test_seqs, self.cfg.preprocess,
+                        policy or self.cfg.train.eval_policy, self.device, list(self.columns))
+
+    # --- logging --------------------------------------------------------------------------------------
+    def _tensorboard(self):
+        if not self.dist.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _log(self, record: dict, writer) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        summary = " ".join(f"{k}={v:.4f}" for k, v in record.items()
+                           if isinstance(v, float) and k not in ("seconds", "lr"))
+        log.info("epoch %d (%.0f s): %s", record["epoch"], record["seconds"], summary)
+        if writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, record["epoch"])
+                elif isinstance(value, dict):
+                    for sub, v in value.items():
+                        writer.add_scalar(f"{key}/{sub}", v, record["epoch"])

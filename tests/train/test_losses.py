@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ks_train import losses
+
+
+def bce(logit, target):
+    p = 1 / (1 + math.exp(-logit))
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
+def test_inverse_rate_weights_favour_rare_aus_and_ignore_unknowns():
+    labels = np.array([[1, 1], [0, 1], [0, 1], [0, 1], [-1, 0]])
+    w = losses.inverse_rate_weights(labels)
+    # rates 1/4 and 4/5 -> inverse 4 and 1.25, normalised to mean 1
+    np.testing.assert_allclose(w, np.array([4, 1.25]) / 2.625, rtol=1e-6)
+
+
+def test_loss_a_masks_unknown_labels_and_weights_by_au():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 0.0]]])  # (B=1, n=2, U=2)
+    labels = torch.tensor([[[1.0, -1.0], [0.0, 1.0]]])
+    weights = torch.tensor([2.0, 0.5])
+    expected = (2 * bce(2.0, 1) + 2 * bce(0.5, 0) + 0.5 * bce(0.0, 1)) / 3
+    assert losses.loss_a(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.loss_t(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nothing_known_gives_zero_not_nan():
+    logits = torch.zeros(2, 3, 4)
+    assert losses.loss_a(logits, torch.full((2, 3, 4), -1.0), torch.ones(4)).item() == 0.0
+
+
+def test_loss_skd_targets_detached_teacher_probabilities_on_labelled_clips():
+    student = torch.tensor([[0.3, -0.2], [5.0, 5.0]], requires_grad=True)
+    teacher = torch.tensor([[1.0, -2.0], [0.0, 0.0]], requires_grad=True)
+    loss = losses.loss_skd(student, teacher, torch.tensor([True, False]))
+    p1, p2 = 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(2.0))
+    assert loss.item() == pytest.approx((bce(0.3, p1) + bce(-0.2, p2)) / 2, rel=1e-6)
+    loss.backward()
+    assert teacher.grad is None or torch.all(teacher.grad == 0)
+
+
+def test_loss_pl_uses_hard_tt_labels_on_unlabelled_slots_of_accepted_clips():
+    sa = torch.tensor([[[0.2, -0.4], [1.0, 1.0]], [[3.0, 3.0], [3.0, 3.0]]], requires_grad=True)
+    tt = torch.tensor([[[-0.1, 0.7], [9.0, 9.0]], [[-9.0, -9.0], [-9.0, -9.0]]], requires_grad=True)
+    unlabelled = torch.tensor([[True, False], [True, True]])
+    accepted = torch.tensor([True, False])
+    loss = losses.loss_pl(sa, tt, unlabelled, accepted, torch.ones(2))
+    # only clip 0, slot 0 counts: pseudo labels (0, 1)
+    assert loss.item() == pytest.approx((bce(0.2, 0) + bce(-0.4, 1)) / 2, rel=1e-6)
+    loss.backward()
+    assert tt.grad is None or torch.all(tt.grad == 0)
+
+
+def test_loss_self_separates_clean_from_perturbed():
+    clean = torch.tensor([-2.0, 0.0])
+    perturbed = torch.tensor([1.0, 3.0])
+    expected = (bce(-2.0, 0) + bce(0.0, 0) + bce(1.0, 1) + bce(3.0, 1)) / 4
+    assert losses.loss_self(clean, perturbed).item() == pytest.approx(expected, rel=1e-6)
