@@ -88,8 +88,17 @@ def subject_id(index: int) -> str:
     return f"S{index + 1:02d}"
 
 
-def task_id(index: int) -> str:
-    return f"T{index + 1}"
+def task_profiles(tasks: int) -> list[int]:
+    """Which of the label process's task profiles a set with `tasks` tasks uses: spread over all of them
+    (4 tasks: chat, startle, pain, disgust), so a small set still sees brow lowering and lip pressing."""
+    if not 1 <= tasks <= labels.N_TASKS:
+        raise ValueError(f"a SynthAU set has 1..{labels.N_TASKS} tasks, got {tasks}")
+    return [int(round(i)) for i in np.linspace(0, labels.N_TASKS - 1, tasks)]
+
+
+def task_id(profile: int) -> str:
+    """Named by profile, as BP4D numbers its tasks (T1 pleasant chat ... T8 disgust)."""
+    return f"T{profile + 1}"
 
 
 def synth_parts(cfg: SynthConfig) -> list[list[str]]:
@@ -125,18 +134,19 @@ def generate_sequence(cfg: SynthConfig, subject_index: int, task_index: int, ren
     subject_rng = _rng(cfg, subject_index)
     traits = labels.draw_label_traits(model, subject_rng)
     identity = face.draw_identity(subject_rng)
-    sequence_rng = _rng(cfg, subject_index, task_index + 1000)
-    track = labels.sample_labels(model, traits, task_index, shape.frames, sequence_rng, fps=cfg.fps)
+    profile = task_profiles(shape.tasks)[task_index]
+    sequence_rng = _rng(cfg, subject_index, profile + 1000)
+    track = labels.sample_labels(model, traits, profile, shape.frames, sequence_rng, fps=cfg.fps)
     frames = nuisance = None
     if render:
         nuisance = face.sample_nuisance(shape.frames, sequence_rng, cfg.nuisance, fps=cfg.fps)
-        pixel_rng = _rng(cfg, subject_index, task_index + 2000)
+        pixel_rng = _rng(cfg, subject_index, profile + 2000)
         frames = np.stack([
             face.render_frame(identity, model.rendered_aus, track.intensity[t], nuisance, t,
                               shape.image_size, pixel_rng)
             for t in range(shape.frames)
         ])
-    return SynthSequence(subject_id(subject_index), task_id(task_index), track.occurrence, track.intensity,
+    return SynthSequence(subject_id(subject_index), task_id(profile), track.occurrence, track.intensity,
                          model.rendered_aus, frames, nuisance)
 
 

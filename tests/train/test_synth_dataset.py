@@ -30,7 +30,7 @@ def test_round_trip_labels_and_frames_equal_the_generator(written, in_memory):
     assert disk.config["seed"] == CFG.seed and disk.au_set == CFG.aus == in_memory.au_set
     assert disk.parts == in_memory.parts == synth_parts(CFG)
     assert [s.key for s in disk.sequences] == [s.key for s in in_memory.sequences] == [
-        "S01/T1", "S01/T2", "S02/T1", "S02/T2", "S03/T1", "S03/T2"]
+        "S01/T1", "S01/T8", "S02/T1", "S02/T8", "S03/T1", "S03/T8"]
     for s, (on_disk, memory) in enumerate(zip(disk.sequences, in_memory.sequences, strict=True)):
         reference = generate_sequence(CFG, s // CFG.tasks, s % CFG.tasks)
         np.testing.assert_array_equal(on_disk.labels, reference.labels)
@@ -45,7 +45,7 @@ def test_round_trip_labels_and_frames_equal_the_generator(written, in_memory):
 
 def test_subjects_filter_renders_only_those(in_memory):
     part = synth_dataset(CFG, subjects=["S03"])
-    assert [s.key for s in part.sequences] == ["S03/T1", "S03/T2"]
+    assert [s.key for s in part.sequences] == ["S03/T1", "S03/T8"]
     assert part.parts == synth_parts(CFG)
     np.testing.assert_array_equal(part.sequences[1].frames, in_memory.sequences[5].frames)
     with pytest.raises(ConfigError, match=r"subjects: S09 not in this SynthAU set \(S01..S03\)"):

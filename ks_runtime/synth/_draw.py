@@ -1,0 +1,167 @@
+"""Drawing a SynthAU face with OpenCV: anti-aliased polygons and curves through pixel-space landmarks.
+
+face.py computes where every drawn point is; this module only decides colours, order and line widths.
+Coordinates are passed to OpenCV in fixed point (`shift=4`, 1/16 px) so small faces stay smooth.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ks_runtime.synth._model import TEXTURES
+
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+_AA = cv2.LINE_AA
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours of one identity (RGB floats) and whether it has hair to draw."""
+
+    skin: tuple
+    shade: tuple  # neck, nose sides
+    ear: tuple
+    lip: tuple
+    lip_line: tuple
+    mouth: tuple
+    teeth: tuple
+    sclera: tuple
+    iris: tuple
+    pupil: tuple
+    lash: tuple
+    brow: tuple
+    hair: tuple
+    background: tuple
+    has_hair_back: bool
+    has_fringe: bool
+
+
+def _mul(rgb, k) -> tuple:
+    """A colour scaled by k (a number, or one factor per channel), capped at white."""
+    ks = (k, k, k) if isinstance(k, (int, float)) else k
+    return (min(255.0, rgb[0] * ks[0]), min(255.0, rgb[1] * ks[1]), min(255.0, rgb[2] * ks[2]))
+
+
+def palette(identity) -> Palette:
+    """The colours an identity is drawn with."""
+    skin = identity.skin_rgb
+    dark = identity.skin_tone >= 6
+    return Palette(
+        skin=skin, shade=_mul(skin, 0.8), ear=_mul(skin, 0.9), lip=identity.lip_rgb,
+        lip_line=_mul(identity.lip_rgb, 0.55),
+        mouth=(58.0, 22.0, 26.0), teeth=(228.0, 222.0, 206.0), sclera=(226.0, 222.0, 214.0) if not dark else
+        (212.0, 206.0, 196.0), iris=identity.iris_rgb, pupil=(14.0, 12.0, 12.0), lash=(40.0, 28.0, 24.0),
+        brow=identity.brow_rgb, hair=identity.hair_rgb, background=identity.background_rgb,
+        has_hair_back=identity.hair_volume > 0.05, has_fringe=identity.hairline > -1.0,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _background(rgb: tuple, size: int) -> np.ndarray:
+    """A plain backdrop with a soft vertical gradient, [size, size, 3] uint8 (copied before drawing)."""
+    ramp = np.linspace(1.08, 0.88, size)[:, None, None]
+    column = np.clip(np.asarray(rgb)[None, None, :] * ramp, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(column, (size, size, 3)))
+
+
+def _texture(skin: tuple, alpha: float, k: float = 0.5) -> tuple:
+    """A crease or wrinkle: skin darkened in proportion to its alpha."""
+    return _mul(skin, 1.0 - k * alpha)
+
+
+def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas: np.ndarray, size: int) -> np.ndarray:
+    """Draw the face whose drawn points (pixels, [V, 2]) and texture alphas face.py computed; uint8 RGB."""
+    q = np.round(px * _ONE).astype(np.int32)  # fixed point for OpenCV's shift argument
+
+    def pts(name: str) -> np.ndarray:
+        return q[slices[name]]
+
+    img = _background(colours.background, size).copy()
+    lw = 1 if size < 160 else 2
+    c = colours
+
+    def fill(poly, colour) -> None:
+        cv2.fillPoly(img, [poly], colour, _AA, _SHIFT)
+
+    def line(polys, colour, width: int = lw, closed: bool = False) -> None:
+        cv2.polylines(img, polys, closed, colour, width, _AA, _SHIFT)
+
+    if c.has_hair_back:
+        fill(pts("hair_back"), c.hair)
+    fill(pts("neck"), c.shade)
+    for side in (0, 1):
+        fill(pts(f"ear{side}"), c.ear)
+    fill(pts("contour"), c.skin)
+
+    alpha = dict(zip(TEXTURES, alphas.tolist(), strict=True))
+    if alpha["cheek"] > 0.02:
+        a = alpha["cheek"]
+        tint = (a, 0.8 * a, 0.78 * a)
+        for side in (0, 1):  # a soft-edged bulge: a faint wide patch under a brighter core
+            cheek = pts(f"cheek{side}")
+            fill(cheek, _mul(c.skin, [1.0 + 0.04 * x for x in tint]))
+            centre = cheek.mean(0)
+            core = np.round(centre + (cheek - centre) * 0.6).astype(np.int32)
+            fill(core, _mul(c.skin, [1.0 + 0.08 * x for x in tint]))
+
+    def texture(name: str, groups: list[np.ndarray], k: float = 0.5) -> None:
+        a = alpha[name]
+        if a > 0.03:
+            line(groups, _texture(c.skin, a, k))
+
+    texture("forehead_c", [pts("forehead_c0"), pts("forehead_c1")], 0.35)
+    texture("forehead_l", [pts(f"forehead_l{s}") for s in (0, 1)] + [pts(f"forehead_l2{s}") for s in (0, 1)], 0.35)
+    gl = pts("glabella")
+    texture("glabella", [gl[0:2], gl[2:4]], 0.55)
+    nw = pts("nose_wrinkle")
+    texture("nose_wrinkle", [nw[0:2], nw[2:4], nw[4:6]], 0.35)
+    crow = [pts(f"crow{s}")[i:i + 2] for s in (0, 1) for i in (0, 2, 4)]
+    texture("crow", crow, 0.5)
+    texture("furrow", [pts(f"furrow{s}") for s in (0, 1)], 0.4)
+    texture("nasolabial", [pts(f"nasolabial{s}") for s in (0, 1)], 0.45)
+    texture("dimple", [pts(f"dimple{s}") for s in (0, 1)], 0.55)
+    texture("corner", [pts(f"corner_mark{s}") for s in (0, 1)], 0.5)
+    texture("sulcus", [pts("sulcus")], 0.4)
+    ct = pts("chin_tex")
+    texture("chin_tex", [ct[0:2], ct[2:4], ct[4:6], ct[6:8]], 0.28)
+    texture("bulge", [pts("bulge_up"), pts("bulge_lo")], 0.35)
+
+    # Nose: faint bridge sides, the wings, nostrils.
+    line([pts(f"nose_side{s}") for s in (0, 1)], _mul(c.skin, 0.9))
+    line([pts(f"alar{s}") for s in (0, 1)], _mul(c.skin, 0.72))
+    for side in (0, 1):
+        fill(pts(f"nostril{side}"), _mul(c.skin, 0.45))
+
+    # Eyes: white, iris and pupil clipped to the opening, lid lines, crease.
+    for side in (0, 1):
+        up, lo = pts(f"lid_up{side}"), pts(f"lid_lo{side}")
+        fill(np.concatenate([up, lo[::-1]]), c.sclera)
+        iris = pts(f"iris_poly{side}")
+        fill(iris, c.iris)
+        centre = pts(f"iris{side}")[0]
+        fill(np.round(centre + (iris - centre) * 0.45).astype(np.int32), c.pupil)
+        line([up], c.lash, lw)
+        line([lo], _mul(c.skin, 0.62))
+        line([pts(f"crease{side}")], _mul(c.skin, 0.78))
+        fill(pts(f"brow{side}"), c.brow)
+
+    # Mouth: the opening (dark, with teeth), then the lips over it, then the line where they meet.
+    ui, li = pts("lip_ui"), pts("lip_li")
+    if int(np.max(li[:, 1] - ui[:, 1])) > _ONE // 4:
+        fill(np.concatenate([ui, li[::-1]]), c.mouth)
+        fill(pts("teeth_up"), c.teeth)
+        fill(pts("teeth_lo"), _mul(c.teeth, 0.92))
+    fill(np.concatenate([pts("lip_uo"), ui[::-1]]), c.lip)
+    fill(np.concatenate([li, pts("lip_lo")[::-1]]), _mul(c.lip, 1.04))
+    line([ui, li], c.lip_line)
+    ph = pts("philtrum")
+    line([ph[0:2], ph[2:4]], _mul(c.skin, 0.92))
+
+    if c.has_fringe:
+        fill(pts("fringe"), c.hair)
+    return img
