@@ -63,6 +63,7 @@ class TrainConfig:
     eval_every: int = 1
     batches_per_epoch: int = 0           # 0: every labelled clip once an epoch
     workers: int = 1
+    freeze_bn: bool = False              # keep BatchNorm statistics fixed (fine-tuning from --init weights)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

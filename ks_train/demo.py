@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ks_runtime.synth.generate import GENERATOR_VERSION, SynthConfig
     from ks_runtime.synth.preview import render_preview
-    from ks_runtime.synth.stats import label_statistics
+    from ks_runtime.synth.stats import label_statistics, set_report
+    from ks_train.commands.synth_stats import format_report
     from ks_train.config import load_config
     from ks_train.trainer import Trainer, load_experiment_data
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(dataset.sequences)} sequences, {frames} frames, {cfg.data.image_size} px network input, "
           f"generated in {time.perf_counter() - started:.0f} s")
     stats = label_statistics([s.labels for s in dataset.sequences], dataset.au_set, fps=25.0)
-    print(stats.table() if hasattr(stats, "table") else stats)
+    print(format_report(set_report(stats), "label statistics of this set (for information; the label process "
+                        "itself is gated by `ks-train synth-stats`)", 0.0))
     preview = render_preview(out / "synthau_preview.png", au_set=cfg.data.au_set, size=96, seed=cfg.data.synth_seed)
     print(f"preview: {preview}")
 

@@ -243,6 +243,10 @@ class Trainer:
             EpochBatches(self.builder, batches, self.epoch, self.global_batch), batch_size=None, shuffle=False,
             num_workers=cfg.train.workers, collate_fn=lambda x: x, persistent_workers=False)
         self.model.train()
+        if cfg.train.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         started = time.perf_counter()
@@ -271,7 +275,7 @@ class Trainer:
         for name, value in {"total": result.loss, **result.terms}.items():
             if not torch.isfinite(value):
                 raise TrainingError(
-                    f"loss term {name} is {float(value)} at epoch {self.epoch + 1}, batch {index} (global step "
+                    f"loss term {name} is {float(value.detach())} at epoch {self.epoch + 1}, batch {index} (global step "
                     f"{self.global_batch}, key slot {batch.key_slot}); stopping. The last checkpoint is intact.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.loss).backward()

@@ -1,0 +1,105 @@
+"""The training engine on a toy in-memory dataset: resume, checkpoints, NaN stops, evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ks_runtime.au import BP4D, DISFA
+from ks_runtime.errors import CheckpointError, ConfigError
+from ks_train import checkpoint
+from ks_train.config import load_config
+from ks_train.data.base import AUDataset, VideoSequence
+from ks_train.trainer import Trainer, TrainingError
+
+FAST = ["data.image_size=32", "data.every_k=3", "train.epochs=2", "train.batches_per_epoch=3", "train.workers=0",
+        "train.batch_size=2", "train.unlabelled_per_batch=1", "train.warmup_fraction=0.5"]
+
+
+def toy(au_set=BP4D, seed=0) -> AUDataset:
+    rng = np.random.default_rng(seed)
+    u = len(au_set)
+    sequences = [VideoSequence(f"S{s}", "T1", rng.integers(0, 2, (24, u)).astype(np.int8), np.arange(24),
+                               frames=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)) for s in range(3)]
+    return AUDataset("toy", au_set, sequences, [["S0"], ["S1"], ["S2"]])
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = load_config("synth-cpu", FAST)
+    straight = Trainer(cfg, tmp_path / "straight", device="cpu", dataset=toy(), progress=False)
+    straight.fit()
+    first = Trainer(cfg, tmp_path / "split", device="cpu", dataset=toy(), progress=False)
+    first.fit(until_epoch=1)
+    resumed = Trainer(cfg, tmp_path / "split", device="cpu", dataset=toy(), progress=False)
+    resumed.resume(tmp_path / "split")
+    history = resumed.fit()
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history[1]["semi_supervised"] and "L_PL" in history[1]
+    a, b = weights(straight), weights(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert {"L_A", "L_T", "L_SKD", "L_self", "ppl_accept_rate", "pl_acc_accepted", "mean_f1"} <= set(
+        json.loads(lines[1]))
+
+
+def test_checkpoints_load_with_weights_only_and_reject_mismatches(tmp_path):
+    cfg = load_config("synth-cpu", FAST + ["train.epochs=1"])
+    Trainer(cfg, tmp_path / "run", device="cpu", dataset=toy(), progress=False).fit()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["au_columns"] == BP4D.columns and state["preprocess"]["size"] == 32
+    assert (tmp_path / "run" / "best.pt").exists()
+    assert not list((tmp_path / "run").glob(".*tmp*"))  # atomic: no temporary left behind
+
+    other = Trainer(load_config("synth-cpu", FAST + ["model.sa_depth=1"]), tmp_path / "other", device="cpu",
+                    dataset=toy(), progress=False)
+    with pytest.raises(CheckpointError, match="another config.*model.sa_depth"):
+        other.resume(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="trained on AUs .*AU23.* but the data has"):
+        checkpoint.check_au_columns(checkpoint.load_checkpoint(tmp_path / "run"), DISFA.columns)
+    narrow = Trainer(load_config("synth-cpu", FAST), tmp_path / "narrow", device="cpu", dataset=toy(DISFA),
+                     progress=False)
+    with pytest.raises(CheckpointError, match="another config.*model.n_aus"):
+        narrow.resume(tmp_path / "run")
+
+    data = (tmp_path / "run" / "last.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        checkpoint.load_checkpoint(tmp_path / "truncated.pt")
+    torch.save({"hello": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a Knowledge-Spreader checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_nan_loss_stops_with_the_step_batch_and_term(tmp_path):
+    cfg = load_config("synth-cpu", FAST)
+    trainer = Trainer(cfg, tmp_path / "nan", device="cpu", dataset=toy(), progress=False)
+    with torch.no_grad():
+        trainer.model.spatial_teacher.classifier.bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"loss term \w+ is nan at epoch 1, batch 0"):
+        trainer.fit()
+    assert not (tmp_path / "nan" / "last.pt").exists()
+
+
+def test_the_frame_baseline_trains_and_evaluates(tmp_path):
+    cfg = load_config("synth-cpu", FAST + ['method="frame"', "train.epochs=1"])
+    trainer = Trainer(cfg, tmp_path / "frame", device="cpu", dataset=toy(), progress=False)
+    history = trainer.fit()
+    assert "L_A" in history[0] and "L_PL" not in history[0] and 0 <= history[0]["mean_f1"] <= 1
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config("synth-cpu", ['train.epochs="ten"'])
+    with pytest.raises(ConfigError, match="unknown field 'model.heads'"):
+        load_config("synth-cpu", ["model.heads=4"])
+    with pytest.raises(ConfigError, match="method must be one of"):
+        load_config("synth-cpu", ['method="fixmatch"'])
+    with pytest.raises(ConfigError, match="no profile or config file"):
+        load_config("nope")
