@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp_ext/CMakeLists.txt)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp_ext/CMakeLists.txt cpp_ext/src/* cpp_ext/cuda/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0

@@ -7,7 +7,7 @@ import pytest
 REQUIRED = [
     "numpy", "pandas", "cv2", "tqdm", "onnxruntime", "torch", "onnx", "onnxscript", "onnxslim",
     "tritonclient.grpc.model_config_pb2", "pytest_benchmark", "threadpoolctl",
-    "ks_runtime", "ks_train", "ks_export",
+    "ks_runtime", "ks_train", "ks_export", "cpp_ext", "cpp_ext.cuda",
 ]
 
 
