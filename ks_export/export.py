@@ -1,0 +1,363 @@
+"""The whole export: checkpoint -> graphs -> verification -> INT8 -> Triton -> manifest -> F1, and `verify`.
+
+The bundle is built in a hidden sibling folder and moved into place only when every check has passed, so a
+failed export never leaves a half-written bundle where the runtime would look for one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ks_export import ExportError
+from ks_export.graphs import LoadedCheckpoint, graph_modules, load_ks_checkpoint, random_inputs
+from ks_export.manifest import DEFAULT_POLICY, build_manifest, write_manifest
+from ks_export.onnx_export import (
+    ExportedGraph,
+    check_graph,
+    export_module,
+    max_ort_opset,
+    model_opset,
+    resolve_opset,
+    simplify_if_equal,
+)
+from ks_export.quantize import DEFAULT_CALIB, calibration_frames, quantize_encoder
+from ks_export.triton import parse_config, write_repository
+from ks_export.verify import PROB_TOL, VerificationReport, errors, verify_graphs
+from ks_runtime.bundle import (
+    ENCODER_INT8,
+    GRAPH_FILES,
+    GRAPH_ROLES,
+    MANIFEST,
+    Manifest,
+    read_manifest,
+    sha256_file,
+)
+from ks_runtime.errors import BundleError
+from ks_runtime.metrics import f1_report
+from ks_runtime.ort_graphs import BundleGraphs
+from ks_runtime.policy import POLICIES
+from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_train.config import ExperimentConfig
+from ks_train.data.base import VideoSequence
+
+log = logging.getLogger(__name__)
+
+INT8_FILE = "encoder.int8.onnx"
+CALIB_SUBJECTS = 3  # training subjects rendered for calibration (in-memory SynthAU): enough variety, fast
+
+
+@dataclass
+class PrecisionRow:
+    """One bundle variant evaluated densely on the test fold."""
+
+    variant: str
+    file: str
+    size_bytes: int
+    mean_f1: float
+    per_au_f1: dict[str, float]
+    ms_per_frame: float
+
+
+@dataclass
+class ExportReport:
+    bundle: Path
+    checkpoint: Path
+    opset: int
+    graphs: dict[str, ExportedGraph]
+    verification: VerificationReport
+    precision: list[PrecisionRow] = field(default_factory=list)
+    f1_policy: str = ""
+    f1_frames: int = 0
+    fold: int = 0
+    checkpoint_f1: float | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def precision_table(self) -> str:
+        """FP32 against INT8: encoder file size, test-fold F1 (dense, shared policy), and speed."""
+        if not self.precision:
+            return "(no test-fold evaluation)"
+        lines = [f"test fold {self.fold}, {self.f1_frames} frames, dense testing, policy {self.f1_policy!r}",
+                 f"{'variant':<9}{'encoder file':<20}{'size':>10}{'mean F1':>9}{'ms/frame':>10}"]
+        for row in self.precision:
+            lines.append(f"{row.variant:<9}{row.file:<20}{row.size_bytes / 1e6:>8.2f}MB{row.mean_f1:>9.3f}"
+                         f"{row.ms_per_frame:>10.2f}")
+        if self.checkpoint_f1 is not None:
+            lines.append(f"(the checkpoint's own test F1, PyTorch, same fold and policy: {self.checkpoint_f1:.3f})")
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        graphs = "\n".join(f"  {g.path.name:<18} {g.exporter} exporter, opset {g.opset}; {g.simplifier}"
+                           for g in self.graphs.values())
+        files = "\n".join(f"  {name:<32}{size / 1e6:>8.2f} MB" for name, size in self.sizes.items())
+        return (f"bundle {self.bundle} from {self.checkpoint} ({self.seconds:.0f} s)\n{graphs}\n\n"
+                f"== verification: onnxruntime against PyTorch (max abs error per key slot)\n"
+                f"{self.verification.table()}\n\n== FP32 and INT8 on the test fold\n{self.precision_table()}\n\n"
+                f"== files\n{files}")
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+
+def experiment_sequences(cfg: ExperimentConfig, columns: list[str], part: str,
+                         max_subjects: int | None = None) -> list[VideoSequence]:
+    """The `part` ("train" or "test") sequences of the checkpoint's fold. In-memory SynthAU renders only the
+    subjects needed (for "train", the first `max_subjects`); datasets on disk are opened whole."""
+    from ks_train.trainer import load_experiment_data
+
+    data = cfg.data
+    if data.dataset == "synth" and not data.root:
+        from ks_runtime.synth.generate import SynthConfig, synth_parts
+
+        parts = synth_parts(SynthConfig(size=data.synth_size, au_set=data.au_set, seed=data.synth_seed))
+        test = parts[data.fold - 1]
+        subjects = test if part == "test" else [s for p in parts if p is not test for s in p][:max_subjects]
+        dataset = load_experiment_data(cfg, subjects=subjects)
+        sequences = dataset.sequences
+    else:
+        dataset = load_experiment_data(cfg)
+        train, test_seqs = dataset.split(data.fold)
+        sequences = test_seqs if part == "test" else train
+    if list(dataset.au_set.columns) != list(columns):
+        raise ExportError(f"the checkpoint was trained on AUs {columns}, but its dataset config now gives "
+                          f"{dataset.au_set.columns}")
+    return sequences
+
+
+# --- the export ------------------------------------------------------------------------------------------------
+
+def _check_target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise ExportError(f"{out}: exists and is not a model bundle; choose another --out or remove it")
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_graphs(ckpt: LoadedCheckpoint, work: Path, opset: int, exporter: str) -> dict[str, ExportedGraph]:
+    """encoder.onnx, head.onnx and clip.onnx: exported, checked, simplified where the outputs stay equal."""
+    modules = graph_modules(ckpt.model)
+    gen = torch.Generator().manual_seed(0)
+    exported = {}
+    for role in GRAPH_ROLES:
+        path = work / GRAPH_FILES[role]
+        started = time.perf_counter()
+        args = random_inputs(role, 2, ckpt.clip_len, ckpt.n_aus, ckpt.size, gen)
+        used = export_module(modules[role], args, path, opset, exporter)
+        check_graph(path, opset)
+        names = modules[role].input_names
+        feeds = [{n: a.numpy() for n, a in zip(names, random_inputs(role, b, ckpt.clip_len, ckpt.n_aus, ckpt.size,
+                                                                      gen), strict=True)} for b in (1, 3)]
+        simplified = simplify_if_equal(path, feeds)
+        check_graph(path, opset)
+        exported[role] = ExportedGraph(role, path, used, simplified, opset)
+        log.info("%s: %s exporter, opset %d, %.1f s; %s", path.name, used, opset, time.perf_counter() - started,
+                 simplified)
+    return exported
+
+
+def evaluate_variants(manifest: Manifest, sequences: list[VideoSequence], columns: list[str], policy: str,
+                      progress: bool = False) -> list[PrecisionRow]:
+    """Mean F1 of the FP32 encoder and of each encoder variant, dense through the shared policy function."""
+    from tqdm import tqdm
+
+    labels = np.concatenate([s.labels for s in sequences])
+    rows = []
+    for variant in [None, *[v for v, spec in manifest.variants.items() if spec["graph"] == "encoder"]]:
+        graphs = BundleGraphs(manifest, roles=("encoder", "head"), encoder_variant=variant)
+        started = time.perf_counter()
+        bar = tqdm(sequences, disable=not progress, leave=False, unit="video", desc=f"F1 {variant or 'fp32'}")
+        probs = np.concatenate([graphs.dense_probabilities(s.load(np.arange(len(s))), policy) for s in bar])
+        ms = 1e3 * (time.perf_counter() - started) / len(labels)
+        report = f1_report(probs, labels, columns)
+        path = graphs.files["encoder"]
+        rows.append(PrecisionRow(manifest.variants[variant]["precision"] if variant else "fp32", path.name,
+                                 path.stat().st_size, report.mean,
+                                 {c: float(f) for c, f in zip(columns, report.f1, strict=True)}, ms))
+    return rows
+
+
+def export_bundle(ckpt_path: Path | str, out_dir: Path | str, int8: bool = True, triton: bool = True,
+                  opset: int | None = None, calib: int = DEFAULT_CALIB, exporter: str = "dynamo",
+                  policy: str | None = None, evaluate: bool = True, progress: bool = False) -> ExportReport:
+    """Export a KS checkpoint to a verified bundle at `out_dir` (replacing a bundle already there).
+
+    int8: add the INT8 encoder variant, calibrated on `calib` training frames; triton: add triton/ks_clip;
+    policy: the key-slot policy of the test-fold F1 (default: the one training evaluated with); progress: bars.
+    Raises ExportError (or CheckpointError) naming what failed; nothing is written at `out_dir` then.
+    """
+    started = time.perf_counter()
+    if policy is not None and policy not in POLICIES:
+        raise ExportError(f"unknown key-slot policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    ckpt = load_ks_checkpoint(ckpt_path)
+    opset = resolve_opset(opset)
+    out = Path(out_dir)
+    _check_target(out)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        report = _export_into(ckpt, work, opset, int8, triton, calib, exporter, policy, evaluate, progress)
+        _move_into_place(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    report.bundle = out
+    report.graphs = {role: replace(g, path=out / g.path.name) for role, g in report.graphs.items()}
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, triton: bool, calib: int,
+                 exporter: str, policy: str | None, evaluate: bool, progress: bool) -> ExportReport:
+    cfg, columns, n = ckpt.config, list(ckpt.state["au_columns"]), ckpt.clip_len
+    preprocess = Preprocess.from_dict(ckpt.state.get("preprocess") or cfg.preprocess.to_dict())
+    exported = export_graphs(ckpt, work, opset, exporter)
+    paths = {role: g.path for role, g in exported.items()}
+    modules = graph_modules(ckpt.model)
+
+    log.info("rendering the test part of fold %d for verification and F1", cfg.data.fold)
+    test = experiment_sequences(cfg, columns, "test")
+    real = to_network_input(test[0].load(np.arange(min(len(test[0]), n + 1))), preprocess)
+    if len(real) < n + 1:
+        raise ExportError(f"test sequence {test[0].key} has {len(real)} frames; verification needs {n + 1}")
+    verification = verify_graphs(paths, modules, real, n, ckpt.n_aus)
+    if not verification.ok:
+        raise ExportError(f"{work}: onnxruntime and PyTorch disagree beyond tolerance; export abandoned\n"
+                          f"{verification.table()}")
+
+    variants: dict[str, dict] = {}
+    if int8:
+        log.info("calibrating the INT8 encoder on %d training frames", calib)
+        frames = calibration_frames(experiment_sequences(cfg, columns, "train", CALIB_SUBJECTS), preprocess, calib)
+        settings = quantize_encoder(paths["encoder"], work / INT8_FILE, frames)
+        verify_graphs({"encoder": work / INT8_FILE, "head": paths["head"]}, modules, real, n, ckpt.n_aus,
+                      report=verification, encoder_label="encoder_int8", judged=False)
+        variants[ENCODER_INT8] = {"file": INT8_FILE, "graph": "encoder", "precision": "int8", "format": "onnx",
+                                  "opset": model_opset(onnx.load(str(work / INT8_FILE))),
+                                  "providers": ["CPUExecutionProvider"], "quantization": settings}
+    serving = {}
+    if triton:
+        serving["triton"] = write_repository(work, paths["clip"], n, ckpt.n_aus, ckpt.size)
+
+    summary = {"tolerance": {"probs_abs": PROB_TOL}, "passed": verification.ok, "graphs": verification.summary()}
+    data = build_manifest(ckpt, opset, {r: g.exporter for r, g in exported.items()},
+                          {r: g.simplifier for r, g in exported.items()}, summary, variants, serving,
+                          sha256_file(ckpt.path), DEFAULT_POLICY)
+    manifest = write_manifest(work, data)
+    BundleGraphs(manifest)  # every graph opens in onnxruntime and matches the manifest's names and shapes
+
+    report = ExportReport(work, ckpt.path, opset, exported, verification, fold=cfg.data.fold)
+    if evaluate:
+        report.f1_policy = policy or cfg.train.eval_policy
+        log.info("evaluating the bundle densely on %d test sequences (policy %s)", len(test), report.f1_policy)
+        report.precision = evaluate_variants(manifest, test, columns, report.f1_policy, progress)
+        report.f1_frames = sum(len(s) for s in test)
+        recorded = ckpt.state.get("metrics", {}).get("mean_f1")
+        if report.f1_policy == cfg.train.eval_policy and isinstance(recorded, float):
+            report.checkpoint_f1 = recorded
+        data["evaluation"] = {"fold": cfg.data.fold, "policy": report.f1_policy, "frames": report.f1_frames,
+                              "checkpoint_mean_f1": report.checkpoint_f1,
+                              "variants": {r.variant: {"file": r.file, "size_bytes": r.size_bytes,
+                                                       "mean_f1": r.mean_f1, "per_au_f1": r.per_au_f1}
+                                           for r in report.precision}}
+        manifest = write_manifest(work, data)
+    report.sizes = {name: (work / name).stat().st_size for name in sorted(manifest.files)}
+    return report
+
+
+# --- verify ------------------------------------------------------------------------------------------------------
+
+def _check_onnx_files(manifest: Manifest) -> list[str]:
+    """Each graph and variant parses, passes onnx.checker, and has the opset the manifest and onnxruntime allow."""
+    import onnxruntime
+
+    lines = []
+    for name in [*manifest.graphs, *manifest.variants]:
+        path = manifest.path(name)
+        try:
+            model = onnx.load(str(path))
+        except Exception as error:  # protobuf's DecodeError and friends
+            raise BundleError(f"{path}: not an ONNX file ({type(error).__name__}: "
+                              f"{str(error).strip()[:200]})") from None
+        opset = model_opset(model)
+        if name in manifest.graphs and opset != manifest.opset:
+            raise BundleError(f"{path}: opset {opset}, but field 'opset' of {MANIFEST} says {manifest.opset}")
+        if opset > max_ort_opset():
+            raise BundleError(f"{path}: opset {opset} (field 'opset' of {MANIFEST}): the installed onnxruntime "
+                              f"{onnxruntime.__version__} runs opsets up to {max_ort_opset()}")
+        try:
+            onnx.checker.check_model(model)
+        except Exception as error:  # ValidationError
+            raise BundleError(f"{path}: onnx.checker rejects the graph ({str(error).strip()[:200]})") from None
+        lines.append(f"  {path.name:<20} onnx.checker ok, opset {opset}, {path.stat().st_size / 1e6:.2f} MB")
+    return lines
+
+
+def _synth_frames(size: int, count: int) -> np.ndarray:
+    from ks_runtime.synth.generate import SynthConfig, generate_sequence
+
+    return generate_sequence(SynthConfig(size="tiny", image_size=size, frames=count, seed=1), 0, 0).frames
+
+
+def verify_bundle(path: Path | str) -> str:
+    """Re-check a bundle: hashes, manifest fields, ONNX validity and opset, tensor names and shapes, one dense
+    inference on a short SynthAU video, encoder -> head against clip.onnx, variants, the Triton copy.
+    Returns a readable summary; raises BundleError naming the file and field that are wrong."""
+    manifest = read_manifest(path)
+    lines = [f"{manifest.root}: {MANIFEST} format {manifest.raw['format_version']}, "
+             f"{len(manifest.files)} files, every sha256 matches"]
+    lines += _check_onnx_files(manifest)
+    graphs = BundleGraphs(manifest)
+    lines.append(f"  tensor names and shapes match {MANIFEST} (n={manifest.clip_len}, U={manifest.n_aus}, "
+                 f"S={manifest.preprocess.size})")
+
+    n = manifest.clip_len
+    frames = _synth_frames(manifest.preprocess.size, max(3 * n, 12))
+    probs = graphs.dense_probabilities(frames)
+    if probs.shape != (len(frames), manifest.n_aus) or not np.isfinite(probs).all() or probs.min() < 0 or \
+            probs.max() > 1:
+        raise BundleError(f"{manifest.root}: dense inference gave probabilities of shape {probs.shape} in "
+                          f"[{np.nanmin(probs):.3g}, {np.nanmax(probs):.3g}]")
+    clip = to_network_input(frames[:n], manifest.preprocess)  # (n, 3, S, S)
+    slots = np.arange(n, dtype=np.int64)
+    sa, students = graphs.encode(clip)
+    composed = graphs.head(np.broadcast_to(sa, (n, *sa.shape)), np.broadcast_to(students, (n, *students.shape)),
+                           slots)
+    fused = graphs.clip(np.broadcast_to(clip, (n, *clip.shape)), slots)
+    worst, _ = errors(composed, fused)
+    if worst > PROB_TOL:
+        raise BundleError(f"{manifest.path('head')}: encoder -> head differs from {manifest.path('clip').name} by "
+                          f"{worst:.2g} (> {PROB_TOL:.0e})")
+    lines.append(f"  dense inference ({len(frames)} SynthAU frames, policy {manifest.policy!r}): probabilities "
+                 f"{probs.shape}, in [{probs.min():.3f}, {probs.max():.3f}]; encoder->head = clip.onnx at every "
+                 f"key slot (max abs {worst:.1e})")
+    for name, spec in manifest.variants.items():
+        if spec["graph"] == "encoder":
+            variant = BundleGraphs(manifest, roles=("encoder", "head"), encoder_variant=name)
+            diff, _ = errors(variant.dense_probabilities(frames), probs)
+            lines.append(f"  variant {name} ({spec.get('precision', '?')}): runs; max |probs - fp32| {diff:.3f}")
+    triton = manifest.raw.get("serving", {}).get("triton")
+    if triton:
+        parse_config(manifest.root / triton["config"])
+        copy, original = manifest.files.get(triton["file"]), manifest.files.get(GRAPH_FILES["clip"])
+        if copy != original:
+            raise BundleError(f"{manifest.root / triton['file']}: field 'files.{triton['file']}' differs from "
+                              f"clip.onnx's sha256: the Triton model is not the verified clip graph")
+        lines.append(f"  Triton repository {triton['repository']}/{triton['model']}: config.pbtxt parses as "
+                     f"ModelConfig; model.onnx is clip.onnx")
+    lines.append("bundle OK")
+    return "\n".join(lines)

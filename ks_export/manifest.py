@@ -1,0 +1,119 @@
+"""manifest.json, written: everything the runtime needs, what produced the bundle, and how it was checked.
+
+The field layout is ks_runtime.bundle's (the reader); after writing, the manifest is read back through that
+reader, so the writer can never produce a bundle the runtime refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from ks_export.graphs import LoadedCheckpoint
+from ks_runtime.au import AU_NAMES, au_set_from_numbers, parse_au_column
+from ks_runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
+from ks_runtime.policy import POLICIES, lookahead
+
+DEFAULT_POLICY = "last"  # streaming: no look-ahead, the lowest latency
+PACKAGE = "knowledge-spreader"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: tuples as lists, NaN and infinities as null (strict parsers reject NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return jsonable(value.item())
+    return value
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def history_summary(history: list[dict]) -> dict:
+    """Epochs trained, the best and last test F1, and the last epoch's losses."""
+    f1s = [r["mean_f1"] for r in history if isinstance(r.get("mean_f1"), float)]
+    last = history[-1] if history else {}
+    return jsonable({"epochs": len(history), "best_mean_f1": max(f1s) if f1s else None,
+                     "last": {k: v for k, v in last.items() if k != "per_au_f1"}})
+
+
+def producer(exporters: dict[str, str], simplifier: dict[str, str]) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from ks_train import __version__
+
+    installed = package_version(PACKAGE)
+    return {"package": PACKAGE, "version": installed if installed != "not installed" else __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxscript": package_version("onnxscript"), "onnxslim": package_version("onnxslim"),
+            "exporters": exporters, "simplifier": simplifier}
+
+
+def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str], simplifier: dict[str, str],
+                   verification: dict, variants: dict, serving: dict, checkpoint_sha256: str,
+                   policy: str = DEFAULT_POLICY) -> dict:
+    """The manifest as a dict; `files` is filled in by write_manifest."""
+    cfg, state = ckpt.config, ckpt.state
+    columns = list(state["au_columns"])
+    numbers = [parse_au_column(c) for c in columns]
+    n, u = ckpt.clip_len, len(columns)
+    au_set = cfg.data.au_set if cfg.data.dataset == "synth" else au_set_from_numbers(numbers).name
+    return jsonable({
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"method": cfg.method, "au_set": au_set, "au_columns": columns,
+                  "au_names": [AU_NAMES.get(x, c) for x, c in zip(numbers, columns, strict=True)], "n_aus": u,
+                  "clip_len": n, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,
+                  "parameters": sum(p.numel() for p in ckpt.model.parameters())},
+        "thresholds": [0.5] * u,
+        "thresholds_source": "default (0.5 each; not calibrated)",
+        "policy": {"default": policy, "lookahead": {p: lookahead(n, p) for p in POLICIES},
+                   "trained_eval": cfg.train.eval_policy},
+        "preprocess": state.get("preprocess") or cfg.preprocess.to_dict(),
+        # Frames are expected as aligned face crops (SynthAU, pre-cropped data); the detector's similarity
+        # template joins this field when face alignment lands.
+        "alignment": {"mode": "aligned_crops", "template": None},
+        "opset": opset,
+        "graphs": {role: spec.to_dict() for role, spec in graph_specs(n, u, ckpt.size).items()},
+        "variants": variants,
+        "serving": serving,
+        "training": {"checkpoint": {"file": ckpt.path.name, "sha256": checkpoint_sha256,
+                                    "epoch": state.get("epoch"), "package_version": state.get("package_version")},
+                     "config": state["config"], "metrics": state.get("metrics", {}),
+                     "dataset": state.get("dataset", {}), "history": history_summary(state.get("history", []))},
+        "producer": producer(exporters, simplifier),
+        "verification": verification,
+    })
+
+
+def hash_files(root: Path) -> dict[str, str]:
+    """sha256 of every file under the bundle except the manifest itself, by POSIX relative path."""
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+
+
+def write_manifest(root: Path, manifest: dict) -> Manifest:
+    """Hash every file, write manifest.json atomically, and read it back through the runtime's reader."""
+    manifest = {**manifest, "files": hash_files(root)}
+    path = root / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(jsonable(manifest), indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return read_manifest(root)

@@ -1,0 +1,281 @@
+"""The model bundle's manifest: the contract between export and the runtime (DESIGN.md, model bundle).
+
+`ks-export` writes it; this torch-free reader is the only one anything uses. A bundle whose manifest is
+missing, malformed, of an unknown version, or whose hashes disagree with its files is refused with a
+message naming the file and the field. The graphs' tensor names and shapes are defined once here
+(`graph_specs`), written by the exporter and checked against the opened graphs through `check_io`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ks_runtime.au import au_set_from_numbers, parse_au_column
+from ks_runtime.errors import BundleError
+from ks_runtime.policy import POLICIES
+from ks_runtime.preprocess import Preprocess
+
+MANIFEST = "manifest.json"
+FORMAT = "ks-bundle"
+FORMAT_VERSION = 1
+GRAPH_ROLES = ("encoder", "head", "clip")
+GRAPH_FILES = {"encoder": "encoder.onnx", "head": "head.onnx", "clip": "clip.onnx"}
+BATCH = "B"  # the dynamic batch axis in manifest shapes
+
+# Tensor names, shared by the exporter and every engine.
+FRAMES = "frames"                  # encoder in:  [B, 3, S, S] float32, preprocessed (to_network_input)
+SA_LOGITS = "sa_logits"            # encoder out: [B, U]; head in: [B, n, U]
+STUDENT_LOGITS = "student_logits"  # encoder out: [B, n, U]; head in: [B, n, n, U] [frame, student, AU]
+KEY_SLOT = "key_slot"              # head and clip in: [B] int64, the slot of the frame being scored
+CLIPS = "clips"                    # clip in: [B, n, 3, S, S] float32
+PROBS = "probs"                    # head and clip out: [B, U], the key frame's probabilities
+
+# Variants replace a graph with another build of it (another precision or engine); same tensors.
+ENCODER_INT8 = "encoder_int8"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, dtype, and shape with "B" for the dynamic batch axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
+
+
+def graph_specs(clip_len: int, n_aus: int, size: int) -> dict[str, GraphSpec]:
+    """The three graphs' files, tensor names and shapes for a model with n = clip_len, U = n_aus, S = size."""
+    n, u, b = clip_len, n_aus, BATCH
+
+    def f32(name: str, *shape: int | str) -> TensorSpec:
+        return TensorSpec(name, "float32", (b, *shape))
+
+    key_slot = TensorSpec(KEY_SLOT, "int64", (b,))
+    probs = (f32(PROBS, u),)
+    return {
+        "encoder": GraphSpec(GRAPH_FILES["encoder"], (f32(FRAMES, 3, size, size),),
+                             (f32(SA_LOGITS, u), f32(STUDENT_LOGITS, n, u))),
+        "head": GraphSpec(GRAPH_FILES["head"], (f32(SA_LOGITS, n, u), f32(STUDENT_LOGITS, n, n, u), key_slot),
+                          probs),
+        "clip": GraphSpec(GRAPH_FILES["clip"], (f32(CLIPS, n, 3, size, size), key_slot), probs),
+    }
+
+
+@dataclass
+class Manifest:
+    """Everything the runtime needs to know about a bundle; `raw` keeps every field as written."""
+
+    root: Path
+    au_columns: tuple[str, ...]
+    au_names: tuple[str, ...]
+    clip_len: int
+    method: str
+    fusion: str
+    policy: str
+    thresholds: tuple[float, ...]
+    preprocess: Preprocess
+    alignment: dict
+    opset: int
+    graphs: dict[str, GraphSpec]
+    variants: dict[str, dict]
+    files: dict[str, str]
+    raw: dict = field(repr=False)
+    producer: dict = field(default_factory=dict)
+
+    @property
+    def n_aus(self) -> int:
+        return len(self.au_columns)
+
+    @property
+    def au_numbers(self) -> tuple[int, ...]:
+        return tuple(parse_au_column(c) for c in self.au_columns)
+
+    def path(self, role: str) -> Path:
+        """The file of a graph ("encoder") or of a variant ("encoder_int8")."""
+        if role in self.graphs:
+            return self.root / self.graphs[role].file
+        if role in self.variants:
+            return self.root / self.variants[role]["file"]
+        raise BundleError(f"{self.root / MANIFEST}: no graph or variant {role!r} "
+                          f"(graphs: {', '.join(self.graphs)}; variants: {', '.join(self.variants) or 'none'})")
+
+    def graph_of(self, name: str) -> str:
+        """The graph role whose tensors a graph or variant has: "encoder_int8" -> "encoder"."""
+        if name in self.graphs:
+            return name
+        if name in self.variants:
+            return self.variants[name]["graph"]
+        self.path(name)  # raises, naming what there is
+        return name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _get(data: dict, dotted: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise BundleError(f"{where}: missing field {dotted!r}")
+        node = node[part]
+    if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BundleError(f"{where}: field {dotted!r} should be {names}, got {type(node).__name__}")
+    return node
+
+
+def _tensor(data: Any, where: Path, field_name: str) -> TensorSpec:
+    if not isinstance(data, dict) or not {"name", "dtype", "shape"} <= set(data):
+        raise BundleError(f"{where}: field {field_name!r} needs name, dtype and shape")
+    if not isinstance(data["shape"], list):
+        raise BundleError(f"{where}: field {field_name!r} has a bad shape {data['shape']!r}")
+    shape = tuple(data["shape"])
+    if not all((isinstance(d, int) and not isinstance(d, bool)) or d == BATCH for d in shape):
+        raise BundleError(f"{where}: field {field_name!r} has a bad shape {list(shape)}")
+    return TensorSpec(str(data["name"]), str(data["dtype"]), shape)
+
+
+def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
+    """Read and check a bundle's manifest.json (and, by default, every file's sha256)."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; a bundle is a folder written by `ks-export`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}: malformed JSON ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{path}: field 'format' is not {FORMAT!r}: not a Knowledge-Spreader bundle")
+    version = _get(data, "format_version", int, path)
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path}: field 'format_version' is {version}; this runtime reads version {FORMAT_VERSION}")
+
+    columns = tuple(_get(data, "model.au_columns", list, path))
+    try:
+        au_set_from_numbers([parse_au_column(c) for c in columns])
+    except ValueError as error:
+        raise BundleError(f"{path}: field 'model.au_columns': {error}") from None
+    n_aus = _get(data, "model.n_aus", int, path)
+    if n_aus != len(columns):
+        raise BundleError(f"{path}: field 'model.n_aus' is {n_aus} but 'model.au_columns' lists {len(columns)} AUs")
+    au_names = _get(data, "model.au_names", list, path)
+    if len(au_names) != len(columns):
+        raise BundleError(f"{path}: field 'model.au_names' has {len(au_names)} names for {len(columns)} AUs")
+    clip_len = _get(data, "model.clip_len", int, path)
+    producer = _get(data, "producer", dict, path)
+    _get(data, "producer.version", str, path)
+    thresholds = tuple(float(t) for t in _get(data, "thresholds", list, path))
+    if len(thresholds) != len(columns):
+        raise BundleError(f"{path}: field 'thresholds' has {len(thresholds)} values for {len(columns)} AUs")
+    policy = _get(data, "policy.default", str, path)
+    if policy not in POLICIES:
+        raise BundleError(f"{path}: field 'policy.default' is {policy!r}; known: {', '.join(POLICIES)}")
+    try:
+        preprocess = Preprocess.from_dict(_get(data, "preprocess", dict, path))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{path}: field 'preprocess': {error}") from None
+
+    graphs = {}
+    for role, spec in _get(data, "graphs", dict, path).items():
+        graphs[role] = GraphSpec(
+            file=_get(spec, "file", str, path),
+            inputs=tuple(_tensor(t, path, f"graphs.{role}.inputs") for t in _get(spec, "inputs", list, path)),
+            outputs=tuple(_tensor(t, path, f"graphs.{role}.outputs") for t in _get(spec, "outputs", list, path)))
+    missing_roles = [r for r in GRAPH_ROLES if r not in graphs]
+    if missing_roles:
+        raise BundleError(f"{path}: field 'graphs' lacks {', '.join(missing_roles)}")
+    _check_graph_specs(graphs, graph_specs(clip_len, len(columns), preprocess.size), path)
+    variants = _get(data, "variants", dict, path)
+    for name, variant in variants.items():
+        if (not isinstance(variant, dict) or not isinstance(variant.get("file"), str)
+                or variant.get("graph") not in GRAPH_ROLES):
+            raise BundleError(f"{path}: field 'variants.{name}' needs a 'file' and a 'graph' (one of "
+                              f"{', '.join(GRAPH_ROLES)})")
+    files = _get(data, "files", dict, path)
+    for name, digest in files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(digest, str) or len(digest) != 64:
+            raise BundleError(f"{path}: field 'files.{name}' must map a path inside the bundle to a sha256 hex digest")
+    _get(data, "alignment", dict, path)
+    manifest = Manifest(
+        root=root, au_columns=columns, au_names=tuple(str(a) for a in au_names), clip_len=clip_len,
+        method=_get(data, "model.method", str, path), fusion=_get(data, "model.fusion", str, path), policy=policy,
+        thresholds=thresholds, preprocess=preprocess, alignment=dict(data["alignment"]),
+        opset=_get(data, "opset", int, path), graphs=graphs, variants=dict(variants), files=dict(files), raw=data,
+        producer=dict(producer))
+    referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
+    unlisted = [f for f in referenced if f not in files]
+    if unlisted:
+        raise BundleError(f"{path}: field 'files' has no sha256 for {', '.join(unlisted)}")
+    if verify_hashes:
+        verify_files(manifest)
+    return manifest
+
+
+def _check_graph_specs(graphs: dict[str, GraphSpec], expected: dict[str, GraphSpec], where: Path) -> None:
+    """The manifest's tensor names, dtypes and shapes must be the ones this runtime feeds and reads."""
+    for role, want in expected.items():
+        for kind in ("inputs", "outputs"):
+            got = getattr(graphs[role], kind)
+            if got != getattr(want, kind):
+                raise BundleError(f"{where}: field 'graphs.{role}.{kind}' is {[t.to_dict() for t in got]}, but "
+                                  f"model.clip_len, model.n_aus and preprocess.size give "
+                                  f"{[t.to_dict() for t in getattr(want, kind)]}")
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Every file listed in the manifest exists and has the recorded sha256."""
+    for name, expected in manifest.files.items():
+        file = manifest.root / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing, but listed in field 'files.{name}' of {MANIFEST}")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise BundleError(f"{file}: sha256 {actual[:12]}... does not match field 'files.{name}' of {MANIFEST} "
+                              f"({expected[:12]}...): the file was changed or truncated after export")
+
+
+def check_io(manifest: Manifest, role: str, inputs: list[tuple], outputs: list[tuple], where: Path | None = None
+             ) -> None:
+    """Compare a graph's actual inputs and outputs, (name, shape) or (name, shape, dtype), with the manifest's
+    spec of graph `role`; "B" must be a dynamic dim. `where` names the file opened (default: the role's file)."""
+    spec = manifest.graphs[role]
+    where = where or manifest.root / spec.file
+    for kind, expected, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
+        if [t.name for t in expected] != [item[0] for item in actual]:
+            raise BundleError(f"{where}: {kind} names {[item[0] for item in actual]} differ from {MANIFEST}'s "
+                              f"{[t.name for t in expected]}")
+        for tensor, item in zip(expected, actual, strict=True):
+            shape = item[1]
+            # A dynamic dim (any symbol, or None) stands for "B"; a fixed batch where "B" is due is an error.
+            fixed = [d if isinstance(d, int) else BATCH for d in shape]
+            if len(fixed) != len(tensor.shape) or any(e != a for e, a in zip(tensor.shape, fixed, strict=True)):
+                raise BundleError(f"{where}: {kind} {tensor.name!r} has shape {list(shape)}, {MANIFEST} says "
+                                  f"{list(tensor.shape)}")
+            if len(item) > 2 and item[2] != tensor.dtype:
+                raise BundleError(f"{where}: {kind} {tensor.name!r} is {item[2]}, {MANIFEST} says {tensor.dtype}")
