@@ -14,6 +14,7 @@ from ks_runtime.errors import ConfigError
 from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from ks_train import configio
 from ks_train.data.augment import AugmentConfig
+from ks_train.losses import AU_WEIGHTINGS, POSITIVE_WEIGHTINGS
 from ks_train.model.ks import KSConfig
 
 METHODS = ("ks", "frame")
@@ -39,7 +40,8 @@ class LossConfig:
     l_skd: float = 1.0
     l_pl: float = 1.0
     l_self: float = 1.0
-    au_weighting: str = "inverse_rate"   # inverse_rate | none
+    au_weighting: str = "inverse_rate"   # inverse_rate | none: scale each AU's term by 1 / its rate
+    positive_weighting: str = "balanced"  # [R] balanced | none: positives weighted (1 - p) / p within an AU
     gate: str = "ppl"                    # ppl | none (naive pseudo-labels) | confidence (ablation)
     ppl_threshold: float = 0.5           # [R] accept a clip when P(perturbed | clean tokens) < this
     confidence_threshold: float = 0.9    # [R] the confidence gate's mean max(p, 1 - p)
@@ -88,6 +90,11 @@ class ExperimentConfig:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.loss.gate not in GATES:
             raise ConfigError(f"loss.gate must be one of {GATES}, got {self.loss.gate!r}")
+        if self.loss.au_weighting not in AU_WEIGHTINGS:
+            raise ConfigError(f"loss.au_weighting must be one of {AU_WEIGHTINGS}, got {self.loss.au_weighting!r}")
+        if self.loss.positive_weighting not in POSITIVE_WEIGHTINGS:
+            raise ConfigError(f"loss.positive_weighting must be one of {POSITIVE_WEIGHTINGS}, "
+                              f"got {self.loss.positive_weighting!r}")
         if self.method == "ks" and self.model.clip_len < 2:
             raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
 

@@ -6,40 +6,76 @@ Every supervised term is per-AU binary cross-entropy weighted by the inverse pos
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 UNKNOWN = -1.0
+AU_WEIGHTINGS = ("inverse_rate", "none")
+POSITIVE_WEIGHTINGS = ("none", "balanced")
+
+
+@dataclass
+class AUWeights:
+    """per_au (U,) scales each AU's whole term; positive (U,) scales the positive class within an AU."""
+
+    per_au: torch.Tensor
+    positive: torch.Tensor
+
+    def to(self, device: torch.device) -> AUWeights:
+        return AUWeights(self.per_au.to(device), self.positive.to(device))
+
+    @classmethod
+    def uniform(cls, n_aus: int, device: torch.device | None = None) -> AUWeights:
+        return cls(torch.ones(n_aus, device=device), torch.ones(n_aus, device=device))
+
+
+def positive_rates(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    known = labels != UNKNOWN
+    return ((labels == 1) & known).sum(0) / np.maximum(known.sum(0), 1)
 
 
 def inverse_rate_weights(labels: np.ndarray, min_rate: float = 0.01) -> np.ndarray:
     """Per-AU weights proportional to 1 / positive rate over the known labels, normalised to mean 1."""
-    labels = np.asarray(labels)
-    known = labels != UNKNOWN
-    rate = ((labels == 1) & known).sum(0) / np.maximum(known.sum(0), 1)
-    inverse = 1.0 / np.maximum(rate, min_rate)
+    inverse = 1.0 / np.maximum(positive_rates(labels), min_rate)
     return (inverse / inverse.mean()).astype(np.float32)
 
 
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                 mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the masked-in entries of w_u * BCE(logit, target); 0 when nothing is masked in.
+def au_weights(labels: np.ndarray, per_au: str = "inverse_rate", positive: str = "none",
+               max_positive: float = 10.0) -> AUWeights:
+    """Loss weights from the kept training labels. `positive="balanced"` weighs positives by (1 - p) / p
+    (clipped to [1/max, max]), so that 0.5 separates the classes as if they were equally frequent [R]."""
+    if per_au not in AU_WEIGHTINGS or positive not in POSITIVE_WEIGHTINGS:
+        raise ValueError(f"AU weighting must be one of {AU_WEIGHTINGS} and {POSITIVE_WEIGHTINGS}")
+    n = np.asarray(labels).shape[1]
+    w = inverse_rate_weights(labels) if per_au == "inverse_rate" else np.ones(n, np.float32)
+    pw = np.ones(n, np.float32)
+    if positive == "balanced":
+        rate = np.clip(positive_rates(labels), 1e-3, 1 - 1e-3)
+        pw = np.clip((1 - rate) / rate, 1 / max_positive, max_positive).astype(np.float32)
+    return AUWeights(torch.from_numpy(w), torch.from_numpy(pw))
 
-    logits, targets, mask (..., U); weights (U,). Targets may be soft (probabilities).
-    """
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: AUWeights,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked-in entries of w_u * BCE(logit, target) with positives scaled by pw_u; 0 when
+    nothing is masked in. logits, targets, mask (..., U). Targets may be soft (probabilities)."""
     mask = mask.to(logits.dtype)
-    per_entry = F.binary_cross_entropy_with_logits(logits, targets.clamp(0, 1), reduction="none")
-    total = (per_entry * weights * mask).sum()
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets.clamp(0, 1), reduction="none",
+                                                   pos_weight=weights.positive)
+    total = (per_entry * weights.per_au * mask).sum()
     return total / mask.sum().clamp(min=1.0)
 
 
-def loss_a(sa_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def loss_a(sa_logits: torch.Tensor, labels: torch.Tensor, weights: AUWeights) -> torch.Tensor:
     """L_A: S_a on every labelled frame of the clip against its label. (B, n, U)."""
     return weighted_bce(sa_logits, labels, weights, labels != UNKNOWN)
 
 
-def loss_t(tt_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def loss_t(tt_logits: torch.Tensor, labels: torch.Tensor, weights: AUWeights) -> torch.Tensor:
     """L_T: the Temporal Teacher at every labelled slot against the label. (B, n, U)."""
     return weighted_bce(tt_logits, labels, weights, labels != UNKNOWN)
 
@@ -48,8 +84,8 @@ def loss_skd(student_key_logits: torch.Tensor, sa_key_logits: torch.Tensor, clip
              ) -> torch.Tensor:
     """L_SKD: the active student on the key frame against stop-gradient S_a probabilities. (B, U)."""
     targets = torch.sigmoid(sa_key_logits.detach())
-    ones = torch.ones(student_key_logits.shape[-1], device=student_key_logits.device)
-    return weighted_bce(student_key_logits, targets, ones, clip_mask[:, None].expand_as(targets))
+    plain = AUWeights.uniform(student_key_logits.shape[-1], student_key_logits.device)
+    return weighted_bce(student_key_logits, targets, plain, clip_mask[:, None].expand_as(targets))
 
 
 def pseudo_labels(tt_logits: torch.Tensor) -> torch.Tensor:
@@ -58,7 +94,7 @@ def pseudo_labels(tt_logits: torch.Tensor) -> torch.Tensor:
 
 
 def loss_pl(sa_logits: torch.Tensor, tt_logits: torch.Tensor, unlabelled_slots: torch.Tensor,
-            accepted: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            accepted: torch.Tensor, weights: AUWeights) -> torch.Tensor:
     """L_PL: TT's hard pseudo labels train S_a on the unlabelled slots of accepted clips.
 
     sa_logits, tt_logits (B, n, U); unlabelled_slots (B, n) bool; accepted (B,) bool.

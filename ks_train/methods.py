@@ -51,7 +51,7 @@ class Method:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def train_step(self, model: nn.Module, batch: ClipBatch, weights: torch.Tensor, semi_supervised: bool
+    def train_step(self, model: nn.Module, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool
                    ) -> StepResult:
         raise NotImplementedError
 

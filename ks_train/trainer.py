@@ -65,7 +65,7 @@ class TrainStep(nn.Module):
         super().__init__()
         self.method, self.model = method, model
 
-    def forward(self, batch: ClipBatch, weights: torch.Tensor, semi_supervised: bool) -> StepResult:
+    def forward(self, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool) -> StepResult:
         return self.method.train_step(self.model, batch, weights, semi_supervised)
 
 
@@ -120,9 +120,7 @@ class Trainer:
 
         self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
         kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])
-        weights = (losses.inverse_rate_weights(kept) if cfg.loss.au_weighting == "inverse_rate"
-                   else np.ones(len(self.columns), np.float32))
-        self.weights = torch.from_numpy(weights).to(self.device)
+        self.weights = losses.au_weights(kept, cfg.loss.au_weighting, cfg.loss.positive_weighting).to(self.device)
 
         n = self.method.clip_len
         batch = cfg.train.batch_size * (cfg.model.clip_len if cfg.method == "frame" else 1)

@@ -19,18 +19,25 @@ def test_inverse_rate_weights_favour_rare_aus_and_ignore_unknowns():
     np.testing.assert_allclose(w, np.array([4, 1.25]) / 2.625, rtol=1e-6)
 
 
-def test_loss_a_masks_unknown_labels_and_weights_by_au():
+def test_balanced_positive_weights_are_the_odds_against():
+    labels = np.array([[1, 1], [0, 1], [0, 1], [0, 1], [-1, 0]])
+    w = losses.au_weights(labels, per_au="none", positive="balanced")
+    np.testing.assert_allclose(w.positive.numpy(), [3.0, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(w.per_au.numpy(), [1.0, 1.0])
+
+
+def test_loss_a_masks_unknown_labels_and_weights_by_au_and_class():
     logits = torch.tensor([[[2.0, -1.0], [0.5, 0.0]]])  # (B=1, n=2, U=2)
     labels = torch.tensor([[[1.0, -1.0], [0.0, 1.0]]])
-    weights = torch.tensor([2.0, 0.5])
-    expected = (2 * bce(2.0, 1) + 2 * bce(0.5, 0) + 0.5 * bce(0.0, 1)) / 3
+    weights = losses.AUWeights(per_au=torch.tensor([2.0, 0.5]), positive=torch.tensor([3.0, 4.0]))
+    expected = (2 * 3 * bce(2.0, 1) + 2 * bce(0.5, 0) + 0.5 * 4 * bce(0.0, 1)) / 3
     assert losses.loss_a(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
     assert losses.loss_t(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_nothing_known_gives_zero_not_nan():
     logits = torch.zeros(2, 3, 4)
-    assert losses.loss_a(logits, torch.full((2, 3, 4), -1.0), torch.ones(4)).item() == 0.0
+    assert losses.loss_a(logits, torch.full((2, 3, 4), -1.0), losses.AUWeights.uniform(4)).item() == 0.0
 
 
 def test_loss_skd_targets_detached_teacher_probabilities_on_labelled_clips():
@@ -48,7 +55,7 @@ def test_loss_pl_uses_hard_tt_labels_on_unlabelled_slots_of_accepted_clips():
     tt = torch.tensor([[[-0.1, 0.7], [9.0, 9.0]], [[-9.0, -9.0], [-9.0, -9.0]]], requires_grad=True)
     unlabelled = torch.tensor([[True, False], [True, True]])
     accepted = torch.tensor([True, False])
-    loss = losses.loss_pl(sa, tt, unlabelled, accepted, torch.ones(2))
+    loss = losses.loss_pl(sa, tt, unlabelled, accepted, losses.AUWeights.uniform(2))
     # only clip 0, slot 0 counts: pseudo labels (0, 1)
     assert loss.item() == pytest.approx((bce(0.2, 0) + bce(-0.4, 1)) / 2, rel=1e-6)
     loss.backward()
