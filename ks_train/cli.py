@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "synth_stats",
     "synth_preview",
     "synth_generate",
+    "synth_scene",
     "params",
     "fit",
     "evaluate_cmd",

@@ -17,6 +17,7 @@ from ks_runtime.synth._model import TEXTURES
 _SHIFT = 4
 _ONE = 1 << _SHIFT
 _AA = cv2.LINE_AA
+_HEXAGON = np.stack([np.cos(np.arange(6) * np.pi / 3), np.sin(np.arange(6) * np.pi / 3)], 1)
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,38 @@ def _texture(skin: tuple, alpha: float, k: float = 0.5) -> tuple:
     return _mul(skin, 1.0 - k * alpha)
 
 
-def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas: np.ndarray, size: int) -> np.ndarray:
-    """Draw the face whose drawn points (pixels, [V, 2]) and texture alphas face.py computed; uint8 RGB."""
-    q = np.round(px * _ONE).astype(np.int32)  # fixed point for OpenCV's shift argument
+def fixed_point(px: np.ndarray) -> np.ndarray:
+    """Pixel coordinates -> OpenCV fixed point (int32, 1/16 px) for the `shift` argument."""
+    return np.round(px * _ONE).astype(np.int32)
+
+
+def line_width(scale: float) -> int:
+    """Width of a drawn line for a face whose aligned crop is `scale` px wide."""
+    return 1 if scale < 160 else 2 if scale < 320 else 3
+
+
+@functools.lru_cache(maxsize=8)
+def _resample_weights(n: int, m: int) -> np.ndarray:
+    """[m, n] linear interpolation weights resampling n points to m evenly in index (ends kept)."""
+    u = np.linspace(0, n - 1, m)
+    return np.stack([np.interp(u, np.arange(n), np.eye(n)[i]) for i in range(n)], 1)
+
+
+def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas: np.ndarray, size: int,
+              canvas: np.ndarray | None = None, body: tuple[np.ndarray, tuple] | None = None) -> np.ndarray:
+    """Draw the face whose drawn points (pixels, [V, 2]) and texture alphas face.py computed; uint8 RGB.
+
+    `size` is the side of the face's aligned crop in pixels (it sets line widths). Without `canvas` the face is
+    drawn on its plain backdrop of size x size; with one (a scene frame) it is drawn onto it, in place, and
+    `body` (a polygon in pixels and its colour) is drawn over the neck, under the head.
+    """
+    q = fixed_point(px)
 
     def pts(name: str) -> np.ndarray:
         return q[slices[name]]
 
-    img = _background(colours.background, size).copy()
-    lw = 1 if size < 160 else 2
+    img = _background(colours.background, size).copy() if canvas is None else canvas
+    lw = line_width(size)
     c = colours
 
     def fill(poly, colour) -> None:
@@ -94,6 +118,8 @@ def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas
     if c.has_hair_back:
         fill(pts("hair_back"), c.hair)
     fill(pts("neck"), c.shade)
+    if body is not None:
+        fill(fixed_point(body[0]), body[1])
     for side in (0, 1):
         fill(pts(f"ear{side}"), c.ear)
     fill(pts("contour"), c.skin)
@@ -109,6 +135,25 @@ def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas
             core = np.round(centre + (cheek - centre) * 0.6).astype(np.int32)
             fill(core, _mul(c.skin, [1.0 + 0.08 * x for x in tint]))
 
+    if alpha["lid_bulge"] > 0.03:
+        # AU6's bag under the eye: the skin between the lower lid and the infraorbital furrow puffs up and
+        # catches the light, with a shadow in the furrow below it (drawn with the textures).
+        a = alpha["lid_bulge"]
+        for side in (0, 1):
+            lid, furrow = pts(f"lid_lo{side}"), pts(f"furrow{side}")
+            n = len(lid)
+            upper = lid[n // 6: n - n // 6]
+            fill(np.concatenate([upper, furrow[::-1]]), _mul(c.skin, 1.0 + 0.06 * a))
+            lower = _resample_weights(len(furrow), len(upper)) @ furrow  # the bag is fullest just under the lid
+            fill(np.concatenate([upper, np.round(0.5 * upper + 0.5 * lower)[::-1].astype(np.int32)]),
+                 _mul(c.skin, 1.0 + 0.11 * a))
+    if alpha["chin_boss"] > 0.03:
+        a = alpha["chin_boss"]
+        boss = pts("chin_boss")
+        fill(boss, _mul(c.skin, 1.0 + 0.05 * a))
+        centre = boss.mean(0)
+        fill(np.round(centre + (boss - centre) * 0.55).astype(np.int32), _mul(c.skin, 1.0 + 0.1 * a))
+
     def texture(name: str, groups: list[np.ndarray], k: float = 0.5) -> None:
         a = alpha[name]
         if a > 0.03:
@@ -123,13 +168,17 @@ def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas
     crow = [pts(f"crow{s}")[i:i + 2] for s in (0, 1) for i in (0, 2, 4)]
     texture("crow", crow, 0.5)
     texture("furrow", [pts(f"furrow{s}") for s in (0, 1)], 0.4)
+    if alpha["lid_bulge"] > 0.03:
+        line([pts(f"furrow{s}") for s in (0, 1)], _texture(c.skin, alpha["lid_bulge"], 0.3))
     texture("nasolabial", [pts(f"nasolabial{s}") for s in (0, 1)], 0.45)
     texture("dimple", [pts(f"dimple{s}") for s in (0, 1)], 0.55)
     texture("corner", [pts(f"corner_mark{s}") for s in (0, 1)], 0.5)
     texture("sulcus", [pts("sulcus")], 0.4)
-    ct = pts("chin_tex")
-    texture("chin_tex", [ct[0:2], ct[2:4], ct[4:6], ct[6:8]], 0.28)
-    texture("bulge", [pts("bulge_up"), pts("bulge_lo")], 0.35)
+    if alpha["chin_tex"] > 0.03:
+        radius = 0.0055 * size * _ONE  # 0.011 canonical units; a small hexagon fills better than a tiny circle
+        pits = np.round(pts("chin_tex")[:, None, :] + radius * _HEXAGON).astype(np.int32)  # [P, 6, 2]
+        cv2.fillPoly(img, list(pits), _texture(c.skin, alpha["chin_tex"], 0.3), _AA, _SHIFT)
+    texture("lip_bulge", [pts("bulge_up"), pts("bulge_lo")], 0.35)
 
     # Nose: faint bridge sides, the wings, nostrils.
     line([pts(f"nose_side{s}") for s in (0, 1)], _mul(c.skin, 0.9))
@@ -165,3 +214,19 @@ def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas
     if c.has_fringe:
         fill(pts("fringe"), c.hair)
     return img
+
+
+def draw_hand(img: np.ndarray, polygons: list[np.ndarray], colour: tuple, size: float) -> None:
+    """A hand over the face, in place: forearm, palm, then fingers, each outlined so the fingers read apart."""
+    edge = _mul(colour, 0.72)
+    lw = line_width(size)
+    for poly in polygons:
+        q = fixed_point(poly)
+        cv2.fillPoly(img, [q], colour, _AA, _SHIFT)
+        cv2.polylines(img, [q], True, edge, lw, _AA, _SHIFT)
+
+
+def draw_strands(img: np.ndarray, strands: list[np.ndarray], colours: list[tuple], widths: list[int]) -> None:
+    """Hair strands across the face, in place: open curves in pixels, each with its colour and width."""
+    for strand, colour, width in zip(strands, colours, widths, strict=True):
+        cv2.polylines(img, [fixed_point(strand)], False, colour, width, _AA, _SHIFT)

@@ -94,7 +94,7 @@ class FaceModel:
 
 # Textures (lines and shading whose darkness follows AUs), in the order of FaceModel.textures rows.
 TEXTURES = ("glabella", "forehead_c", "forehead_l", "crow", "furrow", "nose_wrinkle", "nasolabial", "dimple",
-            "sulcus", "chin_tex", "bulge", "cheek", "corner")
+            "sulcus", "chin_tex", "lip_bulge", "cheek", "corner", "lid_bulge", "chin_boss")
 
 
 def _side_xy(s: float, pts) -> np.ndarray:
@@ -234,9 +234,13 @@ def build_model(idn: Identity) -> FaceModel:
     b.add("bulge_up", [[-0.7 * mw, my - ul - 0.035], [0, my - ul - 0.045], [0.7 * mw, my - ul - 0.035]], Dz + 0.05)
     b.add("bulge_lo", [[-0.65 * mw, my + ll + 0.03], [0, my + ll + 0.04], [0.65 * mw, my + ll + 0.03]], Dz + 0.05)
     chin_c = (sy + idn.chin_y) / 2
-    chin_strokes = [[-0.08, -0.025], [-0.03, -0.035], [0.02, -0.03], [0.075, -0.02],
-                    [-0.06, 0.025], [-0.01, 0.035], [0.015, 0.02], [0.065, 0.03]]
-    b.add("chin_tex", np.array(chin_strokes) + np.array([0, chin_c]), Dz + 0.05)
+    # AU17's "orange peel": small pits scattered over the chin boss, and the boss itself (a soft highlight).
+    chin_pits = [[-0.1, -0.01], [-0.058, -0.036], [-0.016, -0.018], [0.034, -0.04], [0.088, -0.02],
+                 [-0.075, 0.026], [-0.03, 0.008], [0.012, 0.034], [0.058, 0.012], [0.108, 0.03],
+                 [-0.045, 0.055], [0.035, 0.06]]
+    b.add("chin_tex", np.array(chin_pits) + np.array([0, chin_c]), Dz + 0.05)
+    ang8 = np.arange(8) * (2 * np.pi / 8)
+    b.add("chin_boss", np.stack([0.13 * np.cos(ang8), chin_c + 0.06 * np.sin(ang8)], 1), Dz + 0.05)
 
     neutral = np.concatenate(b.points)
     z = np.concatenate(b.depth)
@@ -281,7 +285,7 @@ def build_model(idn: Identity) -> FaceModel:
         mv(7, f"eye_corners{side}", [[s * 0.004, 0], [-s * 0.006, 0]])
         mv(9, f"lid_lo{side}", col(-0.012 * np.ones(3)))
         mv(12, f"lid_lo{side}", col(-0.01 * np.ones(3)))
-        mv(6, f"furrow{side}", col(-0.05 * np.array([0.7, 1.0, 0.9])))
+        mv(6, f"furrow{side}", col(-0.03 * np.array([0.7, 1.0, 0.9])))  # less than the lid: the bag grows
         mv(7, f"furrow{side}", col(-0.012 * np.ones(3)))
         mv(6, f"cheek{side}", np.array([s * 0.01, -0.065]))
         mv(12, f"cheek{side}", np.array([s * 0.012, -0.03]))
@@ -367,7 +371,7 @@ def build_model(idn: Identity) -> FaceModel:
     mv(9, "philtrum", [[0, -0.035], [0, -0.03], [0, -0.035], [0, -0.03]])
     mv(9, "nose_tip", [[0, -0.04]])
     # Chin and lower face: AU17 raises the chin boss, AU25/AU26 lower the jaw.
-    for name in ("sulcus", "chin_tex"):
+    for name in ("sulcus", "chin_tex", "chin_boss"):
         mv(17, name, np.array([0, -0.035]))
         mv(26, name, np.array([0, 0.115]))
         mv(25, name, np.array([0, 0.03]))
@@ -405,8 +409,9 @@ def build_model(idn: Identity) -> FaceModel:
     tx("nasolabial", 6, 0.25), tx("nasolabial", 9, 0.5), tx("nasolabial", 10, 0.7), tx("nasolabial", 12, 0.6)
     tx("dimple", 14, 1.4), tx("dimple", 12, 0.15)
     tx("sulcus", 17, 0.7), tx("sulcus", 15, 0.2), tx("sulcus", 24, 0.2)
-    tx("chin_tex", 17, 1.0)
-    tx("bulge", 24, 1.0), tx("bulge", 23, 0.3)
+    tx("chin_tex", 17, 1.0), tx("chin_boss", 17, 1.0)
+    tx("lip_bulge", 24, 1.0), tx("lip_bulge", 23, 0.3)
+    tx("lid_bulge", 6, 1.0), tx("lid_bulge", 7, 0.2)  # AU6 bags the lower lid; AU7 tightens it flat
     tx("cheek", 6, 1.0), tx("cheek", 12, 0.35)
     tx("corner", 14, 1.0), tx("corner", 15, 0.3), tx("corner", 12, 0.3)
     wr = idn.wrinkles
@@ -425,6 +430,7 @@ def build_model(idn: Identity) -> FaceModel:
         ("nose_wrinkle", b.idx("nose_wrinkle"), 0, False),
         ("philtrum", b.idx("philtrum"), 0, False),
         ("chin_tex", b.idx("chin_tex"), 0, False),
+        ("chin_boss", b.idx("chin_boss"), 2, True),
         ("sulcus", b.idx("sulcus"), 4, False),
         ("bulge_up", b.idx("bulge_up"), 4, False),
         ("bulge_lo", b.idx("bulge_lo"), 4, False),

@@ -19,7 +19,7 @@ from ks_runtime.au import AUSet, get_au_set
 from ks_runtime.synth import face, labels
 
 # Bumped whenever a change alters any generated pixel or label; results name the version they used.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 N_PARTS = 3
 
 
@@ -51,6 +51,8 @@ class SynthConfig:
     subjects: int | None = None
     tasks: int | None = None
     nuisance: face.NuisanceStrengths = field(default_factory=face.NuisanceStrengths)
+    texture: face.TextureStrengths = field(default_factory=face.TextureStrengths)
+    quirk_scale: float = 1.0  # scales every identity's resting-face quirks (0: none); same faces otherwise
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -77,8 +79,9 @@ class SynthConfig:
     @classmethod
     def from_dict(cls, data: dict) -> SynthConfig:
         data = {k: v for k, v in data.items() if k != "version"}
-        strengths = face.NuisanceStrengths(**data.pop("nuisance", {}))
-        return cls(**data, nuisance=strengths)
+        nuisance = face.NuisanceStrengths(**data.pop("nuisance", {}))
+        texture = face.TextureStrengths(**data.pop("texture", {}))
+        return cls(**data, nuisance=nuisance, texture=texture)
 
     def with_overrides(self, **changes) -> SynthConfig:
         return replace(self, **changes)
@@ -121,33 +124,59 @@ class SynthSequence:
     nuisance: face.NuisanceTrack | None
 
 
-def _rng(cfg: SynthConfig, *keys: int) -> np.random.Generator:
+def sequence_rng(cfg: SynthConfig, *keys: int) -> np.random.Generator:
+    """The random stream of (set seed, *keys): (subject) for identities, (subject, task profile + 1000) for
+    labels and nuisances, + 2000 for sensor noise; scene mode uses + 3000 and + 4000."""
     return np.random.default_rng(np.random.SeedSequence([cfg.seed, *keys]))
 
 
-def generate_sequence(cfg: SynthConfig, subject_index: int, task_index: int, render: bool = True) -> SynthSequence:
-    """Generate one subject-task video, deterministically from (seed, subject, task)."""
+@dataclass
+class SequenceInputs:
+    """What one subject-task video is made from, before drawing: shared by the aligned generator and scene mode."""
+
+    subject: str
+    task: str
+    identity: face.Identity
+    track: labels.LabelTrack
+    rendered_aus: tuple[int, ...]
+    nuisance: face.NuisanceTrack | None  # None when asked for labels only
+    pixel_rng: np.random.Generator  # sensor noise of the aligned crops
+
+
+def sequence_inputs(cfg: SynthConfig, subject_index: int, task_index: int, nuisance: bool = True) -> SequenceInputs:
+    """Identity, labels and nuisances of one subject-task video, deterministically from (seed, subject, task).
+
+    The label process draws first from its own streams, so nothing the renderer does changes a label.
+    """
     shape = cfg.shape
     if not (0 <= subject_index < shape.subjects and 0 <= task_index < shape.tasks):
         raise IndexError(f"subject {subject_index} / task {task_index} outside a {shape} set")
     model = labels.label_model(cfg.aus)
-    subject_rng = _rng(cfg, subject_index)
+    subject_rng = sequence_rng(cfg, subject_index)
     traits = labels.draw_label_traits(model, subject_rng)
-    identity = face.draw_identity(subject_rng)
+    identity = face.draw_identity(subject_rng, quirk_scale=cfg.quirk_scale)
     profile = task_profiles(shape.tasks)[task_index]
-    sequence_rng = _rng(cfg, subject_index, profile + 1000)
-    track = labels.sample_labels(model, traits, profile, shape.frames, sequence_rng, fps=cfg.fps)
-    frames = nuisance = None
-    if render:
-        nuisance = face.sample_nuisance(shape.frames, sequence_rng, cfg.nuisance, fps=cfg.fps)
-        pixel_rng = _rng(cfg, subject_index, profile + 2000)
+    label_rng = sequence_rng(cfg, subject_index, profile + 1000)
+    track = labels.sample_labels(model, traits, profile, shape.frames, label_rng, fps=cfg.fps)
+    track_n = face.sample_nuisance(shape.frames, label_rng, cfg.nuisance, fps=cfg.fps) if nuisance else None
+    return SequenceInputs(subject_id(subject_index), task_id(profile), identity, track, model.rendered_aus,
+                          track_n, sequence_rng(cfg, subject_index, profile + 2000))
+
+
+def generate_sequence(cfg: SynthConfig, subject_index: int, task_index: int, render: bool = True) -> SynthSequence:
+    """Generate one subject-task video, deterministically from (seed, subject, task)."""
+    inputs = sequence_inputs(cfg, subject_index, task_index, nuisance=render)
+    track, nuisance = inputs.track, inputs.nuisance
+    frames = None
+    if nuisance is not None:
+        size = cfg.shape.image_size
         frames = np.stack([
-            face.render_frame(identity, model.rendered_aus, track.intensity[t], nuisance, t,
-                              shape.image_size, pixel_rng)
-            for t in range(shape.frames)
+            face.render_frame(inputs.identity, inputs.rendered_aus, track.intensity[t], nuisance, t, size,
+                              inputs.pixel_rng, cfg.texture)
+            for t in range(len(track.intensity))
         ])
-    return SynthSequence(subject_id(subject_index), task_id(profile), track.occurrence, track.intensity,
-                         model.rendered_aus, frames, nuisance)
+    return SynthSequence(inputs.subject, inputs.task, track.occurrence, track.intensity, inputs.rendered_aus,
+                         frames, nuisance)
 
 
 def iter_sequences(cfg: SynthConfig, render: bool = True) -> Iterator[SynthSequence]:

@@ -1,4 +1,6 @@
-"""`ks-train synth-preview`: one PNG showing every AU of a set at apex beside neutral, and a labelled sequence."""
+"""`ks-train synth-preview`: one PNG showing every AU of a set at apex beside neutral, a labelled sequence, the
+texture cues with and without their texture, the image nuisances, and scene-mode frames with their true face
+box and eye centres."""
 
 from __future__ import annotations
 

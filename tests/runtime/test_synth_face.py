@@ -1,14 +1,16 @@
-"""SynthAU face renderer: shapes, determinism, where each AU acts, identities, nuisances, preview."""
+"""SynthAU face renderer: shapes, determinism, where each AU acts, texture cues, identities, nuisances (pose,
+jitter, lighting, blur, JPEG, occlusion), drawing into a scene, the alignment template, preview."""
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import pytest
 
-from ks_runtime.synth import face
+from ks_runtime.synth import _draw, face
 
 ALL = face.ALL_AUS
-OFF = face.NuisanceStrengths(head_pose_deg=0.0, jitter_px=0.0, lighting=0.0, noise=0.0)
+OFF = face.NuisanceStrengths(head_pose_deg=0.0, jitter_px=0.0, lighting=0.0, noise=0.0, colour_cast=0.0,
+                             blur_prob=0.0, jpeg_prob=0.0, occlusion_prob=0.0)
 
 
 def _render(identity, intensities: dict[int, float], size: int = 96, nuisance=None, t: int = 0, seed: int = 0):
@@ -139,7 +141,7 @@ def test_nuisance_off_renders_identical_frames_and_noise_only_adds_noise():
     a = _render(identity, {4: 3.0}, nuisance=track, t=0, seed=1)
     b = _render(identity, {4: 3.0}, nuisance=track, t=19, seed=2)
     np.testing.assert_array_equal(a, b)
-    noisy = face.sample_nuisance(20, np.random.default_rng(0), face.NuisanceStrengths(0.0, 0.0, 0.0, 4.0))
+    noisy = face.sample_nuisance(20, np.random.default_rng(0), replace(OFF, noise=4.0))
     c = _render(identity, {4: 3.0}, nuisance=noisy, t=0, seed=1).astype(np.float64)
     d = _render(identity, {4: 3.0}, nuisance=noisy, t=19, seed=2).astype(np.float64)
     assert 2.5 < np.std(c - a) < 5.5
@@ -166,14 +168,25 @@ def test_sample_nuisance_is_smooth_and_scaled_by_its_strengths():
         np.testing.assert_array_equal(values, 0.0)
     np.testing.assert_array_equal(off.scale, 1.0)
     np.testing.assert_array_equal(off.brightness, 1.0)
-    assert off.noise_sd == 0.0
+    np.testing.assert_array_equal(off.colour, 1.0)
+    np.testing.assert_array_equal(off.blur_sigma, 0.0)
+    np.testing.assert_array_equal(off.jpeg_quality, 0)
+    assert off.noise_sd == 0.0 and off.occlusion is None
 
 
 def test_turning_off_one_nuisance_leaves_the_others():
-    full = face.sample_nuisance(50, np.random.default_rng(0), face.NuisanceStrengths())
-    no_pose = face.sample_nuisance(50, np.random.default_rng(0), face.NuisanceStrengths(head_pose_deg=0.0))
-    np.testing.assert_array_equal(full.dx, no_pose.dx)
-    np.testing.assert_array_equal(full.light_angle, no_pose.light_angle)
+    strengths = face.NuisanceStrengths(occlusion_prob=1.0)
+    full = face.sample_nuisance(200, np.random.default_rng(0), strengths)
+    for name in ("head_pose_deg", "blur_prob", "jpeg_prob", "occlusion_prob", "colour_cast"):
+        less = face.sample_nuisance(200, np.random.default_rng(0), replace(strengths, **{name: 0.0}))
+        np.testing.assert_array_equal(full.dx, less.dx)
+        np.testing.assert_array_equal(full.light_angle, less.light_angle)
+        if name != "blur_prob":
+            np.testing.assert_array_equal(full.blur_sigma, less.blur_sigma)
+        if name != "jpeg_prob":
+            np.testing.assert_array_equal(full.jpeg_quality, less.jpeg_quality)
+        if name != "occlusion_prob":
+            np.testing.assert_array_equal(full.occlusion.amount, less.occlusion.amount)
 
 
 def test_head_pose_moves_the_face():
@@ -204,3 +217,221 @@ def test_au_grid_has_a_row_per_au():
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
     rows = len(get_au_set("disfa"))
     assert grid.shape[0] >= rows * size
+
+
+# --- texture cues ---------------------------------------------------------------------------------------------
+
+# TextureStrengths field -> (AU that drives it, canonical box (x0, x1, y0, y1) where it is drawn on Identity();
+# x0 > 0 means the box and its mirror image).
+CUES = {
+    "glabella": (4, (-0.16, 0.16, -0.46, -0.17)), "forehead": (1, (-0.6, 0.6, -0.75, -0.3)),
+    "crow": (6, (0.28, 0.62, -0.27, -0.05)), "lid_bulge": (6, (0.1, 0.45, -0.17, 0.02)),
+    "cheek": (6, (0.12, 0.5, -0.12, 0.2)), "nose_wrinkle": (9, (-0.12, 0.12, -0.14, 0.04)),
+    "nasolabial": (10, (0.08, 0.45, 0.02, 0.52)), "dimple": (14, (0.14, 0.38, 0.3, 0.56)),
+    "chin": (17, (-0.26, 0.26, 0.46, 0.86)), "lip_bulge": (24, (-0.3, 0.3, 0.3, 0.56)),
+}
+
+
+def _box_mask(box: tuple, size: int) -> np.ndarray:
+    x0, x1, y0, y1 = box
+    mask = np.zeros((size, size), bool)
+    mask[_to_px(y0, size):_to_px(y1, size), _to_px(x0, size):_to_px(x1, size)] = True
+    if x0 > 0:
+        mask[_to_px(y0, size):_to_px(y1, size), _to_px(-x1, size):_to_px(-x0, size)] = True
+    return mask
+
+
+def test_every_texture_strength_has_a_cue_test():
+    assert set(CUES) | {"permanent"} == {f.name for f in fields(face.TextureStrengths)}
+
+
+@pytest.mark.parametrize("cue", sorted(CUES))
+def test_texture_cue_is_where_facs_says_and_strength_zero_turns_it_off(cue):
+    au, box = CUES[cue]
+    identity = face.Identity(wrinkles=0.0)  # no standing wrinkles: every texture comes from the AU
+    apex = {au: 5.0}
+    on = _render(identity, apex).astype(np.int32)
+    off = face.render_frame(identity, ALL, np.array([apex.get(a, 0.0) for a in ALL]), face.still_nuisance(1), 0, 96,
+                            np.random.default_rng(0), face.TextureStrengths(**{cue: 0.0})).astype(np.int32)
+    diff = np.abs(on - off).sum(-1)
+    assert diff.sum() > 1500, f"the {cue} cue barely shows"
+    assert diff[_box_mask(box, 96)].sum() > 0.95 * diff.sum(), f"the {cue} cue is drawn outside its region"
+    # Off means off: the rows this field scales have zero alpha, and a neutral face shows none of them either.
+    frame = face._frame(identity, ALL, np.array([apex.get(a, 0.0) for a in ALL]), face.still_nuisance(1), 0, 96,
+                        face.TextureStrengths(**{cue: 0.0}))
+    rows = [k for k, name in enumerate(face.TEXTURES) if face._TEXTURE_FIELD[name] == cue]
+    assert rows and np.all(frame.alphas[rows] == 0)
+
+
+@pytest.mark.parametrize("cue", ["crow", "glabella", "chin", "nose_wrinkle", "dimple"])
+def test_texture_cue_follows_intensity_gain_and_strength(cue):
+    au, _ = CUES[cue]
+    rows = [k for k, name in enumerate(face.TEXTURES) if face._TEXTURE_FIELD[name] == cue]
+
+    def alpha(identity, intensity, strength=1.0):
+        values = np.array([intensity if a == au else 0.0 for a in ALL])
+        frame = face._frame(identity, ALL, values, face.still_nuisance(1), 0, 96,
+                            face.TextureStrengths(**{cue: strength}))
+        return frame.alphas[rows].max()
+
+    plain, expressive = face.Identity(wrinkles=0.0), face.Identity(wrinkles=0.0, gain=1.4)
+    assert alpha(plain, 0.0) == 0 < alpha(plain, 1.0) < alpha(plain, 2.5) < alpha(plain, 4.0)
+    assert alpha(expressive, 2.0) > alpha(plain, 2.0)
+    assert alpha(plain, 2.0, strength=1.5) > alpha(plain, 2.0)
+
+
+def test_au6_and_au7_differ_in_texture_not_only_in_shape():
+    """Real detectors tell AU6 from AU7 by crow's feet and the lid bag; both narrow the eye."""
+    identity = face.Identity(wrinkles=0.0)
+    plain = face.TextureStrengths(crow=0.0, lid_bulge=0.0, cheek=0.0)
+    for au, expect_texture in ((6, True), (7, False)):
+        values = np.array([5.0 if a == au else 0.0 for a in ALL])
+        with_tex = _render(identity, {au: 5.0}).astype(np.int32)
+        without = face.render_frame(identity, ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0),
+                                    plain).astype(np.int32)
+        changed = np.abs(with_tex - without).sum()
+        assert (changed > 5000) == expect_texture, f"AU{au}: texture change {changed}"
+
+
+def test_permanent_wrinkles_follow_their_strength():
+    identity = face.Identity(wrinkles=0.3)
+    values = np.zeros(len(ALL))
+    a = _render(identity, {}).astype(np.int32)
+    b = face.render_frame(identity, ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0),
+                          face.TextureStrengths(permanent=0.0)).astype(np.int32)
+    assert np.abs(a - b).sum() > 1000
+    smooth = face.render_frame(face.Identity(wrinkles=0.0), ALL, values, face.still_nuisance(1), 0, 96,
+                               np.random.default_rng(0))
+    np.testing.assert_array_equal(b, smooth)
+
+
+# --- blur, JPEG, colour, occlusion ----------------------------------------------------------------------------
+
+def _sharpness(image: np.ndarray) -> float:
+    """Gradient energy (blur keeps an edge's total variation but spreads it, lowering its square)."""
+    grey = image.astype(np.float64).mean(-1)
+    return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
+
+
+def test_blur_and_jpeg_change_the_image_as_expected():
+    identity = face.draw_identity(np.random.default_rng(2))
+    sharp = _render(identity, {12: 3.0})
+    for angle in (np.nan, 0.7):  # Gaussian, then motion blur
+        track = face.still_nuisance(1)
+        track.blur_sigma, track.blur_angle = np.array([1.5]), np.array([angle])
+        blurred = _render(identity, {12: 3.0}, nuisance=track)
+        assert _sharpness(blurred) < 0.8 * _sharpness(sharp)
+        assert np.abs(blurred.astype(np.int32) - sharp).mean() < 8  # the same face, softer
+    track = face.still_nuisance(1)
+    track.jpeg_quality = np.array([15])
+    coded = _render(identity, {12: 3.0}, nuisance=track).astype(np.int32)
+    assert 0.5 < np.abs(coded - sharp).mean() < 8
+    track.jpeg_quality = np.array([90])
+    fine = _render(identity, {12: 3.0}, nuisance=track).astype(np.int32)
+    assert np.abs(fine - sharp).mean() < np.abs(coded - sharp).mean()
+
+
+def test_colour_cast_tints_the_image():
+    identity = face.Identity()
+    track = face.still_nuisance(1)
+    track.colour = np.array([[1.1, 1.0, 0.9]])
+    warm = _render(identity, {}, nuisance=track).astype(np.float64)
+    plain = _render(identity, {}).astype(np.float64)
+    assert warm[..., 0].mean() > plain[..., 0].mean() + 5 and warm[..., 2].mean() < plain[..., 2].mean() - 5
+
+
+def test_blur_and_jpeg_tracks_follow_their_probabilities():
+    strengths = face.NuisanceStrengths(blur_prob=0.1, jpeg_prob=0.2, jpeg_quality_min=30, jpeg_quality_max=50)
+    tracks = [face.sample_nuisance(400, np.random.default_rng(s), strengths) for s in range(10)]
+    blur = np.concatenate([t.blur_sigma for t in tracks])
+    jpeg = np.concatenate([t.jpeg_quality for t in tracks])
+    assert 0.05 < np.mean(blur > 0) < 0.15
+    assert 0.15 < np.mean(jpeg > 0) < 0.25
+    assert jpeg[jpeg > 0].min() >= 30 and jpeg.max() <= 50
+    assert blur.max() <= strengths.blur_px and blur[blur > 0].min() >= 0.5 * strengths.blur_px
+    starts = np.sum(np.diff((blur > 0).astype(int)) == 1)
+    assert np.sum(blur > 0) / max(starts, 1) > 2  # blur comes in episodes of several frames
+    kinds = np.concatenate([t.blur_angle[t.blur_sigma > 0] for t in tracks])
+    assert 0.2 < np.mean(np.isnan(kinds)) < 0.8  # both Gaussian and motion blur
+    off = face.sample_nuisance(400, np.random.default_rng(0), replace(strengths, blur_prob=0.0, jpeg_prob=0.0))
+    assert not off.blur_sigma.any() and not off.jpeg_quality.any()
+
+
+def test_occlusion_episode_is_rare_smooth_and_lasting():
+    strengths = face.NuisanceStrengths(occlusion_prob=0.3, occlusion_seconds=2.0)
+    tracks = [face.sample_nuisance(300, np.random.default_rng(s), strengths) for s in range(60)]
+    occluded = [t.occlusion for t in tracks if t.occlusion is not None]
+    assert 0.12 < len(occluded) / len(tracks) < 0.5
+    assert {o.kind for o in occluded} == {"hand", "hair"}
+    for occ in occluded:
+        present = np.flatnonzero(occ.amount > 0)
+        assert len(present) >= 20 and np.all(np.diff(present) == 1)  # one episode, lasting, not flickering
+        assert np.abs(np.diff(occ.amount)).max() < 0.3 and occ.amount.max() == pytest.approx(1.0)
+    none = face.sample_nuisance(300, np.random.default_rng(0), replace(strengths, occlusion_prob=0.0))
+    assert none.occlusion is None
+
+
+@pytest.mark.parametrize("kind", ["hand", "hair"])
+def test_occluder_covers_the_face_while_present(kind):
+    identity = face.draw_identity(np.random.default_rng(4))
+    strengths = replace(OFF, occlusion_prob=1.0)
+    track = next(t for s in range(50)
+                 if (t := face.sample_nuisance(120, np.random.default_rng(s), strengths)).occlusion.kind == kind)
+    occ = track.occlusion
+    peak, absent = int(np.argmax(occ.amount)), int(np.argmin(occ.amount))
+    assert occ.amount[absent] == 0
+    clean = _render(identity, {}, nuisance=face.still_nuisance(1)).astype(np.int32)
+    np.testing.assert_array_equal(_render(identity, {}, nuisance=track, t=absent), clean)
+    covered = np.abs(_render(identity, {}, nuisance=track, t=peak).astype(np.int32) - clean).sum(-1) > 30
+    face_area = _region(identity, "lower", 96) | _region(identity, "eyes", 96) | _region(identity, "brows", 96)
+    assert covered[face_area].mean() > (0.08 if kind == "hand" else 0.01)
+    assert covered.mean() < 0.5  # an occluder, not a new image
+
+
+# --- drawing into a scene, geometry, template -----------------------------------------------------------------
+
+def test_draw_face_into_a_larger_canvas_matches_the_aligned_crop():
+    identity = face.draw_identity(np.random.default_rng(3))
+    still = face.still_nuisance(1)
+    values = np.zeros(len(ALL))
+    values[ALL.index(12)] = 4.0
+    size, ox, oy = 96, 57, 83
+    crop = face.render_frame(identity, ALL, values, still, 0, size, np.random.default_rng(0))
+    canvas = np.zeros((300, 400, 3), np.uint8)
+    canvas[oy:oy + size, ox:ox + size] = _draw._background(face._model(identity)[1].background, size)
+    geometry = face.draw_face_into(canvas, identity, ALL, values, still, 0, size, (size / 2 - 0.5 + ox,
+                                                                                   size / 2 - 0.5 + oy))
+    inner = slice(2, size - 2)  # polygons clipped at the crop's border anti-alias a little differently
+    np.testing.assert_array_equal(canvas[oy:oy + size, ox:ox + size][inner, inner], crop[inner, inner])
+    aligned = face.face_geometry(identity, ALL, values, still, 0, size)
+    np.testing.assert_allclose(geometry.eye_centres, aligned.eye_centres + [ox, oy], atol=1e-9)
+    np.testing.assert_allclose(np.array(geometry.face_box), np.array(aligned.face_box) + [ox, oy, ox, oy], atol=1e-9)
+
+
+def test_alignment_template_is_the_neutral_faces_points_as_crop_fractions():
+    template = face.alignment_template()
+    assert list(template) == ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]
+    (lx, ly), (rx, ry) = template["left_eye"], template["right_eye"]
+    assert 0.2 < lx < 0.5 < rx < 0.8 and abs(ly - ry) < 1e-9 and 0.3 < ly < 0.5
+    assert abs((lx + rx) / 2 - 0.5) < 1e-9  # the canonical face is centred
+    for size in (64, 112):
+        geometry = face.face_geometry(face.Identity(), ALL, np.zeros(len(ALL)), face.still_nuisance(1), 0, size)
+        np.testing.assert_allclose((geometry.points5 + 0.5) / size, np.array(list(template.values())), atol=1e-9)
+    assert template["left_eye"][1] < template["nose_tip"][1] < template["mouth_left"][1]
+
+
+def test_preview_shows_texture_cues_nuisances_and_a_scene_with_its_truth(tmp_path):
+    import cv2
+
+    from ks_runtime.synth.preview import TEXTURE_CUES, nuisance_panel, render_preview, scene_panel, texture_panel
+
+    size = 64
+    cues = texture_panel(size)
+    assert cues.shape[0] >= len(TEXTURE_CUES) * size and cues.dtype == np.uint8
+    assert nuisance_panel(size).shape[1] >= 7 * size
+    scenes = scene_panel(frame_size=(320, 240))
+    assert scenes.shape[0] == 120
+    green = scenes[..., 1].astype(int) - np.maximum(scenes[..., 0], scenes[..., 2])
+    assert np.sum(green > 120) > 100  # the true face box is drawn
+    page = cv2.imread(str(render_preview(tmp_path / "preview.png", size=size)))
+    assert page.shape[0] > cues.shape[0] + scenes.shape[0] + len(TEXTURE_CUES) * size
