@@ -1,0 +1,193 @@
+"""The Python API: `Detector(bundle).detect(video) -> DataFrame`, `.stream(source)`, `.infer_frame(frame)`.
+
+A Detector holds one engine (the bundle's encoder and head, opened and checked once; a bundle that fails
+its checks is refused here, before any frame) and runs each source through the streaming runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ks_runtime.au import au_set_from_numbers
+from ks_runtime.bundle import Manifest, read_manifest
+from ks_runtime.engines import Engine, create_engine
+from ks_runtime.errors import ConfigError
+from ks_runtime.faces import FaceStage, create_face_stage
+from ks_runtime.policy import check_policy
+from ks_runtime.sinks import CsvSink, RunStats, RunSummary, results_table, timeline_png
+from ks_runtime.sources import Source, SourceFrame, open_source, to_rgb
+from ks_runtime.stream import FrameResult, Runner, StreamConfig, StreamEngine
+
+log = logging.getLogger(__name__)
+
+SourceLike = Source | str | Path | Iterable
+
+
+class Detector:
+    """Per-frame AU probabilities from a model bundle.
+
+    device: cpu, cuda or cuda:N; engine: ort (trt later); policy: last (lowest latency), center, shift or
+    ensemble (DESIGN.md, Streaming); face: the face stage (aligned: frames are aligned face crops);
+    batch_size / max_wait_ms: encoder batches and how long a frame may wait for one; threads: engine threads.
+    """
+
+    def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", engine: str = "ort",
+                 policy: str = "last", face: str = "aligned", batch_size: int = 8, threads: int = 0,
+                 max_wait_ms: float = 10.0, queue_size: int = 16) -> None:
+        self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
+        try:
+            check_policy(policy)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms,
+                                   queue_size=queue_size)
+        self.face = face
+        create_face_stage(face, self.manifest.preprocess)  # an unknown stage fails here, not at the first frame
+        self.engine: Engine = create_engine(self.manifest, engine, device, threads)
+        self.summary: RunSummary | None = None
+        self._live: StreamEngine | None = None
+        self._live_face: FaceStage | None = None
+        self._live_next = 0
+        self._live_start = 0.0
+
+    # --- facts of the bundle --------------------------------------------------------------------------------
+    @property
+    def au_columns(self) -> tuple[str, ...]:
+        return self.manifest.au_columns
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return self.manifest.thresholds
+
+    @property
+    def policy(self) -> str:
+        return self.config.policy
+
+    def au_set_name(self) -> str | None:
+        """The named AU set of the bundle (bp4d, disfa), used to label a SynthAU source the same way."""
+        try:
+            found = au_set_from_numbers(self.manifest.au_numbers)
+        except ValueError:
+            return None
+        return None if found.name == "custom" else found.name
+
+    def open(self, source: SourceLike, fps: float | None = None) -> Source:
+        """A Source for a path, a synthau: spec, a Source or an iterable of frames."""
+        return open_source(source, fps=fps, au_set=self.au_set_name())
+
+    # --- whole sources --------------------------------------------------------------------------------------
+    def stream(self, source: SourceLike, fps: float | None = None) -> Iterator[FrameResult]:
+        """Yield each frame's result in frame order, as soon as it is final. `self.summary` is set at the end."""
+        for batch in self.stream_batches({"0": self.open(source, fps)}):
+            yield from batch
+
+    def stream_many(self, sources: Mapping[str, SourceLike] | Iterable[SourceLike]) -> Iterator[FrameResult]:
+        """Several sources at once, their frames batched together; results carry their source's key."""
+        named = sources if isinstance(sources, Mapping) else {str(i): s for i, s in enumerate(sources)}
+        for batch in self.stream_batches({k: self.open(s) for k, s in named.items()}):
+            yield from batch
+
+    def stream_batches(self, sources: Mapping[str, Source]) -> Iterator[list[FrameResult]]:
+        """The results in the groups they became final in (each group one engine step)."""
+        streamer = StreamEngine(self.engine, self.manifest.preprocess, self.config)
+        runner = Runner(streamer)
+        first = next(iter(sources.values()))
+        labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
+        stats = RunStats(self.policy, self.manifest.clip_len, self.au_columns, self.thresholds, first.fps,
+                         self.engine.describe(), labels)
+        errors: list[str] = []
+        try:
+            for batch in runner.run({key: (s, create_face_stage(self.face, self.manifest.preprocess))
+                                     for key, s in sources.items()}):
+                stats.add(batch)
+                yield batch
+        except Exception as error:
+            errors.append(str(error))
+            raise
+        finally:
+            self.summary = stats.summary(sum(runner.dropped.values()), errors)
+
+    def _labels_match(self, source: Source) -> bool:
+        if source.labels is None:
+            return False
+        if tuple(source.label_columns or ()) != tuple(self.au_columns):
+            log.warning("%s: its labels are %s, the bundle predicts %s: no F1", source.name,
+                        ",".join(source.label_columns or ()), ",".join(self.au_columns))
+            return False
+        return True
+
+    def detect(self, source: SourceLike, csv: Path | str | None = None, plot: Path | str | None = None,
+               progress: bool = False, fps: float | None = None, csv_sep: str = ",") -> pd.DataFrame:
+        """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come) and the timeline
+        PNG when paths are given. On bad input the CSV and plot hold every frame read, then the error is raised."""
+        from tqdm import tqdm
+
+        src = self.open(source, fps)
+        sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
+        results: list[FrameResult] = []
+        bar = tqdm(total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name,
+                   leave=False)
+        try:
+            for batch in self.stream_batches({"0": src}):
+                if sink is not None:
+                    sink.write(batch)
+                results += batch
+                bar.update(len(batch))
+        finally:
+            bar.close()
+            if sink is not None:
+                sink.close()
+            if plot is not None and results:
+                self.plot(plot, results, src)
+        table = results_table(results, self.au_columns, self.thresholds)
+        table.attrs["summary"] = self.summary
+        return table
+
+    def plot(self, path: Path | str, results: list[FrameResult], source: Source | None = None) -> Path:
+        """The AU timeline PNG of a run's results, with the source's ground truth beside it when it has one."""
+        probs = np.stack([r.probs if r.probs is not None else np.full(len(self.au_columns), np.nan)
+                          for r in results])
+        labels = None
+        if source is not None and self._labels_match(source):
+            index = np.array([r.index for r in results])
+            labels = source.labels[np.clip(index, 0, len(source.labels) - 1)]
+        title = f"{Path(source.name).name if source else ''}  policy {self.policy}".strip()
+        return timeline_png(path, np.array([r.timestamp for r in results]), probs, self.au_columns, self.thresholds,
+                            labels, title=title)
+
+    # --- a frame at a time (the caller owns the capture loop) ---------------------------------------------
+    def infer_frame(self, frame: np.ndarray, timestamp: float | None = None, colour: str = "RGB"
+                    ) -> list[FrameResult]:
+        """Feed one frame; return the results that became final with it, each naming its frame (`index`).
+
+        Under `last` that is this frame's own result; under look-ahead policies an earlier frame's, or none
+        yet. Frames count from 0 at the first call; `end_stream()` flushes the last frames.
+        """
+        if self._live is None:
+            self._live = StreamEngine(self.engine, self.manifest.preprocess, self.config)
+            self._live_face = create_face_stage(self.face, self.manifest.preprocess)
+            self._live_next, self._live_start = 0, time.perf_counter()
+        arrival = time.perf_counter()
+        index = self._live_next
+        self._live_next += 1
+        image = to_rgb(frame, f"infer_frame: frame {index}", colour)
+        stamp = arrival - self._live_start if timestamp is None else float(timestamp)
+        item = SourceFrame(image, stamp, index)
+        self._live.push("live", item, self._live_face(image, index), arrival)
+        return self._live.step(force=True)
+
+    def end_stream(self) -> list[FrameResult]:
+        """End the infer_frame stream: the frames still waiting for look-ahead are scored with the last frame
+        replicated. The next infer_frame starts a new stream at frame 0."""
+        if self._live is None:
+            return []
+        results = self._live.close()
+        self._live = None
+        return results
+

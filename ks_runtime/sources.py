@@ -1,0 +1,430 @@
+"""Where frames come from: video files, image folders, numpy iterators and SynthAU, and the bounded queue
+between a source and the engine.
+
+A source is an iterable of `SourceFrame(image, timestamp, index)` with RGB uint8 images, timestamps in
+seconds taken from the source, and a `live` flag. `FrameQueue` applies DESIGN.md's back-pressure rule: a file
+source never loses a frame (the reader waits), a live source drops the oldest frame and counts it.
+A frame that cannot be decoded ends the source with a `SourceError` naming the file and the frame, after
+every frame before it has been yielded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from ks_runtime.errors import DataError
+from ks_runtime.preprocess import as_uint8_colour
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".avi", ".mkv", ".mp4", ".mov", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg", ".ts", ".flv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+FOLDER_FPS = 30.0  # OpenFace's assumption for image sequences, whose files carry no time
+SYNTH_PREFIX = "synthau:"
+# A container whose frame count is an estimate (duration x fps) may list a few frames more than it holds.
+COUNT_SLACK_FRAMES, COUNT_SLACK_FRACTION = 2, 0.02
+
+
+class SourceError(DataError):
+    """A source cannot be opened or a frame cannot be decoded; the message names the file and the frame."""
+
+
+class SourceFrame(NamedTuple):
+    """One frame as a source yields it: RGB uint8 [H, W, 3], seconds from the source, 0-based index."""
+
+    image: np.ndarray
+    timestamp: float
+    index: int
+
+
+class Source:
+    """An iterable of SourceFrame. `live` sources (cameras) may drop frames; file sources never do.
+
+    `length` is the expected frame count (an estimate for some containers; None if unknown), `fps` the
+    nominal rate, and `labels` [T, U] / `label_columns` the ground truth when the source has one (SynthAU).
+    """
+
+    name: str = "frames"
+    live: bool = False
+    fps: float | None = None
+    length: int | None = None
+    labels: np.ndarray | None = None
+    label_columns: tuple[str, ...] | None = None
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release whatever the source holds (a capture device, a file)."""
+
+
+def to_rgb(image: Any, where: str, colour: str = "BGR") -> np.ndarray:
+    """Any decoded image (uint8/uint16, gray/BGR/BGRA) -> RGB uint8 [H, W, 3]; anything else is refused."""
+    try:
+        image = as_uint8_colour(image, where)
+    except (TypeError, ValueError) as error:
+        raise SourceError(str(error)) from None
+    return np.ascontiguousarray(image[..., ::-1]) if colour == "BGR" else image
+
+
+class VideoSource(Source):
+    """A video file read with OpenCV; timestamps from the container (CAP_PROP_POS_MSEC)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such video file")
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise SourceError(f"{self.path}: OpenCV cannot open this video (unknown container or codec?)")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        capture.release()
+        self.fps = fps if math.isfinite(fps) and fps > 0 else None
+        self.length = int(count) if math.isfinite(count) and count > 0 else None
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise SourceError(f"{self.path}: OpenCV cannot open this video")
+        try:
+            index, last_time = 0, -1.0
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    break
+                where = f"{self.path}: frame {index}"
+                stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                # Some backends report no position; the nominal rate is then the only clock there is.
+                if not math.isfinite(stamp) or (index > 0 and stamp <= last_time):
+                    stamp = index / self.fps if self.fps else float(index)
+                last_time = stamp
+                yield SourceFrame(to_rgb(image, where), stamp, index)
+                index += 1
+            self._check_end(capture, index)
+        finally:
+            capture.release()
+
+    def _check_end(self, capture: cv2.VideoCapture, read: int) -> None:
+        """Decoding stopped after `read` frames: the end, or a truncated or corrupt file?"""
+        resumes = capture.grab()  # the decoder can go on past a damaged frame: damage, not the end
+        expected = self.length or 0
+        short = expected - read > max(COUNT_SLACK_FRAMES, COUNT_SLACK_FRACTION * expected)
+        if resumes or short:
+            what = "is corrupt (later frames decode again)" if resumes else "is truncated or corrupt"
+            listed = f" of the {expected} the container lists" if expected else ""
+            raise SourceError(f"{self.path}: frame {read} cannot be decoded: the video {what}; the {read} "
+                              f"frames before it{listed} were processed")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder in natural order (frame2 before frame10)."""
+    def natural(path: Path) -> tuple:
+        parts = []
+        for digits, text in _split_digits(path.name):
+            parts.append((0, int(digits), "") if digits else (1, 0, text))
+        return tuple(parts)
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural)
+
+
+def _split_digits(name: str) -> list[tuple[str, str]]:
+    out, current, is_digit = [], "", None
+    for ch in name:
+        if is_digit is not None and ch.isdigit() != is_digit:
+            out.append((current, "") if is_digit else ("", current))
+            current = ""
+        current, is_digit = current + ch, ch.isdigit()
+    if current:
+        out.append((current, "") if is_digit else ("", current))
+    return out
+
+
+class ImageFolderSource(Source):
+    """A folder of aligned face crops, one image per frame in natural order; timestamps index / fps."""
+
+    def __init__(self, path: Path | str, fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path}: no such image folder")
+        self.files = list_images(self.path)
+        if not self.files:
+            raise SourceError(f"{self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        self.fps = fps or FOLDER_FPS
+        self.length = len(self.files)
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        for index, file in enumerate(self.files):
+            # UNCHANGED keeps 16-bit and gray images as they are; to_rgb then brings them to 8-bit RGB.
+            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise SourceError(f"{file}: frame {index} cannot be decoded; the {index} frames before it were "
+                                  f"processed")
+            yield SourceFrame(to_rgb(image, f"{file}: frame {index}"), index / self.fps, index)
+
+
+class ArraySource(Source):
+    """Any iterable of numpy frames (or of (frame, timestamp) pairs), for the Python API.
+
+    Frames are RGB unless `colour="BGR"` (as OpenCV decodes). Without timestamps: index / fps when `fps` is
+    given, else seconds since the first frame arrived.
+    """
+
+    def __init__(self, frames: Iterable, fps: float | None = None, colour: str = "RGB", live: bool = False,
+                 name: str = "frames", length: int | None = None) -> None:
+        if colour not in ("RGB", "BGR"):
+            raise ValueError(f"colour must be 'RGB' or 'BGR', got {colour!r}")
+        self.frames, self.fps, self.colour, self.live, self.name = frames, fps, colour, live, name
+        self.length = length if length is not None else (len(frames) if hasattr(frames, "__len__") else None)
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        started = None
+        for index, item in enumerate(self.frames):
+            image, stamp = item if isinstance(item, tuple) else (item, None)
+            if stamp is None:
+                if self.fps:
+                    stamp = index / self.fps
+                else:
+                    now = time.perf_counter()
+                    started = now if started is None else started
+                    stamp = now - started
+            yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}", self.colour), float(stamp), index)
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """`synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET]`, e.g. synthau:small:S05:T1."""
+
+    size: str
+    subject: str
+    task: str
+    seed: int = 0
+    au_set: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SynthSpec:
+        if not text.startswith(SYNTH_PREFIX):
+            raise SourceError(f"{text!r}: a SynthAU input starts with {SYNTH_PREFIX!r}")
+        fields = text[len(SYNTH_PREFIX):].split(":")
+        if len(fields) < 3:
+            raise SourceError(f"{text!r}: expected synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET], "
+                              f"e.g. synthau:small:S05:T1")
+        extra: dict[str, Any] = {}
+        for item in fields[3:]:
+            key, _, value = item.partition("=")
+            if key == "seed" and value.lstrip("-").isdigit():
+                extra["seed"] = int(value)
+            elif key == "au" and value:
+                extra["au_set"] = value
+            else:
+                raise SourceError(f"{text!r}: unknown field {item!r} (known: seed=N, au=SET)")
+        return cls(fields[0], fields[1].upper(), fields[2].upper(), **extra)
+
+    def __str__(self) -> str:
+        return f"{SYNTH_PREFIX}{self.size}:{self.subject}:{self.task}:seed={self.seed}"
+
+
+class SynthAUSource(Source):
+    """One SynthAU sequence generated in memory, with its ground-truth labels; timestamps index / fps."""
+
+    def __init__(self, spec: SynthSpec | str, au_set: str | None = None) -> None:
+        from ks_runtime.synth.generate import SynthConfig, generate_sequence, subject_id, task_id, task_profiles
+
+        spec = SynthSpec.parse(spec) if isinstance(spec, str) else spec
+        try:
+            cfg = SynthConfig(size=spec.size, au_set=spec.au_set or au_set or "bp4d", seed=spec.seed)
+        except ValueError as error:
+            raise SourceError(f"{spec}: {error}") from None
+        subjects = [subject_id(i) for i in range(cfg.shape.subjects)]
+        tasks = [task_id(p) for p in task_profiles(cfg.shape.tasks)]
+        if spec.subject not in subjects:
+            raise SourceError(f"{spec}: subject {spec.subject} is not in SynthAU {spec.size} "
+                              f"({subjects[0]}..{subjects[-1]})")
+        if spec.task not in tasks:
+            raise SourceError(f"{spec}: task {spec.task} is not in SynthAU {spec.size} (tasks {', '.join(tasks)})")
+        self.spec, self.config = spec, cfg
+        self.name = str(spec)
+        self.sequence = generate_sequence(cfg, subjects.index(spec.subject), tasks.index(spec.task))
+        self.fps, self.length = cfg.fps, len(self.sequence.labels)
+        self.labels = self.sequence.labels
+        self.label_columns = tuple(cfg.aus.columns)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """RGB uint8 [T, S, S, 3]."""
+        return self.sequence.frames
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        for index, image in enumerate(self.sequence.frames):
+            yield SourceFrame(image, index / self.fps, index)
+
+
+class Paced(Source):
+    """Replays a file source at its own frame rate, as a camera would deliver it (for latency figures)."""
+
+    def __init__(self, source: Source, fps: float | None = None, live: bool = False) -> None:
+        self.source, self.live = source, live
+        self.fps = fps or source.fps or FOLDER_FPS
+        self.name, self.length = source.name, source.length
+        self.labels, self.label_columns = source.labels, source.label_columns
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        start = time.perf_counter()
+        for count, item in enumerate(self.source):
+            delay = start + count / self.fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            yield item
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def open_source(spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None,
+                colour: str = "RGB") -> Source:
+    """A Source from a path (video file or image folder), a `synthau:` spec, a Source, or frames."""
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        raise SourceError(f"input {spec!r}: webcam sources are not available in this version; give a video file, "
+                          f"an image folder or a synthau: spec")
+    if isinstance(spec, str) and spec.startswith(SYNTH_PREFIX):
+        return SynthAUSource(spec, au_set=au_set)
+    if isinstance(spec, str | Path):
+        path = Path(spec)
+        if path.is_dir():
+            return ImageFolderSource(path, fps=fps)
+        if path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                raise SourceError(f"{path}: a single image; give the folder of frames it belongs to")
+            return VideoSource(path)
+        raise SourceError(f"{path}: no such file or folder")
+    if isinstance(spec, np.ndarray) or isinstance(spec, Iterable):
+        return ArraySource(spec, fps=fps, colour=colour)
+    raise SourceError(f"cannot read frames from a {type(spec).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Back-pressure: the bounded queue between a source's reader thread and the engine
+
+
+class QueueClosed(Exception):
+    """Raised by FrameQueue.get once the source has ended and the queue is empty."""
+
+
+@dataclass
+class Arrival:
+    """A frame as it entered the runtime: the source's frame and the clock time it arrived."""
+
+    frame: SourceFrame
+    arrival: float
+
+
+class FrameQueue:
+    """A bounded FIFO with DESIGN.md's rule: when full, a file source's put waits; a live source's put drops
+    the oldest frame and counts it in `dropped`. `wake` (optional) is set on every put and close, so one
+    consumer can wait on several queues."""
+
+    def __init__(self, maxsize: int, live: bool, wake: threading.Event | None = None) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue size must be >= 1, got {maxsize}")
+        self.maxsize, self.live, self.wake = maxsize, live, wake
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._items: deque = deque()
+        self._closed = False
+        self._stopped = False
+        self._cond = threading.Condition()
+
+    def put(self, item: Any) -> bool:
+        """Add an item; False if the consumer has stopped (the producer should end)."""
+        with self._cond:
+            while not self.live and len(self._items) >= self.maxsize and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                return False
+            if self.live and len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+        if self.wake is not None:
+            self.wake.set()
+        return True
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The producer is done (with the error that ended it, if any)."""
+        with self._cond:
+            self._closed, self.error = True, error
+            self._cond.notify_all()
+        if self.wake is not None:
+            self.wake.set()
+
+    def stop(self) -> None:
+        """The consumer is done: a producer blocked in put returns False."""
+        with self._cond:
+            self._stopped = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item; queue.Empty-like TimeoutError when none came in time, QueueClosed at the end."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._items:
+                if self._closed:
+                    raise QueueClosed
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(remaining)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class SourceReader:
+    """Reads a source on its own thread into a FrameQueue, stamping each frame's arrival time."""
+
+    def __init__(self, source: Source, queue: FrameQueue, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.source, self.queue, self.clock = source, queue, clock
+        self.thread = threading.Thread(target=self._run, name=f"ks-source:{source.name}", daemon=True)
+
+    def start(self) -> SourceReader:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        error = None
+        try:
+            for frame in self.source:
+                if not self.queue.put(Arrival(frame, self.clock())):
+                    break
+        except BaseException as exc:  # handed to the consumer, which raises it after flushing what was read
+            error = exc
+        finally:
+            try:
+                self.source.close()
+            finally:
+                self.queue.close(error)
+
+    def stop(self) -> None:
+        self.queue.stop()
+        self.thread.join(timeout=5.0)

@@ -1,0 +1,393 @@
+"""The streaming runtime: the encoder once per frame into a ring buffer, the head once per clip.
+
+A frame goes: source -> face stage -> `StreamEngine.push` (queued for the encoder) -> an encoder batch, packed
+across frames and streams (bounded size and wait) -> its per-frame outputs in its stream's ring -> once the
+key-slot policy's clips around it are all encoded (`clips_for_frame`), its clip(s) are cut from the ring by
+`ops.gather_clips` into head batches -> its probabilities are final. A stream ends at its source's end or
+at a frame with no face; its last frames are then scored with the edge frame replicated, exactly as dense
+testing does (`dense_clip_indices`), so the streamed outputs equal `clip.onnx` run densely.
+`run_sources` drives one or several sources through bounded queues (back-pressure: files wait, live drops).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ks_runtime import ops
+from ks_runtime.engines import Engine
+from ks_runtime.errors import ConfigError
+from ks_runtime.faces import Face, FaceStage
+from ks_runtime.policy import check_policy, clips_for_frame, key_slots
+from ks_runtime.preprocess import Preprocess
+from ks_runtime.sources import FrameQueue, QueueClosed, Source, SourceFrame, SourceReader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Knobs of the streaming runtime.
+
+    batch_size: most frames per encoder batch (across streams); max_wait_ms: longest a frame waits for its
+    batch to fill; head_batch: most clips per head call; queue_size: frames buffered per source.
+    """
+
+    policy: str = "last"
+    batch_size: int = 8
+    max_wait_ms: float = 10.0
+    head_batch: int = 64
+    queue_size: int = 16
+
+    def __post_init__(self) -> None:
+        try:
+            check_policy(self.policy)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        for name in ("batch_size", "head_batch", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_wait_ms >= 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+
+@dataclass
+class FrameResult:
+    """One frame's output. `probs` [U] is None where no face was found; `arrival` is when the source
+    yielded the frame and `final` when its result became final (clock seconds); `stream` numbers the
+    source's face streams (a run of frames with a face), -1 for a frame without one; `box` is the face's
+    box in frame pixels when the face stage knows it (for overlays)."""
+
+    source: str
+    index: int
+    timestamp: float
+    success: bool
+    confidence: float
+    probs: np.ndarray | None
+    arrival: float
+    final: float = math.nan
+    stream: int = -1
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def frame(self) -> int:
+        """The CSV's frame number: 1-based, as OpenFace counts."""
+        return self.index + 1
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the frame's arrival to its final result."""
+        return self.final - self.arrival
+
+    @property
+    def done(self) -> bool:
+        return not math.isnan(self.final)
+
+
+@dataclass
+class _FaceStream:
+    """One stream of consecutive face frames of a source: its rings of per-frame outputs and its progress.
+
+    Frames are numbered t = 0, 1, ... from the stream's start; frame t sits in ring row t % rows.
+    """
+
+    source: str
+    number: int
+    sa: np.ndarray        # (R, U) S_a logits
+    students: np.ndarray  # (R, n, U) every student's logits
+    length: int = 0       # frames pushed
+    encoded: int = 0      # frames whose outputs are in the ring
+    finalised: int = 0    # frames whose result is final
+    ended: bool = False
+    waiting: deque = field(default_factory=deque)  # FrameResults of frames finalised..length-1
+
+
+@dataclass
+class _Pending:
+    stream: _FaceStream
+    t: int
+    crop: np.ndarray
+    arrival: float
+
+
+class StreamEngine:
+    """Streams of frames -> per-frame AU probabilities, each final as soon as the policy allows.
+
+    push() queues a frame; step() runs at most one encoder batch when one is due and returns the results
+    that became final, in frame order per source; end() ends a source's stream; flush() finishes everything.
+    """
+
+    def __init__(self, engine: Engine, preprocess: Preprocess, config: StreamConfig = StreamConfig(),
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.engine, self.preprocess, self.config, self.clock = engine, preprocess, config, clock
+        self.n, self.n_aus = engine.clip_len, engine.n_aus
+        self.k = len(key_slots(0, self.n, config.policy))  # clips per frame: n under ensemble, else 1
+        # Unfinalised frames span at most n-1 frames before a batch; the oldest needs n-1 before it.
+        self.ring_rows = config.batch_size + 2 * self.n
+        self._pending: deque[_Pending] = deque()
+        self._open: dict[str, _FaceStream] = {}
+        self._dirty: dict[int, _FaceStream] = {}  # streams with frames that may have become final
+        self._outbox: dict[str, deque[FrameResult]] = {}
+        self._streams_started: dict[str, int] = {}
+        self._waiting_by_source: dict[str, int] = {}  # frames waiting for the encoder, per source
+        s = preprocess.size
+        self._frames = np.empty((config.batch_size, s, s, 3), np.uint8)  # (B, S, S, 3) staging for pack_frames
+        self._inputs = np.empty((config.batch_size, 3, s, s), np.float32)  # (B, 3, S, S) encoder input
+        self.encoder_batches = 0
+        self.head_batches = 0
+
+    # --- input ------------------------------------------------------------------------------------------
+    def push(self, source: str, frame: SourceFrame, face: Face, arrival: float | None = None) -> FrameResult:
+        """Queue one frame of `source` with its face; a frame without a face ends the source's stream."""
+        arrival = self.clock() if arrival is None else arrival
+        record = FrameResult(source, frame.index, frame.timestamp, face.success, face.confidence, None, arrival,
+                             box=face.box)
+        self._outbox.setdefault(source, deque()).append(record)
+        if not face.success:
+            self.end(source)
+            record.final = self.clock()
+            return record
+        crop = face.crop
+        size = self.preprocess.size
+        if crop.shape != (size, size, 3) or crop.dtype != np.uint8:
+            raise ValueError(f"{source}: frame {frame.index}: the face stage gave a {crop.dtype} crop of shape "
+                             f"{crop.shape}, the network needs uint8 ({size}, {size}, 3)")
+        stream = self._open.get(source)
+        if stream is None:
+            number = self._streams_started.get(source, 0)
+            self._streams_started[source] = number + 1
+            stream = _FaceStream(source, number, np.zeros((self.ring_rows, self.n_aus), np.float32),
+                                 np.zeros((self.ring_rows, self.n, self.n_aus), np.float32))
+            self._open[source] = stream
+        record.stream = stream.number
+        stream.waiting.append(record)
+        self._pending.append(_Pending(stream, stream.length, crop, arrival))
+        self._waiting_by_source[source] = self._waiting_by_source.get(source, 0) + 1
+        stream.length += 1
+        return record
+
+    def end(self, source: str) -> None:
+        """End `source`'s current stream (its source ended, or a frame had no face): its last frames are
+        scored with the edge frame replicated."""
+        stream = self._open.pop(source, None)
+        if stream is not None:
+            stream.ended = True
+            self._dirty[id(stream)] = stream
+
+    # --- scheduling -------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Frames waiting for the encoder."""
+        return len(self._pending)
+
+    def deadline(self) -> float | None:
+        """Clock time at which the oldest waiting frame's bounded wait runs out (None: nothing waits)."""
+        if not self._pending:
+            return None
+        return self._pending[0].arrival + self.config.max_wait_ms / 1e3
+
+    def due(self, now: float | None = None, feeding: Collection[str] | None = None) -> bool:
+        """An encoder batch is due: a full batch waits, the oldest frame has waited long enough, a frame of
+        an ended stream waits, or every source still `feeding` frames has one waiting (waiting longer would
+        only hold them: a source's next frame comes after its own frame period)."""
+        if not self._pending:
+            return False
+        if len(self._pending) >= self.config.batch_size or any(s.ended for s in self._dirty.values()):
+            return True
+        if feeding is not None and all(self._waiting_by_source.get(key, 0) for key in feeding):
+            return True
+        return (self.clock() if now is None else now) >= self.deadline()
+
+    def step(self, force: bool = False, feeding: Collection[str] | None = None) -> list[FrameResult]:
+        """Run one encoder batch if one is due (any waiting frames when `force`), then the heads of every
+        frame that became final; returns the results now ready, in frame order per source."""
+        if self._pending and (force or self.due(feeding=feeding)):
+            self._encode_batch()
+        self._finalise()
+        return self._collect()
+
+    def flush(self) -> list[FrameResult]:
+        """Encode every waiting frame and return every result that can be final."""
+        out = []
+        while self._pending:
+            self._encode_batch()
+            self._finalise()
+            out += self._collect()
+        self._finalise()
+        return out + self._collect()
+
+    def close(self) -> list[FrameResult]:
+        """End every stream and return all remaining results."""
+        for source in list(self._open):
+            self.end(source)
+        results = self.flush()
+        unfinished = [r for box in self._outbox.values() for r in box]
+        if unfinished:
+            raise RuntimeError(f"{len(unfinished)} frames left unfinished at close (first: {unfinished[0]})")
+        self._outbox.clear()
+        return results
+
+    # --- the work -----------------------------------------------------------------------------------------
+    def _encode_batch(self) -> None:
+        """The oldest waiting frames (up to batch_size, any streams) through the encoder, into their rings."""
+        batch = [self._pending.popleft() for _ in range(min(self.config.batch_size, len(self._pending)))]
+        b = len(batch)
+        for i, item in enumerate(batch):
+            self._frames[i] = item.crop
+            self._waiting_by_source[item.stream.source] -= 1
+        inputs = ops.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
+                                 swap_rb=self.preprocess.colour == "BGR", out=self._inputs[:b])  # (b, 3, S, S)
+        sa, students = self.engine.encode(inputs)  # (b, U), (b, n, U)
+        self.encoder_batches += 1
+        for i, item in enumerate(batch):
+            stream, row = item.stream, item.t % self.ring_rows
+            if item.t != stream.encoded:
+                raise RuntimeError(f"{stream.source}: frame {item.t} of stream {stream.number} encoded out of order")
+            stream.sa[row] = sa[i]
+            stream.students[row] = students[i]
+            stream.encoded += 1
+            self._dirty[id(stream)] = stream
+
+    def _ready_clips(self, stream: _FaceStream) -> tuple[list[int], list[int], list[int]]:
+        """Frames of `stream` whose clips are all encoded: (frames t, clip ends, key slots), k per frame.
+
+        The clips come from the shared policy function; with the end unknown, its last index is the clip's
+        unclamped end, which gather_clips clamps to the stream's last frame once the stream has ended.
+        """
+        frames, ends, slots = [], [], []
+        t = stream.finalised
+        while t < stream.length:
+            refs = clips_for_frame(t, None, self.n, self.config.policy)
+            clip_ends = [ref.frames[-1] for ref in refs]
+            need = min(max(clip_ends), stream.length - 1) if stream.ended else max(clip_ends)
+            if need >= stream.encoded:
+                break
+            frames.append(t)
+            ends += clip_ends
+            slots += [ref.key_slot for ref in refs]
+            t += 1
+        return frames, ends, slots
+
+    def _finalise(self) -> None:
+        """Score every frame whose clips are complete: gather its clips from the ring, run the head in batches."""
+        work = []
+        for key, stream in list(self._dirty.items()):
+            frames, ends, slots = self._ready_clips(stream)
+            if frames:
+                work.append((stream, frames, np.asarray(ends, np.int64), slots))
+            if not stream.ended or stream.finalised + len(frames) == stream.length:
+                del self._dirty[key]
+        if not work:
+            return
+        n, u = self.n, self.n_aus
+        total = sum(len(ends) for _, _, ends, _ in work)
+        sa = np.empty((total, n, u), np.float32)           # (C, n, U) clips' S_a logits
+        students = np.empty((total, n, n, u), np.float32)  # (C, n, n, U) clips' student logits
+        offset = 0
+        for stream, _, ends, _ in work:
+            first = max(0, stream.encoded - self.ring_rows)
+            count = stream.encoded - first
+            rows = slice(offset, offset + len(ends))
+            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows])
+            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows])
+            offset += len(ends)
+        key_slot = np.asarray([s for _, _, _, slots in work for s in slots], np.int64)
+        hb = self.config.head_batch
+        probs = np.concatenate([self.engine.head(sa[i : i + hb], students[i : i + hb], key_slot[i : i + hb])
+                                for i in range(0, total, hb)])
+        self.head_batches += -(-total // hb)
+        # The mean over a frame's k clips, as dense testing averages them (ensemble; k = 1 otherwise).
+        probs = probs.reshape(-1, self.k, u).mean(1)  # (frames, U)
+        final = self.clock()
+        row = 0
+        for stream, frames, _, _ in work:
+            for _ in frames:
+                record = stream.waiting.popleft()
+                record.probs, record.final = probs[row], final
+                row += 1
+            stream.finalised += len(frames)
+
+    def _collect(self) -> list[FrameResult]:
+        out = []
+        for source, box in list(self._outbox.items()):
+            while box and box[0].done:
+                out.append(box.popleft())
+            if not box and source not in self._open:
+                del self._outbox[source]
+        return out
+
+
+class Runner:
+    """Drives sources through a StreamEngine: one reader thread and one bounded FrameQueue per source, the
+    face stage, encoder batches across sources with a bounded wait, and results as they become final."""
+
+    def __init__(self, streamer: StreamEngine, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.streamer, self.clock = streamer, clock
+        self.queues: dict[str, FrameQueue] = {}
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Frames each live source dropped because the engine fell behind."""
+        return {key: q.dropped for key, q in self.queues.items()}
+
+    def run(self, sources: Mapping[str, tuple[Source, FaceStage]]) -> Iterator[list[FrameResult]]:
+        """Yield lists of final results until every source has ended; a source's error is raised at the end,
+        after every frame read before it has been yielded."""
+        streamer, config = self.streamer, self.streamer.config
+        wake = threading.Event()
+        self.queues = {key: FrameQueue(config.queue_size, source.live, wake) for key, (source, _) in sources.items()}
+        readers = [SourceReader(source, self.queues[key], self.clock).start() for key, (source, _) in sources.items()]
+        live = set(sources)
+        errors: list[BaseException] = []
+        try:
+            while live or streamer.pending:
+                got = self._take(sources, live, errors)
+                results = streamer.step(force=not live, feeding=live)
+                if results:
+                    yield results
+                if not got and live and not streamer.due(feeding=live):
+                    deadline = streamer.deadline()
+                    wake.wait(0.05 if deadline is None else max(0.0, deadline - self.clock()))
+                    wake.clear()
+            results = streamer.flush()
+            if results:
+                yield results
+        finally:
+            for reader in readers:
+                reader.stop()
+        if errors:
+            raise errors[0]
+
+    def _take(self, sources: Mapping[str, tuple[Source, FaceStage]], live: set[str],
+              errors: list[BaseException]) -> bool:
+        """Move arrived frames (up to a batch) from the queues through the face stage into the engine."""
+        got, limit = 0, self.streamer.config.batch_size
+        waiting = sorted(live)
+        while waiting and got < limit:  # one frame from each source in turn, so no source starves another
+            for key in list(waiting):
+                if got >= limit:
+                    break
+                queue = self.queues[key]
+                try:
+                    item = queue.get(timeout=0)
+                except TimeoutError:
+                    waiting.remove(key)
+                    continue
+                except QueueClosed:
+                    waiting.remove(key)
+                    live.discard(key)
+                    self.streamer.end(key)
+                    if queue.error is not None:
+                        errors.append(queue.error)
+                    continue
+                face = sources[key][1](item.frame.image, item.frame.index)
+                self.streamer.push(key, item.frame, face, item.arrival)
+                got += 1
+        return got > 0

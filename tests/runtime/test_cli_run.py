@@ -1,0 +1,112 @@
+"""ks_runtime/cli.py (`ks-run`): outputs, OpenFace's flags, exit codes on bad input, the policy report, and
+the consistency with training: `ks-run` on a SynthAU video gives `ks-train eval`'s F1."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ks_runtime.cli import input_stem, main
+from ks_runtime.report import write_lossless_video
+from ks_runtime.sinks import csv_columns, read_results_csv
+from tests.runtime.conftest import synth_frames
+
+SPEC = "synthau:tiny:S05:T1"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_lossless_video(synth_frames(20, size=32, seed=7)[0], tmp_path_factory.mktemp("cli") / "clip", 25.0)
+
+
+def last_json(out: str) -> dict:
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+def test_ks_run_writes_the_csv_and_plot_and_prints_the_summary(bundle, video, tmp_path, capsys):
+    code = main([str(bundle), "--input", str(video), "--csv", str(tmp_path / "a.csv"), "--plot",
+                 str(tmp_path / "a.png"), "--policy", "center", "--batch-size", "3", "--threads", "1",
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "fps" in out and "p50" in out and "p99" in out and "dropped 0" in out and "look-ahead 1 frames" in out
+    table = read_results_csv(tmp_path / "a.csv")
+    assert len(table) == 20 and (tmp_path / "a.png").is_file()
+
+
+def test_openface_flags_are_aliases(bundle, video, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    import cv2
+
+    for i, frame in enumerate(synth_frames(6, size=32)[0]):
+        cv2.imwrite(str(folder / f"{i}.png"), frame)
+    code = main(["--bundle", str(bundle), "-f", str(video), "-fdir", str(folder), "-out_dir", str(tmp_path / "out"),
+                 "--plot", "--no-progress", "--fps", "30"])
+    assert code == 0
+    for stem, rows in ((video.stem, 20), ("frames", 6)):
+        table = read_results_csv(tmp_path / "out" / f"{stem}.csv")
+        assert len(table) == rows and list(table.columns)[:5] == csv_columns(())
+        assert (tmp_path / "out" / f"{stem}_timeline.png").is_file()
+    assert read_results_csv(tmp_path / "out" / "frames.csv")["timestamp"].tolist()[1] == pytest.approx(0.033)
+
+
+def test_a_truncated_video_exits_non_zero_with_the_file_and_frame_and_a_complete_csv(bundle, video, tmp_path, capsys):
+    cut = tmp_path / f"cut{video.suffix}"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    code = main([str(bundle), "--input", str(cut), "--csv", str(tmp_path / "cut.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and str(cut) in err and "frame" in err
+    rows = read_results_csv(tmp_path / "cut.csv")
+    assert 0 < len(rows) < 20 and f"frame {len(rows)}" in err
+
+
+def test_errors_are_one_line_and_an_exit_code(bundle, tmp_path, capsys):
+    assert main([str(tmp_path / "nobundle"), "--input", SPEC]) == 1
+    assert "no such bundle" in capsys.readouterr().err
+    assert main([str(bundle), "--input", str(tmp_path / "missing.mp4"), "--csv", str(tmp_path / "x.csv")]) == 1
+    assert "missing.mp4" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([str(bundle)])
+    assert exit_.value.code == 2
+
+
+def test_input_stems():
+    assert input_stem("/data/clip.mp4") == "clip" and input_stem("/data/frames/") == "frames"
+    assert input_stem("synthau:small:S05:T1") == "synthau_small_S05_T1"
+
+
+def test_ks_run_on_a_synthau_video_gives_ks_train_evals_f1(bundle, checkpoint, tmp_path, capsys):
+    import torch
+
+    from ks_runtime.sources import SynthAUSource
+    from ks_train import checkpoint as ckpt
+    from ks_train.config import ExperimentConfig
+    from ks_train.data.base import VideoSequence
+    from ks_train.evaluate import evaluate
+    from ks_train.methods import create_method
+
+    code = main([str(bundle), "--input", SPEC, "--policy", "shift", "--json", "--no-progress", "--csv",
+                 str(tmp_path / "s.csv")])
+    assert code == 0
+    streamed = last_json(capsys.readouterr().out)["mean_f1"]
+
+    source = SynthAUSource(SPEC)
+    state = ckpt.load_checkpoint(checkpoint)
+    cfg = ExperimentConfig.from_dict(state["config"])
+    method = create_method(cfg)
+    model = method.build_model()
+    ckpt.load_model_state(model, state)
+    sequence = VideoSequence("S05", "T1", source.labels, np.arange(len(source.labels)), frames=source.frames)
+    trained = evaluate(method, model, [sequence], cfg.preprocess, "shift", torch.device("cpu"),
+                       list(state["au_columns"]))
+    assert streamed == pytest.approx(trained.mean, abs=1e-6)
+
+
+def test_the_policy_report_lists_every_policy(bundle, capsys, tmp_path):
+    code = main([str(bundle), "--policy-report", "--input", "synthau:tiny:S01:T1", "--report-latency-frames", "8",
+                 "--no-progress", "--report-out", str(tmp_path / "table.md")])
+    assert code == 0
+    table = (tmp_path / "table.md").read_text()
+    for policy, ahead in (("last", 0), ("center", 1), ("shift", 2), ("ensemble", 2)):
+        assert f"| {policy} | {ahead} frames" in table
