@@ -115,9 +115,9 @@ def experiment_sequences(cfg: ExperimentConfig, columns: list[str], part: str,
 
     data = cfg.data
     if data.dataset == "synth" and not data.root:
-        from ks_runtime.synth.generate import SynthConfig, synth_parts
+        from ks_runtime.synth.generate import synth_parts
 
-        parts = synth_parts(SynthConfig(size=data.synth_size, au_set=data.au_set, seed=data.synth_seed))
+        parts = synth_parts(cfg.synth)
         test = parts[data.fold - 1]
         subjects = test if part == "test" else [s for p in parts if p is not test for s in p][:max_subjects]
         dataset = load_experiment_data(cfg, subjects=subjects)

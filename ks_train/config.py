@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ks_runtime.errors import ConfigError
 from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ks_runtime.synth.face import NuisanceStrengths, TextureStrengths
 from ks_train import configio
 from ks_train.data.augment import AugmentConfig
 from ks_train.losses import AU_WEIGHTINGS, POSITIVE_WEIGHTINGS
@@ -28,6 +29,11 @@ class DataConfig:
     synth_size: str = "small"
     synth_seed: int = 0
     au_set: str = "bp4d"            # SynthAU's label set (real datasets fix their own)
+    # SynthAU's difficulty knobs; the defaults are the frozen, calibrated generator. Change them only for
+    # calibration experiments: results on other settings are not results on SynthAU <version>.
+    synth_quirk_scale: float = 1.0
+    synth_nuisance: NuisanceStrengths = field(default_factory=NuisanceStrengths)
+    synth_texture: TextureStrengths = field(default_factory=TextureStrengths)
     image_size: int = 96            # network input, pixels
     fold: int = 1
     label_ratio: float = 0.1        # fraction of training labels kept ...
@@ -97,6 +103,15 @@ class ExperimentConfig:
                               f"got {self.loss.positive_weighting!r}")
         if self.method == "ks" and self.model.clip_len < 2:
             raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
+
+    @property
+    def synth(self):
+        """The SynthAU set this config trains on (in-memory SynthAU only)."""
+        from ks_runtime.synth.generate import SynthConfig
+
+        d = self.data
+        return SynthConfig(size=d.synth_size, au_set=d.au_set, seed=d.synth_seed, quirk_scale=d.synth_quirk_scale,
+                           nuisance=d.synth_nuisance, texture=d.synth_texture)
 
     @property
     def preprocess(self) -> Preprocess:

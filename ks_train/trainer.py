@@ -45,10 +45,7 @@ def load_experiment_data(cfg: ExperimentConfig, progress: bool = False,
 
     data = cfg.data
     if data.dataset == "synth" and not data.root:
-        from ks_runtime.synth.generate import SynthConfig
-
-        synth = SynthConfig(size=data.synth_size, au_set=data.au_set, seed=data.synth_seed)
-        return open_dataset("synth", None, config=synth, progress=progress, subjects=subjects)
+        return open_dataset("synth", None, config=cfg.synth, progress=progress, subjects=subjects)
     if not data.root:
         raise ConfigError(f"data.root is required for dataset {data.dataset!r}")
     return open_dataset(data.dataset, data.root)

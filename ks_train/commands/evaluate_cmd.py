@@ -69,7 +69,6 @@ def _test_subjects(cfg) -> list[str] | None:
     """For in-memory SynthAU, render only the test part's subjects."""
     if cfg.data.dataset != "synth" or cfg.data.root:
         return None
-    from ks_runtime.synth.generate import SynthConfig, synth_parts
+    from ks_runtime.synth.generate import synth_parts
 
-    synth = SynthConfig(size=cfg.data.synth_size, au_set=cfg.data.au_set, seed=cfg.data.synth_seed)
-    return synth_parts(synth)[cfg.data.fold - 1]
+    return synth_parts(cfg.synth)[cfg.data.fold - 1]
