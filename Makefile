@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp_ext/CMakeLists.txt cpp_ex
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m ks_train.demo
+	$(PY) -m ks_export.demo
 
 test: setup
 	$(PY) -m pytest -q

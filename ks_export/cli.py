@@ -1,7 +1,9 @@
 """`ks-export`: export a checkpoint to a verified model bundle, or re-verify a bundle.
 
-    ks-export --ckpt runs/demo/ks --out bundles/demo [--int8 [--calib N]] [--triton] [--opset N]
+    ks-export --ckpt runs/demo/ks --out bundles/demo [--int8 [--calib N]] [--triton] [--fp16] [--trt] [--opset N]
     ks-export verify bundles/demo
+
+Every bundle carries trt/build_engines.sh, the trtexec commands that build its TensorRT engines on the target.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib", type=int, default=None, metavar="N",
                         help="calibration frames for --int8 (default 256, from the training part)")
     parser.add_argument("--triton", action="store_true", help="add a Triton model repository (triton/ks_clip)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="add FP16 variants of the graphs for GPU providers, verified against FP32 on the CPU")
+    parser.add_argument("--trt", action="store_true",
+                        help="TensorRT engines for this GPU (needs tensorrt and a GPU; implies --fp16; with --int8 "
+                             "also the symmetric Q/DQ encoder TensorRT takes). The trtexec recipe is always written")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
                         help="torch exporter; dynamo falls back to legacy on failure (default dynamo)")
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report = export_bundle(args.ckpt, args.out, int8=args.int8, triton=args.triton, opset=args.opset,
                                    calib=args.calib or DEFAULT_CALIB, exporter=args.exporter, policy=args.policy,
-                                   evaluate=not args.no_eval, progress=sys.stderr.isatty())
+                                   evaluate=not args.no_eval, progress=sys.stderr.isatty(), fp16=args.fp16,
+                                   trt=args.trt)
             print(report.text())
     except KSError as error:
         print(f"ks-export {command}: error: {error}", file=sys.stderr)

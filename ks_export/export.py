@@ -1,4 +1,5 @@
-"""The whole export: checkpoint -> graphs -> verification -> INT8 -> Triton -> manifest -> F1, and `verify`.
+"""The whole export: checkpoint -> graphs -> verification -> INT8 / FP16 -> Triton -> TensorRT -> manifest -> F1,
+and `verify`.
 
 The bundle is built in a hidden sibling folder and moved into place only when every check has passed, so a
 failed export never leaves a half-written bundle where the runtime would look for one.
@@ -18,8 +19,9 @@ import onnx
 import torch
 
 from ks_export import ExportError
+from ks_export.fp16 import Fp16Report, convert_file, verify_fp16
 from ks_export.graphs import LoadedCheckpoint, graph_modules, load_ks_checkpoint, random_inputs
-from ks_export.manifest import DEFAULT_POLICY, build_manifest, write_manifest
+from ks_export.manifest import DEFAULT_POLICY, PACKAGE, build_manifest, package_version, write_manifest
 from ks_export.onnx_export import (
     ExportedGraph,
     check_graph,
@@ -30,17 +32,32 @@ from ks_export.onnx_export import (
     simplify_if_equal,
 )
 from ks_export.quantize import DEFAULT_CALIB, calibration_frames, quantize_encoder
-from ks_export.triton import parse_config, write_repository
+from ks_export.tensorrt import (
+    FP16_FILES,
+    INT8_TRT_FILE,
+    EngineBuild,
+    build_engines,
+    fp16_variant_entry,
+    int8_trt_variant_entry,
+    quantize_for_tensorrt,
+    tensorrt_manifest,
+    write_recipe,
+)
+from ks_export.triton import parse_config, write_plan_repository, write_repository
 from ks_export.verify import PROB_TOL, VerificationReport, errors, verify_graphs
 from ks_runtime.bundle import (
     ENCODER_INT8,
+    ENCODER_INT8_TRT,
+    FP16_VARIANTS,
     GRAPH_FILES,
     GRAPH_ROLES,
     MANIFEST,
     Manifest,
+    graph_specs,
     read_manifest,
     sha256_file,
 )
+from ks_runtime.engine_trt import RECIPE, find_engines, tensorrt_section
 from ks_runtime.errors import BundleError
 from ks_runtime.metrics import f1_report
 from ks_runtime.ort_graphs import BundleGraphs
@@ -81,6 +98,8 @@ class ExportReport:
     checkpoint_f1: float | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    fp16: Fp16Report | None = None
+    tensorrt: str = ""
 
     def precision_table(self) -> str:
         """FP32 against INT8: encoder file size, test-fold F1 (dense, shared policy), and speed."""
@@ -99,10 +118,13 @@ class ExportReport:
         graphs = "\n".join(f"  {g.path.name:<18} {g.exporter} exporter, opset {g.opset}; {g.simplifier}"
                            for g in self.graphs.values())
         files = "\n".join(f"  {name:<32}{size / 1e6:>8.2f} MB" for name, size in self.sizes.items())
+        fp16 = f"== FP16 variants against FP32\n{self.fp16.table()}\n\n" if self.fp16 else ""
+        trt = f"== TensorRT\n{self.tensorrt}\n\n" if self.tensorrt else ""
         return (f"bundle {self.bundle} from {self.checkpoint} ({self.seconds:.0f} s)\n{graphs}\n\n"
                 f"== verification: onnxruntime against PyTorch (max abs error per key slot)\n"
-                f"{self.verification.table()}\n\n== FP32 and INT8 on the test fold\n{self.precision_table()}\n\n"
-                f"== files\n{files}")
+                f"{self.verification.table()}\n\n{fp16}== FP32 and INT8{' and FP16' if self.fp16 else ''} on the test "
+                f"fold\n{self.precision_table()}"
+                f"\n\n{trt}== files\n{files}")
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -184,7 +206,8 @@ def evaluate_variants(manifest: Manifest, sequences: list[VideoSequence], column
         ms = 1e3 * (time.perf_counter() - started) / len(labels)
         report = f1_report(probs, labels, columns)
         path = graphs.files["encoder"]
-        rows.append(PrecisionRow(manifest.variants[variant]["precision"] if variant else "fp32", path.name,
+        spec = manifest.variants[variant] if variant else {}
+        rows.append(PrecisionRow(spec.get("label", spec.get("precision")) if variant else "fp32", path.name,
                                  path.stat().st_size, report.mean,
                                  {c: float(f) for c, f in zip(columns, report.f1, strict=True)}, ms))
     return rows
@@ -192,10 +215,14 @@ def evaluate_variants(manifest: Manifest, sequences: list[VideoSequence], column
 
 def export_bundle(ckpt_path: Path | str, out_dir: Path | str, int8: bool = True, triton: bool = True,
                   opset: int | None = None, calib: int = DEFAULT_CALIB, exporter: str = "dynamo",
-                  policy: str | None = None, evaluate: bool = True, progress: bool = False) -> ExportReport:
+                  policy: str | None = None, evaluate: bool = True, progress: bool = False, fp16: bool = False,
+                  trt: bool = False) -> ExportReport:
     """Export a KS checkpoint to a verified bundle at `out_dir` (replacing a bundle already there).
 
     int8: add the INT8 encoder variant, calibrated on `calib` training frames; triton: add triton/ks_clip;
+    fp16: add FP16 variants of the three graphs, verified against FP32 on the CPU; trt: TensorRT engines for
+    this GPU when TensorRT and a GPU are present (implies fp16; with int8, the symmetric Q/DQ encoder too).
+    The trtexec recipe trt/build_engines.sh is written always.
     policy: the key-slot policy of the test-fold F1 (default: the one training evaluated with); progress: bars.
     Raises ExportError (or CheckpointError) naming what failed; nothing is written at `out_dir` then.
     """
@@ -210,7 +237,8 @@ def export_bundle(ckpt_path: Path | str, out_dir: Path | str, int8: bool = True,
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        report = _export_into(ckpt, work, opset, int8, triton, calib, exporter, policy, evaluate, progress)
+        report = _export_into(ckpt, work, opset, int8, triton, calib, exporter, policy, evaluate, progress,
+                              fp16 or trt, trt)
         _move_into_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -222,7 +250,8 @@ def export_bundle(ckpt_path: Path | str, out_dir: Path | str, int8: bool = True,
 
 
 def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, triton: bool, calib: int,
-                 exporter: str, policy: str | None, evaluate: bool, progress: bool) -> ExportReport:
+                 exporter: str, policy: str | None, evaluate: bool, progress: bool, fp16: bool = False,
+                 trt: bool = False) -> ExportReport:
     cfg, columns, n = ckpt.config, list(ckpt.state["au_columns"]), ckpt.clip_len
     preprocess = Preprocess.from_dict(ckpt.state.get("preprocess") or cfg.preprocess.to_dict())
     exported = export_graphs(ckpt, work, opset, exporter)
@@ -240,6 +269,7 @@ def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, tri
                           f"{verification.table()}")
 
     variants: dict[str, dict] = {}
+    frames = None
     if int8:
         log.info("calibrating the INT8 encoder on %d training frames", calib)
         frames = calibration_frames(experiment_sequences(cfg, columns, "train", CALIB_SUBJECTS), preprocess, calib)
@@ -249,18 +279,49 @@ def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, tri
         variants[ENCODER_INT8] = {"file": INT8_FILE, "graph": "encoder", "precision": "int8", "format": "onnx",
                                   "opset": model_opset(onnx.load(str(work / INT8_FILE))),
                                   "providers": ["CPUExecutionProvider"], "quantization": settings}
+    fp16_report = add_fp16_variants(work, paths, real, n, opset, variants) if fp16 else None
+    if trt and int8:
+        log.info("quantising the encoder for TensorRT (symmetric int8 Q/DQ)")
+        settings = quantize_for_tensorrt(paths["encoder"], work / INT8_TRT_FILE, frames)
+        verify_graphs({"encoder": work / INT8_TRT_FILE, "head": paths["head"]}, modules, real, n, ckpt.n_aus,
+                      report=verification, encoder_label="encoder_int8_trt", judged=False)
+        opset_int8 = model_opset(onnx.load(str(work / INT8_TRT_FILE)))
+        variants[ENCODER_INT8_TRT] = int8_trt_variant_entry(settings, opset_int8)
     serving = {}
     if triton:
         serving["triton"] = write_repository(work, paths["clip"], n, ckpt.n_aus, ckpt.size)
 
+    specs = graph_specs(n, ckpt.n_aus, ckpt.size)
+    recipe = write_recipe(work, specs, producer=f"ks-export {package_version(PACKAGE)}")
+    if trt:
+        build = build_engines(work, specs, ("fp16", "int8") if int8 else ("fp16",), clip=triton)
+    else:
+        build = EngineBuild(skipped="not requested (ks-export --trt builds them where TensorRT and a GPU are)")
+    if trt and build.skipped:
+        log.warning("TensorRT engines not built: %s. The trtexec recipe is in the bundle: bash %s", build.skipped,
+                    RECIPE)
+    plan = next((e for e in build.engines if e["graph"] == "clip"), None)
+    if triton and plan is not None:
+        key_dtype = plan["io_dtypes"].get("key_slot", "int64")
+        serving["triton_trt"] = write_plan_repository(work, work / plan["file"], n, ckpt.n_aus, ckpt.size,
+                                                      plan["profile"]["max"], key_dtype,
+                                                      built_by=f"{plan['gpu']}, TensorRT {plan['tensorrt']}")
+
     summary = {"tolerance": {"probs_abs": PROB_TOL}, "passed": verification.ok, "graphs": verification.summary()}
+    if fp16_report is not None:
+        summary["fp16"] = fp16_report.summary()
     data = build_manifest(ckpt, opset, {r: g.exporter for r, g in exported.items()},
                           {r: g.simplifier for r, g in exported.items()}, summary, variants, serving,
-                          sha256_file(ckpt.path), DEFAULT_POLICY)
+                          sha256_file(ckpt.path), DEFAULT_POLICY, tensorrt=tensorrt_manifest(recipe, build))
     manifest = write_manifest(work, data)
     BundleGraphs(manifest)  # every graph opens in onnxruntime and matches the manifest's names and shapes
+    if build.engines:
+        data["tensorrt"]["engines"] = check_engines(manifest, test[0].load(np.arange(min(len(test[0]), 4 * n))),
+                                                    build.engines)
+        manifest = write_manifest(work, data)
 
-    report = ExportReport(work, ckpt.path, opset, exported, verification, fold=cfg.data.fold)
+    report = ExportReport(work, ckpt.path, opset, exported, verification, fold=cfg.data.fold, fp16=fp16_report,
+                          tensorrt=tensorrt_text(recipe, build, trt))
     if evaluate:
         report.f1_policy = policy or cfg.train.eval_policy
         log.info("evaluating the bundle densely on %d test sequences (policy %s)", len(test), report.f1_policy)
@@ -277,6 +338,68 @@ def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, tri
         manifest = write_manifest(work, data)
     report.sizes = {name: (work / name).stat().st_size for name in sorted(manifest.files)}
     return report
+
+
+def add_fp16_variants(work: Path, paths: dict[str, Path], real: np.ndarray, clip_len: int, opset: int,
+                      variants: dict[str, dict]) -> Fp16Report:
+    """encoder/head/clip.fp16.onnx beside the FP32 graphs, verified against them on the CPU; ExportError when
+    the FP16 probabilities differ beyond FP16_PROB_TOL."""
+    fp16_paths, stats = {}, {}
+    for role in GRAPH_ROLES:
+        fp16_paths[role] = work / FP16_FILES[role]
+        stats[role] = convert_file(paths[role], fp16_paths[role])
+    report = verify_fp16(paths, fp16_paths, real, clip_len)
+    log.info("FP16 variants against FP32 on the CPU:\n%s", report.table())
+    if not report.ok:
+        raise ExportError(f"{work}: the FP16 graphs disagree with FP32 beyond tolerance; export abandoned\n"
+                          f"{report.table()}")
+    for role in GRAPH_ROLES:
+        variants[FP16_VARIANTS[role]] = {**fp16_variant_entry(role, stats[role].to_dict(), opset),
+                                         "verification": {"against": "FP32, onnxruntime CPU",
+                                                          "max_abs_probs": report.worst(f"{role}_fp16")}}
+    return report
+
+
+TRT_FP16_TOL = 1e-2  # |probs| of the FP16 engines against onnxruntime's FP32 graphs; INT8 is reported only
+
+
+def check_engines(manifest: Manifest, frames: np.ndarray, engines: list[dict]) -> list[dict]:
+    """Each encoder engine (with the FP16 head) beside onnxruntime's FP32 graphs on the same frames, densely:
+    the max |probs difference| joins the engine's manifest entry; an FP16 engine beyond TRT_FP16_TOL fails the
+    export. Runs only where engines were built (written, not yet run)."""
+    from ks_runtime.engine_trt import TrtEngine
+
+    reference = BundleGraphs(manifest, roles=("encoder", "head")).dense_probabilities(frames)
+    out = [dict(e) for e in engines]
+    for entry in out:
+        if entry["graph"] != "encoder":
+            continue
+        engine = TrtEngine(manifest, device="cuda:0", precision=entry["precision"])
+        try:
+            worst, _ = errors(engine.dense_probabilities(frames), reference)
+        finally:
+            engine.close()
+        entry["verification"] = {"against": "onnxruntime FP32, CPU", "frames": int(len(frames)),
+                                 "max_abs_probs": worst, "tolerance": TRT_FP16_TOL if entry["precision"] == "fp16"
+                                 else None}
+        log.info("%s: max |probs - onnxruntime fp32| %.2g over %d frames", entry["file"], worst, len(frames))
+        if entry["precision"] == "fp16" and not worst <= TRT_FP16_TOL:
+            raise ExportError(f"{manifest.root / entry['file']}: the engine's probabilities differ from onnxruntime's "
+                              f"FP32 graphs by {worst:.2g} (> {TRT_FP16_TOL:.0e}); export abandoned")
+    return out
+
+
+def tensorrt_text(recipe: dict, build: EngineBuild, requested: bool) -> str:
+    """The report's TensorRT section: what was built, or why not, and the recipe."""
+    lines = []
+    if build.engines:
+        lines += [f"  {e['file']:<58} {e['precision']}, batch {e['profile']['min']}/{e['profile']['opt']}/"
+                  f"{e['profile']['max']}" for e in build.engines]
+    elif requested:
+        lines.append(f"  no engine built: {build.skipped}")
+    lines.append(f"  trtexec recipe: {recipe['file']} (run `bash <bundle>/{recipe['file']} [--int8] [--clip]` on the "
+                 f"target GPU, e.g. a Jetson)")
+    return "\n".join(lines)
 
 
 # --- verify ------------------------------------------------------------------------------------------------------
@@ -359,5 +482,20 @@ def verify_bundle(path: Path | str) -> str:
                               f"clip.onnx's sha256: the Triton model is not the verified clip graph")
         lines.append(f"  Triton repository {triton['repository']}/{triton['model']}: config.pbtxt parses as "
                      f"ModelConfig; model.onnx is clip.onnx")
+    plan_repo = manifest.raw.get("serving", {}).get("triton_trt")
+    if plan_repo:
+        parse_config(manifest.root / plan_repo["config"])
+        if manifest.files.get(plan_repo["file"]) != manifest.files.get(plan_repo["copy_of"]):
+            raise BundleError(f"{manifest.root / plan_repo['file']}: differs from {plan_repo['copy_of']}")
+        lines.append(f"  Triton repository {plan_repo['repository']}/{plan_repo['model']}: config.pbtxt parses as "
+                     f"ModelConfig (tensorrt_plan); model.plan is {plan_repo['copy_of']}")
+    section = tensorrt_section(manifest)
+    if section:
+        recipe = section.get("recipe", {}).get("file", RECIPE)
+        if not (manifest.root / recipe).is_file() or recipe not in manifest.files:
+            raise BundleError(f"{manifest.root / recipe}: missing, but field 'tensorrt.recipe' of {MANIFEST} names it")
+        engines = find_engines(manifest)
+        listed = ", ".join(e.name.file for e in engines) or "none yet"
+        lines.append(f"  TensorRT: recipe {recipe}; engines: {listed}")
     lines.append("bundle OK")
     return "\n".join(lines)

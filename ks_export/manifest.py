@@ -18,6 +18,8 @@ from ks_export.graphs import LoadedCheckpoint
 from ks_runtime.au import AU_NAMES, au_set_from_numbers, parse_au_column
 from ks_runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
 from ks_runtime.policy import POLICIES, lookahead
+from ks_runtime.synth.face import alignment_template
+from ks_runtime.synth.generate import GENERATOR_VERSION
 
 DEFAULT_POLICY = "last"  # streaming: no look-ahead, the lowest latency
 PACKAGE = "knowledge-spreader"
@@ -68,8 +70,9 @@ def producer(exporters: dict[str, str], simplifier: dict[str, str]) -> dict:
 
 def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str], simplifier: dict[str, str],
                    verification: dict, variants: dict, serving: dict, checkpoint_sha256: str,
-                   policy: str = DEFAULT_POLICY) -> dict:
-    """The manifest as a dict; `files` is filled in by write_manifest."""
+                   policy: str = DEFAULT_POLICY, tensorrt: dict | None = None) -> dict:
+    """The manifest as a dict; `files` is filled in by write_manifest. `tensorrt`: the trtexec recipe, batch
+    profiles and engines (ks_export.tensorrt.tensorrt_manifest), read by ks_runtime.engine_trt."""
     cfg, state = ckpt.config, ckpt.state
     columns = list(state["au_columns"])
     numbers = [parse_au_column(c) for c in columns]
@@ -87,13 +90,14 @@ def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str]
         "policy": {"default": policy, "lookahead": {p: lookahead(n, p) for p in POLICIES},
                    "trained_eval": cfg.train.eval_policy},
         "preprocess": state.get("preprocess") or cfg.preprocess.to_dict(),
-        # Frames are expected as aligned face crops (SynthAU, pre-cropped data); the detector's similarity
-        # template joins this field when face alignment lands.
-        "alignment": {"mode": "aligned_crops", "template": None},
+        # Where a raw frame's face detector puts the eyes, nose tip and mouth corners in the crop (fractions of
+        # its side): the SynthAU crops' template, which every bundled model was trained on.
+        "alignment": {"template": alignment_template(), "source": f"synthau-{GENERATOR_VERSION}"},
         "opset": opset,
         "graphs": {role: spec.to_dict() for role, spec in graph_specs(n, u, ckpt.size).items()},
         "variants": variants,
         "serving": serving,
+        **({"tensorrt": tensorrt} if tensorrt is not None else {}),
         "training": {"checkpoint": {"file": ckpt.path.name, "sha256": checkpoint_sha256,
                                     "epoch": state.get("epoch"), "package_version": state.get("package_version")},
                      "config": state["config"], "metrics": state.get("metrics", {}),

@@ -35,7 +35,10 @@ CLIPS = "clips"                    # clip in: [B, n, 3, S, S] float32
 PROBS = "probs"                    # head and clip out: [B, U], the key frame's probabilities
 
 # Variants replace a graph with another build of it (another precision or engine); same tensors.
-ENCODER_INT8 = "encoder_int8"
+ENCODER_INT8 = "encoder_int8"          # QDQ, uint8 activations: fastest on the CPU provider
+ENCODER_INT8_TRT = "encoder_int8_trt"  # QDQ, symmetric int8 activations: what TensorRT's explicit INT8 takes
+FP16_VARIANTS = {"encoder": "encoder_fp16", "head": "head_fp16", "clip": "clip_fp16"}  # float32 in and out
+TRT_DIR = "trt"  # TensorRT: the trtexec recipe, engines (*.plan) and timing caches; manifest field 'tensorrt'
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
-"""`ks-run`: stream a video, an image folder or a SynthAU sequence through a model bundle.
+"""`ks-run`: stream a video, a webcam, an image folder or a SynthAU sequence through a model bundle.
 
-    ks-run BUNDLE --input video.mp4 [--csv out.csv] [--plot [out.png]] [--policy last|center|shift|ensemble]
-    ks-run --bundle BUNDLE -f video.mp4 -out_dir processed        (OpenFace's FeatureExtraction flags)
+    ks-run BUNDLE --input video.mp4 [--csv out.csv] [--plot [out.png]] [--overlay [out.mp4]] [--policy last|...]
+    ks-run BUNDLE --input 0 --show                                 (webcam 0, live window; q or Esc stops)
+    ks-run --bundle BUNDLE -f video.mp4 -out_dir processed        (OpenFace's FeatureExtraction flags; -device 0)
     ks-run BUNDLE --policy-report                                  (accuracy and latency of every policy)
 
 Writes the OpenFace-compatible CSV (by default processed/<input name>.csv, as OpenFace does), optionally
-the AU timeline PNG, and prints a summary. Exit codes: 0 done, 1 an error (bad input, bundle, device),
-2 bad arguments.
+the AU timeline PNG and the overlay video, and prints a summary (with the frames a webcam dropped when the
+engine fell behind; Ctrl-C ends a webcam run and still prints it). Faces: `--face auto` (default) takes
+square frames of at most 256 px as aligned crops and runs the Haar detector on anything else.
+Exit codes: 0 done, 1 an error (bad input, bundle, device), 2 bad arguments, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import sys
 from pathlib import Path
 
 from ks_runtime.errors import KSError
+from ks_runtime.faces import face_stage_names
 from ks_runtime.policy import POLICIES
+from ks_runtime.sources import is_camera_spec
 
 log = logging.getLogger("ks_runtime.cli")
 
@@ -32,20 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle_pos", nargs="?", metavar="BUNDLE", help="model bundle folder written by ks-export")
     p.add_argument("--bundle", help="model bundle folder (instead of the positional BUNDLE)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
-                   help="video file, image folder of aligned crops, or synthau:SIZE:SUBJECT:TASK (repeatable)")
+                   help="video file, webcam index (0), image folder, or synthau:SIZE:SUBJECT:TASK (repeatable)")
     p.add_argument("-f", dest="openface_file", action="append", default=[], metavar="FILE",
                    help="OpenFace alias of --input for a video file")
     p.add_argument("-fdir", dest="openface_dir", action="append", default=[], metavar="DIR",
                    help="OpenFace alias of --input for an image folder")
+    p.add_argument("-device", dest="openface_device", action="append", default=[], type=int, metavar="N",
+                   help="OpenFace alias of --input for webcam N")
     p.add_argument("--csv", help="CSV path (one input only); default OUT_DIR/<input name>.csv")
     p.add_argument("--out-dir", "-out_dir", dest="out_dir", default=None,
                    help=f"folder for CSVs and plots (default {DEFAULT_OUT_DIR}/)")
     p.add_argument("--plot", nargs="?", const="", default=None, metavar="PNG",
                    help="write the AU timeline PNG (default path OUT_DIR/<input name>_timeline.png)")
+    p.add_argument("--overlay", nargs="?", const="", default=None, metavar="VIDEO",
+                   help="write the overlay video: face box, eye points, AU bars (.mp4, or .mkv/.avi lossless; "
+                        "default path OUT_DIR/<input name>_overlay.mp4)")
+    p.add_argument("--show", action="store_true",
+                   help="show the overlay in a window as it runs (needs a display and a non-headless OpenCV)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--engine", default="ort", help="inference engine: ort (onnxruntime) or trt")
     p.add_argument("--policy", default="last", choices=POLICIES, help="key-slot policy (default last: no look-ahead)")
-    p.add_argument("--face", default="aligned", help="face stage (aligned: frames are aligned face crops)")
+    p.add_argument("--face", default="auto", choices=face_stage_names(),
+                   help="face stage: auto (default: aligned for square frames up to 256 px, else haar), aligned "
+                        "(frames are aligned crops), haar (OpenCV cascades), dlib (the dlib extra)")
     p.add_argument("--batch-size", type=int, default=8, help="most frames per encoder batch")
     p.add_argument("--threads", type=int, default=0, help="engine threads (0: the engine's default)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="longest a frame waits for its batch to fill")
@@ -72,6 +86,8 @@ def input_stem(spec: str) -> str:
     """A file name for an input's outputs: the video's or folder's name, or the synthau spec's fields."""
     if spec.startswith("synthau:"):
         return re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_")
+    if is_camera_spec(spec):
+        return f"webcam{spec}"
     path = Path(spec)
     return (path.stem if path.suffix else path.name) or "input"
 
@@ -85,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the bundle once: positional BUNDLE or --bundle")
     if not bundle:
         parser.error("a model bundle is required (BUNDLE or --bundle)")
-    inputs = args.input + args.openface_file + args.openface_dir
+    inputs = args.input + args.openface_file + args.openface_dir + [str(d) for d in args.openface_device]
     if args.csv and len(inputs) > 1:
         parser.error("--csv names one file; with several inputs use --out-dir")
+    if args.overlay and len(inputs) > 1:
+        parser.error("--overlay VIDEO names one file; with several inputs give --overlay alone (OUT_DIR/...)")
     if not inputs and not args.policy_report:
         parser.error("no input: give --input PATH (or -f FILE / -fdir DIR, or --policy-report)")
     try:
@@ -104,41 +122,53 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_inputs(args: argparse.Namespace, bundle: str, inputs: list[str]) -> int:
     from ks_runtime.detector import Detector
+    from ks_runtime.sinks import LiveView
     from ks_runtime.sources import Paced
 
     detector = Detector(bundle, device=args.device, engine=args.engine, policy=args.policy, face=args.face,
                         batch_size=args.batch_size, threads=args.threads, max_wait_ms=args.max_wait_ms)
+    if args.show:
+        LiveView().close()  # no display: refused now, before any input is opened
     out_dir = Path(args.out_dir or DEFAULT_OUT_DIR)
     failed = 0
     for spec in inputs:
         stem = input_stem(spec)
         csv = Path(args.csv) if args.csv else out_dir / f"{stem}.csv"
-        plot = None
+        plot = overlay = None
         if args.plot is not None:
             plot = Path(args.plot) if args.plot else out_dir / f"{stem}_timeline.png"
+        if args.overlay is not None:
+            overlay = Path(args.overlay) if args.overlay else out_dir / f"{stem}_overlay.mp4"
+        outputs = {"csv": csv, "plot": plot, "overlay": overlay}
+        detector.summary = None
         try:
             source = detector.open(spec, fps=args.fps)
             if args.realtime:
                 source = Paced(source)
             detector.detect(source, csv=csv, plot=plot, progress=not args.no_progress,
-                            csv_sep=", " if args.openface_separators else ",")
+                            csv_sep=", " if args.openface_separators else ",", overlay=overlay, show=args.show)
         except KSError as error:
             failed += 1
-            _print_summary(args, spec, detector, csv, plot)
+            _print_summary(args, spec, detector, outputs)
             print(f"ks-run: error: {error}", file=sys.stderr)
             continue
-        _print_summary(args, spec, detector, csv, plot)
+        except KeyboardInterrupt:  # how a webcam run ends: what was processed is written and summed up
+            _print_summary(args, spec, detector, outputs)
+            raise
+        _print_summary(args, spec, detector, outputs)
     return 1 if failed else 0
 
 
-def _print_summary(args: argparse.Namespace, spec: str, detector, csv: Path, plot: Path | None) -> None:
+def _print_summary(args: argparse.Namespace, spec: str, detector, outputs: dict[str, Path | None]) -> None:
     summary = detector.summary
     if summary is None:
         return
     if args.json:
-        print(json.dumps({"input": spec, "csv": str(csv), "plot": str(plot) if plot else None, **summary.to_dict()}))
+        print(json.dumps({"input": spec, **{k: str(v) if v else None for k, v in outputs.items()},
+                          **summary.to_dict()}))
         return
-    print(f"{spec}: {summary.frames} rows -> {csv}" + (f", timeline -> {plot}" if plot else ""))
+    written = ", ".join(f"{name} -> {path}" for name, path in outputs.items() if path and name != "csv")
+    print(f"{spec}: {summary.frames} rows -> {outputs['csv']}" + (f", {written}" if written else ""))
     print(summary.text())
 
 

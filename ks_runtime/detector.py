@@ -1,7 +1,8 @@
 """The Python API: `Detector(bundle).detect(video) -> DataFrame`, `.stream(source)`, `.infer_frame(frame)`.
 
 A Detector holds one engine (the bundle's encoder and head, opened and checked once; a bundle that fails
-its checks is refused here, before any frame) and runs each source through the streaming runtime.
+its checks is refused here, before any frame) and runs each source through the streaming runtime, each with
+its own face stage (faces.py: `auto` by default, aligning raw frames onto the bundle's alignment template).
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from ks_runtime.au import au_set_from_numbers
 from ks_runtime.bundle import Manifest, read_manifest
 from ks_runtime.engines import Engine, create_engine
 from ks_runtime.errors import ConfigError
-from ks_runtime.faces import FaceStage, create_face_stage
+from ks_runtime.faces import FaceStage, create_face_stage, template_from_alignment
 from ks_runtime.policy import check_policy
-from ks_runtime.sinks import CsvSink, RunStats, RunSummary, results_table, timeline_png
+from ks_runtime.sinks import (
+    CsvSink,
+    FrameTap,
+    LiveView,
+    OverlaySink,
+    RunStats,
+    RunSummary,
+    overlay_frames,
+    results_table,
+    timeline_png,
+)
 from ks_runtime.sources import Source, SourceFrame, open_source, to_rgb
 from ks_runtime.stream import FrameResult, Runner, StreamConfig, StreamEngine
 
@@ -33,12 +44,13 @@ class Detector:
     """Per-frame AU probabilities from a model bundle.
 
     device: cpu, cuda or cuda:N; engine: ort (trt later); policy: last (lowest latency), center, shift or
-    ensemble (DESIGN.md, Streaming); face: the face stage (aligned: frames are aligned face crops);
-    batch_size / max_wait_ms: encoder batches and how long a frame may wait for one; threads: engine threads.
+    ensemble (DESIGN.md, Streaming); face: the face stage (auto: aligned crops as they are, raw frames through
+    haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame may wait for
+    one; threads: engine threads.
     """
 
     def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", engine: str = "ort",
-                 policy: str = "last", face: str = "aligned", batch_size: int = 8, threads: int = 0,
+                 policy: str = "last", face: str = "auto", batch_size: int = 8, threads: int = 0,
                  max_wait_ms: float = 10.0, queue_size: int = 16) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         try:
@@ -48,7 +60,8 @@ class Detector:
         self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms,
                                    queue_size=queue_size)
         self.face = face
-        create_face_stage(face, self.manifest.preprocess)  # an unknown stage fails here, not at the first frame
+        self.template = template_from_alignment(self.manifest.alignment, str(self.manifest.root / "manifest.json"))
+        self.face_stage()  # an unknown or uninstalled stage fails here, not at the first frame
         self.engine: Engine = create_engine(self.manifest, engine, device, threads)
         self.summary: RunSummary | None = None
         self._live: StreamEngine | None = None
@@ -77,6 +90,10 @@ class Detector:
             return None
         return None if found.name == "custom" else found.name
 
+    def face_stage(self) -> FaceStage:
+        """A new face stage of this detector's kind (one per source: stages that track keep state)."""
+        return create_face_stage(self.face, self.manifest.preprocess, self.template)
+
     def open(self, source: SourceLike, fps: float | None = None) -> Source:
         """A Source for a path, a synthau: spec, a Source or an iterable of frames."""
         return open_source(source, fps=fps, au_set=self.au_set_name())
@@ -93,8 +110,10 @@ class Detector:
         for batch in self.stream_batches({k: self.open(s) for k, s in named.items()}):
             yield from batch
 
-    def stream_batches(self, sources: Mapping[str, Source]) -> Iterator[list[FrameResult]]:
-        """The results in the groups they became final in (each group one engine step)."""
+    def stream_batches(self, sources: Mapping[str, Source], stages: Mapping[str, FaceStage] | None = None
+                       ) -> Iterator[list[FrameResult]]:
+        """The results in the groups they became final in (each group one engine step); `stages` gives a source
+        its own face stage (default: a new `face_stage()` each)."""
         streamer = StreamEngine(self.engine, self.manifest.preprocess, self.config)
         runner = Runner(streamer)
         first = next(iter(sources.values()))
@@ -102,16 +121,23 @@ class Detector:
         stats = RunStats(self.policy, self.manifest.clip_len, self.au_columns, self.thresholds, first.fps,
                          self.engine.describe(), labels)
         errors: list[str] = []
+        stages = stages or {}
         try:
-            for batch in runner.run({key: (s, create_face_stage(self.face, self.manifest.preprocess))
-                                     for key, s in sources.items()}):
+            for batch in runner.run({key: (s, stages.get(key) or self.face_stage()) for key, s in sources.items()}):
                 stats.add(batch)
                 yield batch
         except Exception as error:
             errors.append(str(error))
             raise
         finally:
-            self.summary = stats.summary(sum(runner.dropped.values()), errors)
+            # Frames a live source lost: dropped from its queue when the engine fell behind, plus any the camera
+            # itself could not hand over (SimulatedCamera counts them in `missed`).
+            dropped = {key: runner.dropped.get(key, 0) + getattr(s, "missed", 0) for key, s in sources.items()}
+            for key, count in dropped.items():
+                if count:
+                    log.warning("%s: %d frames dropped: the engine fell behind the live source", sources[key].name,
+                                count)
+            self.summary = stats.summary(sum(dropped.values()), errors)
 
     def _labels_match(self, source: Source) -> bool:
         if source.labels is None:
@@ -123,26 +149,40 @@ class Detector:
         return True
 
     def detect(self, source: SourceLike, csv: Path | str | None = None, plot: Path | str | None = None,
-               progress: bool = False, fps: float | None = None, csv_sep: str = ",") -> pd.DataFrame:
-        """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come) and the timeline
-        PNG when paths are given. On bad input the CSV and plot hold every frame read, then the error is raised."""
+               progress: bool = False, fps: float | None = None, csv_sep: str = ",", overlay: Path | str | None = None,
+               show: bool = False) -> pd.DataFrame:
+        """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come), the timeline PNG
+        and the overlay video when paths are given, and showing the overlay in a window when `show` (q or Esc
+        stops the run there). On bad input every output holds every frame read, then the error is raised."""
         from tqdm import tqdm
 
+        view = LiveView() if show else None  # no display: refused before any frame is read
         src = self.open(source, fps)
         sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
+        outputs: list = [view] if view is not None else []
+        if overlay is not None:
+            outputs.append(OverlaySink(overlay, src.fps))
+        tap = FrameTap(self.face_stage()) if outputs else None
         results: list[FrameResult] = []
         bar = tqdm(total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name,
                    leave=False)
         try:
-            for batch in self.stream_batches({"0": src}):
+            for batch in self.stream_batches({"0": src}, {"0": tap} if tap is not None else None):
                 if sink is not None:
                     sink.write(batch)
+                for canvas in overlay_frames(batch, tap, self.au_columns, self.thresholds) if tap else ():
+                    for output in outputs:
+                        output.write_frame(canvas)
                 results += batch
                 bar.update(len(batch))
+                if view is not None and view.stopped:
+                    break
         finally:
             bar.close()
             if sink is not None:
                 sink.close()
+            for output in outputs:
+                output.close()
             if plot is not None and results:
                 self.plot(plot, results, src)
         table = results_table(results, self.au_columns, self.thresholds)
@@ -171,7 +211,7 @@ class Detector:
         """
         if self._live is None:
             self._live = StreamEngine(self.engine, self.manifest.preprocess, self.config)
-            self._live_face = create_face_stage(self.face, self.manifest.preprocess)
+            self._live_face = self.face_stage()
             self._live_next, self._live_start = 0, time.perf_counter()
         arrival = time.perf_counter()
         index = self._live_next

@@ -1,9 +1,11 @@
-"""Where frames come from: video files, image folders, numpy iterators and SynthAU, and the bounded queue
-between a source and the engine.
+"""Where frames come from: video files, image folders, webcams, numpy iterators and SynthAU, and the bounded
+queue between a source and the engine.
 
 A source is an iterable of `SourceFrame(image, timestamp, index)` with RGB uint8 images, timestamps in
 seconds taken from the source, and a `live` flag. `FrameQueue` applies DESIGN.md's back-pressure rule: a file
-source never loses a frame (the reader waits), a live source drops the oldest frame and counts it.
+source never loses a frame (the reader waits), a live source drops the oldest frame and counts it. A live
+source (`CameraSource`, `SimulatedCamera`) stamps each frame with its wall-clock arrival, in seconds from the
+first, and numbers frames as the camera delivered them, so a dropped frame leaves a gap in the numbers.
 A frame that cannot be decoded ends the source with a `SourceError` naming the file and the frame, after
 every frame before it has been yielded.
 """
@@ -272,6 +274,107 @@ class SynthAUSource(Source):
             yield SourceFrame(image, index / self.fps, index)
 
 
+class CameraSource(Source):
+    """A webcam (OpenCV capture device `index`), live: frames come at the camera's rate whether or not the engine
+    keeps up. Timestamps are wall-clock arrival times from the first frame; `max_frames` ends it (None: never,
+    until the run is stopped)."""
+
+    live = True
+
+    def __init__(self, index: int, width: int | None = None, height: int | None = None, fps: float | None = None,
+                 max_frames: int | None = None) -> None:
+        self.index, self.max_frames = int(index), max_frames
+        self.name = f"webcam {self.index}"
+        self.capture = cv2.VideoCapture(self.index)
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise SourceError(f"input {self.index}: cannot open webcam {self.index} (no camera at that index, or "
+                              f"it is in use; give a video file, an image folder or a synthau: spec instead)")
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
+                            (cv2.CAP_PROP_FPS, fps)):
+            if value:
+                self.capture.set(prop, float(value))
+        rate = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = rate if math.isfinite(rate) and rate > 0 else None
+        self.length = max_frames
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        if self.capture is None:
+            raise SourceError(f"{self.name}: closed")
+        started = None
+        index = 0
+        while self.max_frames is None or index < self.max_frames:
+            ok, image = self.capture.read()
+            now = time.perf_counter()
+            if not ok:
+                raise SourceError(f"{self.name}: frame {index} could not be read (camera disconnected?); the "
+                                  f"{index} frames before it were processed")
+            started = now if started is None else started
+            yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}"), now - started, index)
+            index += 1
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+class SimulatedCamera(Source):
+    """A stand-in for a webcam: a thread of its own delivers `frames` at `fps`, as a camera does, whether or not
+    anyone reads them; a reader slower than that finds only the newest `buffer` frames (a camera driver's ring)
+    and the rest are counted in `missed`. Live, with arrival timestamps, like CameraSource."""
+
+    live = True
+
+    def __init__(self, frames: Iterable[np.ndarray], fps: float, colour: str = "RGB", buffer: int = 4,
+                 name: str = "simulated camera") -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.frames, self.fps, self.colour, self.buffer, self.name = frames, fps, colour, buffer, name
+        self.length = len(frames) if hasattr(frames, "__len__") else None
+        self.missed = 0
+        self._stop = threading.Event()
+
+    def _run(self, ring: deque, cond: threading.Condition) -> None:
+        started = time.perf_counter()
+        for index, image in enumerate(self.frames):
+            delay = started + index / self.fps - time.perf_counter()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            with cond:
+                if len(ring) == self.buffer:
+                    ring.popleft()
+                    self.missed += 1
+                ring.append((index, image, time.perf_counter() - started))
+                cond.notify_all()
+        with cond:
+            ring.append(None)  # the end
+            cond.notify_all()
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        ring: deque = deque()
+        cond = threading.Condition()
+        self._stop.clear()
+        thread = threading.Thread(target=self._run, args=(ring, cond), name=f"ks-camera:{self.name}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                with cond:
+                    while not ring:
+                        cond.wait()
+                    item = ring.popleft()
+                if item is None:
+                    return
+                index, image, stamp = item
+                yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}", self.colour), stamp, index)
+        finally:
+            self._stop.set()
+            thread.join(timeout=5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class Paced(Source):
     """Replays a file source at its own frame rate, as a camera would deliver it (for latency figures)."""
 
@@ -293,14 +396,21 @@ class Paced(Source):
         self.source.close()
 
 
+def is_camera_spec(spec: object) -> bool:
+    """A webcam index: an int, or a string of digits that names no file or folder ("0", as `--input 0`)."""
+    if isinstance(spec, bool):
+        return False
+    return isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit() and not Path(spec).exists())
+
+
 def open_source(spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None,
                 colour: str = "RGB") -> Source:
-    """A Source from a path (video file or image folder), a `synthau:` spec, a Source, or frames."""
+    """A Source from a path (video file or image folder), a webcam index (0 or "0"), a `synthau:` spec, a
+    Source, or frames."""
     if isinstance(spec, Source):
         return spec
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        raise SourceError(f"input {spec!r}: webcam sources are not available in this version; give a video file, "
-                          f"an image folder or a synthau: spec")
+    if is_camera_spec(spec):
+        return CameraSource(int(spec))
     if isinstance(spec, str) and spec.startswith(SYNTH_PREFIX):
         return SynthAUSource(spec, au_set=au_set)
     if isinstance(spec, str | Path):

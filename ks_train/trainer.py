@@ -270,8 +270,9 @@ class Trainer:
         for name, value in {"total": result.loss, **result.terms}.items():
             if not torch.isfinite(value):
                 raise TrainingError(
-                    f"loss term {name} is {float(value.detach())} at epoch {self.epoch + 1}, batch {index} (global step "
-                    f"{self.global_batch}, key slot {batch.key_slot}); stopping. The last checkpoint is intact.")
+                    f"loss term {name} is {float(value.detach())} at epoch {self.epoch + 1}, batch {index} "
+                    f"(global step {self.global_batch}, key slot {batch.key_slot}); stopping. "
+                    f"The last checkpoint is intact.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.loss).backward()
         if self.cfg.train.grad_clip > 0:

@@ -34,7 +34,11 @@ def one_step(batch_size: int, out: str, steps: int = 1) -> dict[str, torch.Tenso
     trainer = Trainer(cfg, out, device="cpu", dataset=tiny_dataset(), progress=False)
     for _ in range(steps):
         trainer.train_epoch()
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    # The last step's gradients stay in .grad: under DDP they are the all-reduced mean over the ranks.
+    state.update({f"grad:{k}": p.grad.detach().clone() for k, p in trainer.model.named_parameters()
+                  if p.grad is not None})
+    return state
 
 
 def worker(rank: int, port: int, out: str) -> None:
@@ -57,10 +61,15 @@ def test_two_gloo_processes_equal_one_process_on_twice_the_batch(tmp_path):
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     single = one_step(8, str(tmp_path / "single"))
     initial = one_step(8, str(tmp_path / "initial"), steps=0)
-    # Adam's first step is about lr * sign(grad), so a near-zero gradient may move by up to 1e-5 (1% of lr).
+    grads = [k for k in single if k.startswith("grad:")]
+    assert len(grads) > 10 and set(grads) == {k for k in ddp if k.startswith("grad:")}
+    for name in grads:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
+    # Adam's first step is about lr * sign(grad): where a gradient is float noise (e.g. attention's key bias,
+    # which softmax ignores) its sign, and so the weight, may differ by up to 2 lr.
     moved = 0
     for name, value in single.items():
-        if value.dtype.is_floating_point:
-            torch.testing.assert_close(ddp[name], value, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+        if not name.startswith("grad:") and value.dtype.is_floating_point:
+            torch.testing.assert_close(ddp[name], value, rtol=1e-4, atol=2e-3, msg=lambda m, n=name: f"{n}: {m}")
             moved += int(not torch.equal(value, initial[name]))
     assert moved > 10, "the step changed almost no weights: the comparison proves nothing"

@@ -5,8 +5,7 @@ from ks_runtime.preprocess import Preprocess
 from ks_train.data.augment import AugmentConfig, apply_clip_augment, draw_clip_augment
 from ks_train.data.base import VideoSequence
 from ks_train.data.clips import ClipBatchBuilder
-from ks_train.data.sampling import (ClipBatches, build_sparse_index, clip_frames, every_k_from_ratio,
-                                    sparse_label_mask)
+from ks_train.data.sampling import ClipBatches, build_sparse_index, clip_frames, every_k_from_ratio, sparse_label_mask
 
 
 def make_sequences(lengths, size=16, n_aus=3):

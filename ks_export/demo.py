@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger("ks_train.demo")
+log = logging.getLogger("ks_export.demo")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ks_train.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ks_export.demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--config", default="demo")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from ks_runtime.synth.generate import GENERATOR_VERSION, SynthConfig
+    from ks_runtime.synth.generate import GENERATOR_VERSION
     from ks_runtime.synth.preview import render_preview
     from ks_runtime.synth.stats import label_statistics, set_report
     from ks_train.commands.synth_stats import format_report

@@ -1,0 +1,18 @@
+"""One way for GPU tests to skip: the `gpu` mark plus a skip whose reason is ks_runtime.gpu's exact words
+("tensorrt not installed", "onnxruntime-gpu not installed", "cuda-python not installed", "no CUDA device")."""
+
+from __future__ import annotations
+
+import pytest
+
+from ks_runtime import gpu
+
+
+def needs(*what: str):
+    """Decorator: mark a test `gpu` and skip it, naming why, unless every need (keys of gpu.REASONS) is met."""
+    reason = gpu.missing(*what)
+
+    def mark(test):
+        return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=str(reason))(test))
+
+    return mark
