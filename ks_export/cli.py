@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report.text())
     except KSError as error:
         print(f"ks-export {command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print(f"ks-export {command}: interrupted", file=sys.stderr)
         return 130

@@ -193,7 +193,12 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     clip_len = _get(data, "model.clip_len", int, path)
     producer = _get(data, "producer", dict, path)
     _get(data, "producer.version", str, path)
-    thresholds = tuple(float(t) for t in _get(data, "thresholds", list, path))
+    thresholds = []
+    for i, value in enumerate(_get(data, "thresholds", list, path)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise BundleError(f"{path}: field 'thresholds[{i}]' should be a probability in [0, 1], got {value!r}")
+        thresholds.append(float(value))
+    thresholds = tuple(thresholds)
     if len(thresholds) != len(columns):
         raise BundleError(f"{path}: field 'thresholds' has {len(thresholds)} values for {len(columns)} AUs")
     policy = _get(data, "policy.default", str, path)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the overlay in a window as it runs (needs a display and a non-headless OpenCV)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--engine", default="ort", help="inference engine: ort (onnxruntime) or trt")
-    p.add_argument("--policy", default="last", choices=POLICIES, help="key-slot policy (default last: no look-ahead)")
+    p.add_argument("--policy", choices=POLICIES,
+                   help="key-slot policy (default: the bundle's, `last` from ks-export: no look-ahead)")
     p.add_argument("--face", default="auto", choices=face_stage_names(),
                    help="face stage: auto (default: aligned for square frames up to 256 px, else haar), aligned "
                         "(frames are aligned crops), haar (OpenCV cascades), dlib (the dlib extra)")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.policy_report:
             return _policy_report(args, bundle, inputs)
         return _run_inputs(args, bundle, inputs)
-    except KSError as error:
+    except (KSError, OSError) as error:
         print(f"ks-run: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -143,7 +144,7 @@ def _run_inputs(args: argparse.Namespace, bundle: str, inputs: list[str]) -> int
         detector.summary = None
         try:
             source = detector.open(spec, fps=args.fps)
-            if args.realtime:
+            if args.realtime and not source.live:  # a camera is real time already
                 source = Paced(source)
             detector.detect(source, csv=csv, plot=plot, progress=not args.no_progress,
                             csv_sep=", " if args.openface_separators else ",", overlay=overlay, show=args.show)

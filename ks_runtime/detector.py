@@ -18,9 +18,8 @@ import pandas as pd
 from ks_runtime.au import au_set_from_numbers
 from ks_runtime.bundle import Manifest, read_manifest
 from ks_runtime.engines import Engine, create_engine
-from ks_runtime.errors import ConfigError
+from ks_runtime.errors import ConfigError, OutputError
 from ks_runtime.faces import FaceStage, create_face_stage, template_from_alignment
-from ks_runtime.policy import check_policy
 from ks_runtime.sinks import (
     CsvSink,
     FrameTap,
@@ -50,13 +49,10 @@ class Detector:
     """
 
     def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", engine: str = "ort",
-                 policy: str = "last", face: str = "auto", batch_size: int = 8, threads: int = 0,
+                 policy: str | None = None, face: str = "auto", batch_size: int = 8, threads: int = 0,
                  max_wait_ms: float = 10.0, queue_size: int = 16) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
-        try:
-            check_policy(policy)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        policy = policy or self.manifest.policy  # the bundle's default (export writes `last`)
         self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms,
                                    queue_size=queue_size)
         self.face = face
@@ -114,6 +110,8 @@ class Detector:
                        ) -> Iterator[list[FrameResult]]:
         """The results in the groups they became final in (each group one engine step); `stages` gives a source
         its own face stage (default: a new `face_stage()` each)."""
+        if not sources:
+            raise ConfigError("no sources to stream")
         streamer = StreamEngine(self.engine, self.manifest.preprocess, self.config)
         runner = Runner(streamer)
         first = next(iter(sources.values()))
@@ -157,16 +155,18 @@ class Detector:
         from tqdm import tqdm
 
         view = LiveView() if show else None  # no display: refused before any frame is read
-        src = self.open(source, fps)
-        sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
+        src = sink = None
         outputs: list = [view] if view is not None else []
-        if overlay is not None:
-            outputs.append(OverlaySink(overlay, src.fps))
-        tap = FrameTap(self.face_stage()) if outputs else None
         results: list[FrameResult] = []
-        bar = tqdm(total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name,
-                   leave=False)
+        bar = None
         try:
+            src = self.open(source, fps)
+            if overlay is not None:
+                outputs.append(OverlaySink(overlay, src.fps))
+            sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
+            tap = FrameTap(self.face_stage()) if outputs else None
+            bar = tqdm(total=src.length, disable=not progress or src.live, unit="frame",
+                       desc=Path(src.name).name, leave=False)
             for batch in self.stream_batches({"0": src}, {"0": tap} if tap is not None else None):
                 if sink is not None:
                     sink.write(batch)
@@ -177,12 +177,17 @@ class Detector:
                 bar.update(len(batch))
                 if view is not None and view.stopped:
                     break
+        except OSError as error:
+            raise OutputError(f"cannot write an output: {error}") from None
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             if sink is not None:
                 sink.close()
             for output in outputs:
                 output.close()
+            if src is not None and hasattr(src, "close"):
+                src.close()
             if plot is not None and results:
                 self.plot(plot, results, src)
         table = results_table(results, self.au_columns, self.thresholds)

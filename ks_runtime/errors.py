@@ -17,5 +17,9 @@ class CheckpointError(KSError):
     """A checkpoint is truncated, from another model config or another AU list."""
 
 
+class OutputError(KSError):
+    """An output (CSV, plot, overlay video) cannot be written; the message names the file."""
+
+
 class BundleError(KSError):
     """A model bundle fails its checks; the message names the file and the field."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ks_runtime.au import au_set_from_numbers
 from ks_runtime.bundle import Manifest, read_manifest
 from ks_runtime.errors import ConfigError
 from ks_runtime.metrics import f1_report
@@ -31,13 +32,19 @@ LOSSLESS = (("FFV1", ".mkv"), ("FFV1", ".avi"), ("png ", ".avi"))
 
 def held_out_specs(manifest: Manifest) -> list[str]:
     """`synthau:` specs of every sequence in the test part of the fold the bundle's checkpoint trained on."""
-    from ks_runtime.synth.generate import SynthConfig, synth_parts, task_id, task_profiles
+    from ks_runtime.synth.generate import SynthConfig, synth_config_from_data, synth_parts, task_id, task_profiles
 
     data = manifest.raw.get("training", {}).get("config", {}).get("data", {})
     if data.get("dataset") != "synth" or data.get("root"):
         raise ConfigError(f"{manifest.root}: trained on {data.get('dataset', 'unknown data')!r}, not in-memory "
                           f"SynthAU: give the inputs (--input synthau:SIZE:SUBJECT:TASK)")
-    cfg = SynthConfig(size=data["synth_size"], au_set=data["au_set"], seed=int(data["synth_seed"]))
+    try:
+        cfg = synth_config_from_data(data)
+    except ValueError as error:
+        raise ConfigError(f"{manifest.root}: field 'training.config.data': {error}") from None
+    if cfg != SynthConfig(size=cfg.size, au_set=cfg.au_set, seed=cfg.seed):
+        raise ConfigError(f"{manifest.root}: trained on SynthAU with non-default difficulty settings, which a "
+                          f"synthau: spec cannot carry; stream that data from files instead")
     subjects = synth_parts(cfg)[int(data["fold"]) - 1]
     tasks = [task_id(p) for p in task_profiles(cfg.shape.tasks)]
     return [f"synthau:{cfg.size}:{s}:{t}:seed={cfg.seed}:au={cfg.au_set}" for s in subjects for t in tasks]
@@ -88,7 +95,7 @@ def demo_stream(bundle: Path | str, out_dir: Path | str, policy: str | None = No
     out_dir = Path(out_dir)
     manifest = read_manifest(bundle)
     spec = held_out_specs(manifest)[sequence]
-    synth = SynthAUSource(spec)
+    synth = SynthAUSource(spec, au_set=au_set_from_numbers(manifest.au_numbers).name)
     name = f"{synth.sequence.subject}_{synth.sequence.task}"
     video = write_lossless_video(synth.frames, out_dir / name, synth.fps)
     source = VideoSource(video) if video.is_file() else ImageFolderSource(video, fps=synth.fps)
@@ -172,7 +179,8 @@ def policy_report(bundle: Path | str, inputs: Sequence[str] | None = None, devic
     specs = list(inputs) if inputs else held_out_specs(manifest)
     if max_sequences:
         specs = specs[:max_sequences]
-    sources = [SynthAUSource(s) if s.startswith("synthau:") else None for s in specs]
+    au_set = au_set_from_numbers(manifest.au_numbers).name
+    sources = [SynthAUSource(s, au_set=au_set) if s.startswith("synthau:") else None for s in specs]
     if any(s is None for s in sources):
         raise ConfigError("--policy-report needs SynthAU inputs (synthau:SIZE:SUBJECT:TASK), whose labels it scores")
     labels = np.concatenate([s.labels for s in sources])

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ks_runtime.errors import ConfigError
+from ks_runtime.errors import ConfigError, OutputError
 from ks_runtime.faces import Face, FaceStage
 from ks_runtime.metrics import F1Report, f1_report
 from ks_runtime.policy import lookahead
@@ -190,7 +190,7 @@ def timeline_png(path: Path | str, timestamps: np.ndarray, probs: np.ndarray, au
     except cv2.error:
         written = False
     if not written:
-        raise OSError(f"{path}: could not write the timeline image (is the extension .png?)")
+        raise OutputError(f"{path}: could not write the timeline image (is the extension .png?)")
     return path
 
 
@@ -321,7 +321,8 @@ class OverlaySink:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
             if not self._writer.isOpened():
                 self._writer = None
-                raise OSError(f"{self.path}: OpenCV cannot write codec {self.fourcc!r} here (try .mkv, .avi or .mp4)")
+                raise OutputError(f"{self.path}: OpenCV cannot write codec {self.fourcc!r} here "
+                                  f"(try .mkv, .avi or .mp4)")
         if (canvas.shape[1], canvas.shape[0]) != self._size:
             canvas = cv2.resize(canvas, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(canvas)

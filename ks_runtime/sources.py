@@ -337,19 +337,24 @@ class SimulatedCamera(Source):
 
     def _run(self, ring: deque, cond: threading.Condition) -> None:
         started = time.perf_counter()
-        for index, image in enumerate(self.frames):
-            delay = started + index / self.fps - time.perf_counter()
-            if delay > 0 and self._stop.wait(delay):
-                break
+        end: object = None
+        try:
+            for index, image in enumerate(self.frames):
+                delay = started + index / self.fps - time.perf_counter()
+                if self._stop.is_set() or (delay > 0 and self._stop.wait(delay)):
+                    break
+                with cond:
+                    if len(ring) == self.buffer:
+                        ring.popleft()
+                        self.missed += 1
+                    ring.append((index, image, time.perf_counter() - started))
+                    cond.notify_all()
+        except Exception as error:  # handed to the consumer, which re-raises it: never a silent hang
+            end = error
+        finally:
             with cond:
-                if len(ring) == self.buffer:
-                    ring.popleft()
-                    self.missed += 1
-                ring.append((index, image, time.perf_counter() - started))
+                ring.append(end if end is not None else None)  # None: the end
                 cond.notify_all()
-        with cond:
-            ring.append(None)  # the end
-            cond.notify_all()
 
     def __iter__(self) -> Iterator[SourceFrame]:
         ring: deque = deque()
@@ -365,6 +370,8 @@ class SimulatedCamera(Source):
                     item = ring.popleft()
                 if item is None:
                     return
+                if isinstance(item, Exception):
+                    raise SourceError(f"{self.name}: the camera stopped: {item}") from item
                 index, image, stamp = item
                 yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}", self.colour), stamp, index)
         finally:

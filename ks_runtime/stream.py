@@ -23,7 +23,7 @@ import numpy as np
 
 from ks_runtime import ops
 from ks_runtime.engines import Engine
-from ks_runtime.errors import ConfigError
+from ks_runtime.errors import ConfigError, DataError
 from ks_runtime.faces import Face, FaceStage
 from ks_runtime.policy import check_policy, clips_for_frame, key_slots
 from ks_runtime.preprocess import Preprocess
@@ -147,6 +147,11 @@ class StreamEngine:
     def push(self, source: str, frame: SourceFrame, face: Face, arrival: float | None = None) -> FrameResult:
         """Queue one frame of `source` with its face; a frame without a face ends the source's stream."""
         arrival = self.clock() if arrival is None else arrival
+        size = self.preprocess.size
+        if face.success and (face.crop.shape != (size, size, 3) or face.crop.dtype != np.uint8):
+            # Refused before it is queued, so the stream stays usable.
+            raise DataError(f"{source}: frame {frame.index}: the face stage gave a {face.crop.dtype} crop of "
+                            f"shape {face.crop.shape}, the network needs uint8 ({size}, {size}, 3)")
         record = FrameResult(source, frame.index, frame.timestamp, face.success, face.confidence, None, arrival,
                              box=face.box)
         self._outbox.setdefault(source, deque()).append(record)
@@ -155,10 +160,6 @@ class StreamEngine:
             record.final = self.clock()
             return record
         crop = face.crop
-        size = self.preprocess.size
-        if crop.shape != (size, size, 3) or crop.dtype != np.uint8:
-            raise ValueError(f"{source}: frame {frame.index}: the face stage gave a {crop.dtype} crop of shape "
-                             f"{crop.shape}, the network needs uint8 ({size}, {size}, 3)")
         stream = self._open.get(source)
         if stream is None:
             number = self._streams_started.get(source, 0)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except KSError as error:
         print(f"ks-train {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print(f"ks-train {args.command}: interrupted", file=sys.stderr)
         return 130

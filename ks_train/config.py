@@ -32,6 +32,7 @@ class DataConfig:
     # SynthAU's difficulty knobs; the defaults are the frozen, calibrated generator. Change them only for
     # calibration experiments: results on other settings are not results on SynthAU <version>.
     synth_quirk_scale: float = 1.0
+    synth_expressiveness: float = 1.0
     synth_nuisance: NuisanceStrengths = field(default_factory=NuisanceStrengths)
     synth_texture: TextureStrengths = field(default_factory=TextureStrengths)
     image_size: int = 96            # network input, pixels
@@ -107,11 +108,9 @@ class ExperimentConfig:
     @property
     def synth(self):
         """The SynthAU set this config trains on (in-memory SynthAU only)."""
-        from ks_runtime.synth.generate import SynthConfig
+        from ks_runtime.synth.generate import synth_config_from_data
 
-        d = self.data
-        return SynthConfig(size=d.synth_size, au_set=d.au_set, seed=d.synth_seed, quirk_scale=d.synth_quirk_scale,
-                           nuisance=d.synth_nuisance, texture=d.synth_texture)
+        return synth_config_from_data(configio.to_dict(self.data))
 
     @property
     def preprocess(self) -> Preprocess:

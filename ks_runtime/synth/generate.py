@@ -53,6 +53,7 @@ class SynthConfig:
     nuisance: face.NuisanceStrengths = field(default_factory=face.NuisanceStrengths)
     texture: face.TextureStrengths = field(default_factory=face.TextureStrengths)
     quirk_scale: float = 1.0  # scales every identity's resting-face quirks (0: none); same faces otherwise
+    expressiveness: float = 1.0  # scales every identity's AU deformation (the AUs' visibility); same faces otherwise
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -85,6 +86,20 @@ class SynthConfig:
 
     def with_overrides(self, **changes) -> SynthConfig:
         return replace(self, **changes)
+
+
+def synth_config_from_data(data: dict) -> SynthConfig:
+    """The SynthAU set a training config's `data` section names (a plain dict, as checkpoints and manifests
+    carry it): the one place that maps its synth_* fields onto a SynthConfig."""
+    try:
+        return SynthConfig(
+            size=data["synth_size"], au_set=data["au_set"], seed=int(data["synth_seed"]),
+            quirk_scale=float(data.get("synth_quirk_scale", 1.0)),
+            expressiveness=float(data.get("synth_expressiveness", 1.0)),
+            nuisance=face.NuisanceStrengths(**data.get("synth_nuisance", {})),
+            texture=face.TextureStrengths(**data.get("synth_texture", {})))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"not a SynthAU data config: {error}") from None
 
 
 def subject_id(index: int) -> str:
@@ -155,6 +170,8 @@ def sequence_inputs(cfg: SynthConfig, subject_index: int, task_index: int, nuisa
     subject_rng = sequence_rng(cfg, subject_index)
     traits = labels.draw_label_traits(model, subject_rng)
     identity = face.draw_identity(subject_rng, quirk_scale=cfg.quirk_scale)
+    if cfg.expressiveness != 1.0:
+        identity = replace(identity, gain=identity.gain * cfg.expressiveness)
     profile = task_profiles(shape.tasks)[task_index]
     label_rng = sequence_rng(cfg, subject_index, profile + 1000)
     track = labels.sample_labels(model, traits, profile, shape.frames, label_rng, fps=cfg.fps)

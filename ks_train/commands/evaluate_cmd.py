@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ks_runtime.errors import DataError
     from ks_train import checkpoint
     from ks_train.config import ExperimentConfig
     from ks_train.data.sampling import build_sparse_index
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     want_pseudo = cfg.method == "ks" and not args.no_pseudo
     dataset = load_experiment_data(cfg, subjects=None if want_pseudo else _test_subjects(cfg))
     checkpoint.check_au_columns(state, dataset.au_set.columns)
+    if not 1 <= cfg.data.fold <= len(dataset.parts):
+        raise DataError(f"dataset {dataset.name} has {len(dataset.parts)} folds; the checkpoint names fold "
+                        f"{cfg.data.fold}")
     test_part = set(dataset.parts[cfg.data.fold - 1])
     test = [s for s in dataset.sequences if s.subject in test_part]
     policy = args.policy or cfg.train.eval_policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from ks_train.config import METHODS, PROFILES, load_config
@@ -34,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     overrides = list(args.set)
+    quoted = json.dumps  # paths and names as JSON strings, so quotes and backslashes survive
     if args.method:
-        overrides.append(f'method="{args.method}"')
+        overrides.append(f"method={quoted(args.method)}")
     if args.data:
-        overrides.append(f'data.root="{args.data}"')
-        overrides.append(f'data.dataset="{args.dataset or "generic"}"')
+        overrides.append(f"data.root={quoted(args.data)}")
+        overrides.append(f"data.dataset={quoted(args.dataset or 'generic')}")
     elif args.dataset:
-        overrides.append(f'data.dataset="{args.dataset}"')
+        overrides.append(f"data.dataset={quoted(args.dataset)}")
     if args.labels is not None:
         overrides += [f"data.label_ratio={args.labels}", "data.every_k=0"]
     if args.every is not None:

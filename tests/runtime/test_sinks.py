@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ks_runtime.errors import OutputError
 from ks_runtime.sinks import CsvSink, RunStats, csv_columns, read_results_csv, results_table, timeline_png
 from ks_runtime.stream import FrameResult
 
@@ -84,7 +85,7 @@ def test_the_timeline_png_has_a_lane_per_au_and_a_truth_strip(tmp_path):
     assert plain.shape[1] == truth.shape[1] and truth.shape[0] > plain.shape[0]
     green = (truth[..., 1] > 140) & (truth[..., 0] < 90) & (truth[..., 2] < 90)
     assert green.any() and not ((plain[..., 1] > 140) & (plain[..., 0] < 90) & (plain[..., 2] < 90)).any()
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="c.unknown"):
         timeline_png(tmp_path / "c.unknown", stamps, probs, COLUMNS, THRESHOLDS)
 
 

@@ -200,11 +200,14 @@ def test_stream_config_refuses_bad_values(bad):
 
 
 def test_a_crop_of_the_wrong_size_is_refused_naming_the_frame(fake_engine, small_preprocess):
+    from ks_runtime.errors import DataError
     from ks_runtime.faces import Face
 
     streamer = StreamEngine(fake_engine, small_preprocess)
-    with pytest.raises(ValueError, match="frame 4"):
+    with pytest.raises(DataError, match="frame 4"):
         streamer.push("a", SourceFrame(np.zeros((8, 8, 3), np.uint8), 0.0, 4), Face(np.zeros((8, 8, 3), np.uint8), 1))
+    # the refused frame left nothing behind: the stream still closes cleanly
+    streamer.close()
 
 
 def test_fake_engine_is_a_faithful_reference():
