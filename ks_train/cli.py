@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "params",
     "fit",
     "evaluate_cmd",
+    "calibrate",
 )
 
 
