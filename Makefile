@@ -26,6 +26,13 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# pytest-benchmark suites in benchmarks/ (about 15 min on 2 cores; KS_BENCH_QUICK=1 for a smoke run), then the
+# table: benchmarks/results/<machine>.json and .md, and README.md between its BENCH markers.
+bench: setup
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
+		--benchmark-json benchmarks/.cache/pytest-benchmark.json
+	$(PY) -m benchmarks.report --readme README.md
+
 lint: setup
 	$(PY) -m ruff check ks_runtime ks_train ks_export tests benchmarks
 
