@@ -436,6 +436,30 @@ class RunSummary:
                 "mean_f1": self.f1.mean if self.f1 is not None else None, "errors": list(self.errors)}
 
 
+class LatencyReservoir:
+    """A uniform sample of at most `capacity` latencies (Vitter's algorithm R): percentiles are exact until
+    `capacity` frames, then estimated, and a camera left running for days does not grow the process."""
+
+    def __init__(self, capacity: int = 100_000, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"latency reservoir capacity must be >= 1, got {capacity}")
+        self.capacity, self.seen = capacity, 0
+        self.values = np.empty(capacity, np.float64)
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        if self.seen < self.capacity:
+            self.values[self.seen] = value
+        else:
+            slot = int(self.rng.integers(self.seen + 1))
+            if slot < self.capacity:
+                self.values[slot] = value
+        self.seen += 1
+
+    def sample(self) -> np.ndarray:
+        return self.values[:min(self.seen, self.capacity)]
+
+
 class RunStats:
     """Accumulates results into a RunSummary (and the F1 against a source's labels, when it has some)."""
 
@@ -448,7 +472,7 @@ class RunStats:
         self.start = clock_start
         self.end = clock_start
         self.frames = self.faces = 0
-        self.latencies: list[float] = []
+        self.latencies = LatencyReservoir()
         self.streams: set[tuple[str, int]] = set()
         self.probs: dict[int, np.ndarray] = {}
 
@@ -459,7 +483,7 @@ class RunStats:
             self.end = r.final if self.end is None else max(self.end, r.final)
             if r.success:
                 self.faces += 1
-                self.latencies.append(r.latency)
+                self.latencies.add(r.latency)
                 self.streams.add((r.source, r.stream))
                 if self.labels is not None:
                     self.probs[r.index] = r.probs
@@ -477,7 +501,7 @@ class RunStats:
 
     def summary(self, dropped: int = 0, errors: Sequence[str] = ()) -> RunSummary:
         seconds = (self.end - self.start) if self.start is not None and self.end is not None else 0.0
-        lat = np.asarray(self.latencies, np.float64) * 1e3
+        lat = self.latencies.sample() * 1e3
         percentiles = {p: float(np.percentile(lat, p)) if len(lat) else float("nan") for p in PERCENTILES}
         return RunSummary(self.frames, self.faces, dropped, len(self.streams), seconds, percentiles, self.policy,
                           self.clip_len, self.source_fps, self.engine, self.f1(), list(errors))

@@ -104,3 +104,29 @@ def test_the_summary_reports_latency_percentiles_drops_and_f1():
     text = summary.text()
     assert "dropped 3" in text and "p95" in text and "streamed F1" in text
     assert math.isclose(summary.fps, 10 / summary.seconds)
+
+
+def test_latency_reservoir_is_exact_below_capacity_and_bounded_above():
+    from ks_runtime.sinks import LatencyReservoir
+
+    small = LatencyReservoir(capacity=1000)
+    values = np.random.default_rng(1).exponential(0.02, 500)
+    for v in values:
+        small.add(v)
+    assert np.array_equal(np.sort(small.sample()), np.sort(values))
+
+    big = LatencyReservoir(capacity=2000)
+    stream = np.random.default_rng(2).uniform(0.0, 1.0, 50_000)
+    for v in stream:
+        big.add(v)
+    assert big.sample().shape == (2000,) and big.seen == 50_000
+    # a uniform sample of a uniform stream: the median lands near 0.5, and late values are represented
+    assert abs(np.median(big.sample()) - 0.5) < 0.05
+    assert np.isin(big.sample(), stream[40_000:]).sum() > 200
+
+
+def test_latency_reservoir_rejects_zero_capacity():
+    from ks_runtime.sinks import LatencyReservoir
+
+    with pytest.raises(ValueError, match="capacity"):
+        LatencyReservoir(capacity=0)
