@@ -27,6 +27,8 @@ SETTINGS: dict[str, list[str]] = {
     "rotation-15": ["train.augment.rotate_deg=15.0"],
     "grey": NO_ROTATION + ["train.augment.grayscale_p=1.0"],
     "expressive-1.8": NO_ROTATION + ["data.synth_expressiveness=1.8"],
+    # the upper bound of what the knobs can buy: no quirks, no nuisance, AUs four times as large
+    "oracle": ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF + NO_ROTATION,
 }
 TRAIN_PROBE = ("S06", "S10", "S14")  # training subjects whose F1 shows how much of the gap is generalisation
 
