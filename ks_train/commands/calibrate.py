@@ -30,7 +30,12 @@ SETTINGS: dict[str, list[str]] = {
     # the upper bound of what the knobs can buy: no quirks, no nuisance, AUs four times as large
     "oracle": ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF + NO_ROTATION,
 }
-TRAIN_PROBE = ("S06", "S10", "S14")  # training subjects whose F1 shows how much of the gap is generalisation
+
+
+def probe_subjects(train_subjects: list[str]) -> set[str]:
+    """Three training subjects (first, middle, last) whose F1 shows how much of the gap is generalisation."""
+    ordered = sorted(set(train_subjects))
+    return {ordered[0], ordered[len(ordered) // 2], ordered[-1]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("settings", nargs="+", choices=tuple(SETTINGS), help="named settings to run, in order")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--size", default="small", help="SynthAU size (the calibration is defined on `small`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="an extra config override applied to every setting (recorded with the run)")
     p.add_argument("--out", default="runs/calibration.jsonl", help="JSONL file the results are appended to")
     p.set_defaults(run=run)
 
@@ -48,16 +56,17 @@ def run(args: argparse.Namespace) -> int:
     from ks_train.trainer import Trainer, load_experiment_data
 
     base = ['method="frame"', "data.label_ratio=1.0", "data.every_k=0", f"train.epochs={args.epochs}",
-            "train.workers=0"]
+            "train.workers=0", f'data.synth_size="{args.size}"']
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.settings:
-        overrides = base + SETTINGS[name]
+        overrides = base + SETTINGS[name] + args.overrides
         cfg = load_config("synth-cpu", overrides)
         started = time.perf_counter()
         trainer = Trainer(cfg, out.parent / f"calibration-{name}", device="cpu", dataset=load_experiment_data(cfg),
                           progress=False)
-        probe = [s for s in trainer.train_seqs if s.subject in TRAIN_PROBE]
+        probe_set = probe_subjects([s.subject for s in trainer.train_seqs])
+        probe = [s for s in trainer.train_seqs if s.subject in probe_set]
         epochs = []
         for _ in range(cfg.train.epochs):
             trainer.train_epoch()
@@ -67,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
                            "train_subjects_f1": train.mean})
             print(f"{name} epoch {trainer.epoch}: test F1 {test.mean:.3f} (floor {test.mean_floor:.3f}), "
                   f"training subjects {train.mean:.3f}", flush=True)
-        record = {"setting": name, "overrides": SETTINGS[name], "generator": GENERATOR_VERSION,
+        record = {"setting": name, "overrides": SETTINGS[name] + args.overrides, "generator": GENERATOR_VERSION,
                   "epochs": epochs, "best_test_f1": max(e["test_f1"] for e in epochs),
                   "seconds": time.perf_counter() - started,
-                  "command": f"ks-train calibrate {name} --epochs {args.epochs}"}
+                  "size": args.size,
+                  "command": " ".join([f"ks-train calibrate {name} --epochs {args.epochs} --size {args.size}",
+                                       *(f"--set {o}" for o in args.overrides)])}
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
     return 0
