@@ -107,6 +107,7 @@ class _FaceStream:
     finalised: int = 0    # frames whose result is final
     ended: bool = False
     waiting: deque = field(default_factory=deque)  # FrameResults of frames finalised..length-1
+    device_ring: object | None = None  # the engine's device ring (engine `trt`), used instead of sa/students
 
 
 @dataclass
@@ -131,6 +132,9 @@ class StreamEngine:
         self.k = len(key_slots(0, self.n, config.policy))  # clips per frame: n under ensemble, else 1
         # Unfinalised frames span at most n-1 frames before a batch; the oldest needs n-1 before it.
         self.ring_rows = config.batch_size + 2 * self.n
+        # An engine with device rings (TensorRT) keeps the per-frame outputs on the GPU: crops go up once,
+        # the kernels pack them and cut clips there, and only the probabilities come back.
+        self.device_rings = callable(getattr(engine, "open_ring", None))
         self._pending: deque[_Pending] = deque()
         self._open: dict[str, _FaceStream] = {}
         self._dirty: dict[int, _FaceStream] = {}  # streams with frames that may have become final
@@ -164,8 +168,13 @@ class StreamEngine:
         if stream is None:
             number = self._streams_started.get(source, 0)
             self._streams_started[source] = number + 1
-            stream = _FaceStream(source, number, np.zeros((self.ring_rows, self.n_aus), np.float32),
-                                 np.zeros((self.ring_rows, self.n, self.n_aus), np.float32))
+            if self.device_rings:
+                stream = _FaceStream(source, number, np.zeros((0, self.n_aus), np.float32),
+                                     np.zeros((0, self.n, self.n_aus), np.float32),
+                                     device_ring=self.engine.open_ring(self.ring_rows))
+            else:
+                stream = _FaceStream(source, number, np.zeros((self.ring_rows, self.n_aus), np.float32),
+                                     np.zeros((self.ring_rows, self.n, self.n_aus), np.float32))
             self._open[source] = stream
         record.stream = stream.number
         stream.waiting.append(record)
@@ -243,16 +252,20 @@ class StreamEngine:
         for i, item in enumerate(batch):
             self._frames[i] = item.crop
             self._waiting_by_source[item.stream.source] -= 1
-        inputs = ops.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
-                                 swap_rb=self.preprocess.colour == "BGR", out=self._inputs[:b])  # (b, 3, S, S)
-        sa, students = self.engine.encode(inputs)  # (b, U), (b, n, U)
+        if self.device_rings:
+            self.engine.encode_crops(self._frames[:b], [(i.stream.device_ring, i.t % self.ring_rows) for i in batch])
+        else:
+            inputs = ops.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
+                                     swap_rb=self.preprocess.colour == "BGR", out=self._inputs[:b])  # (b, 3, S, S)
+            sa, students = self.engine.encode(inputs)  # (b, U), (b, n, U)
         self.encoder_batches += 1
         for i, item in enumerate(batch):
             stream, row = item.stream, item.t % self.ring_rows
             if item.t != stream.encoded:
                 raise RuntimeError(f"{stream.source}: frame {item.t} of stream {stream.number} encoded out of order")
-            stream.sa[row] = sa[i]
-            stream.students[row] = students[i]
+            if not self.device_rings:
+                stream.sa[row] = sa[i]
+                stream.students[row] = students[i]
             stream.encoded += 1
             self._dirty[id(stream)] = stream
 
@@ -283,27 +296,15 @@ class StreamEngine:
             frames, ends, slots = self._ready_clips(stream)
             if frames:
                 work.append((stream, frames, np.asarray(ends, np.int64), slots))
+            else:
+                self._release_ring(stream)
             if not stream.ended or stream.finalised + len(frames) == stream.length:
                 del self._dirty[key]
         if not work:
             return
-        n, u = self.n, self.n_aus
-        total = sum(len(ends) for _, _, ends, _ in work)
-        sa = np.empty((total, n, u), np.float32)           # (C, n, U) clips' S_a logits
-        students = np.empty((total, n, n, u), np.float32)  # (C, n, n, U) clips' student logits
-        offset = 0
-        for stream, _, ends, _ in work:
-            first = max(0, stream.encoded - self.ring_rows)
-            count = stream.encoded - first
-            rows = slice(offset, offset + len(ends))
-            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows])
-            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows])
-            offset += len(ends)
+        u = self.n_aus
         key_slot = np.asarray([s for _, _, _, slots in work for s in slots], np.int64)
-        hb = self.config.head_batch
-        probs = np.concatenate([self.engine.head(sa[i : i + hb], students[i : i + hb], key_slot[i : i + hb])
-                                for i in range(0, total, hb)])
-        self.head_batches += -(-total // hb)
+        probs = self._device_heads(work, key_slot) if self.device_rings else self._host_heads(work, key_slot)
         # The mean over a frame's k clips, as dense testing averages them (ensemble; k = 1 otherwise).
         probs = probs.reshape(-1, self.k, u).mean(1)  # (frames, U)
         final = self.clock()
@@ -314,6 +315,43 @@ class StreamEngine:
                 record.probs, record.final = probs[row], final
                 row += 1
             stream.finalised += len(frames)
+            self._release_ring(stream)
+
+    def _release_ring(self, stream: _FaceStream) -> None:
+        """Free a finished stream's device ring (host rings go with the stream)."""
+        if stream.device_ring is not None and stream.ended and stream.finalised == stream.length:
+            self.engine.close_ring(stream.device_ring)
+            stream.device_ring = None
+
+    def _ring_window(self, stream: _FaceStream) -> tuple[int, int]:
+        """The frames still in `stream`'s ring: (first, count)."""
+        first = max(0, stream.encoded - self.ring_rows)
+        return first, stream.encoded - first
+
+    def _host_heads(self, work: list, key_slot: np.ndarray) -> np.ndarray:
+        """Clips cut from the host rings (cpp_ext or numpy), the head in batches of head_batch -> probs [C, U]."""
+        n, u = self.n, self.n_aus
+        total = len(key_slot)
+        sa = np.empty((total, n, u), np.float32)           # (C, n, U) clips' S_a logits
+        students = np.empty((total, n, n, u), np.float32)  # (C, n, n, U) clips' student logits
+        offset = 0
+        for stream, _, ends, _ in work:
+            first, count = self._ring_window(stream)
+            rows = slice(offset, offset + len(ends))
+            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows])
+            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows])
+            offset += len(ends)
+        hb = self.config.head_batch
+        self.head_batches += -(-total // hb)
+        return np.concatenate([self.engine.head(sa[i : i + hb], students[i : i + hb], key_slot[i : i + hb])
+                               for i in range(0, total, hb)])
+
+    def _device_heads(self, work: list, key_slot: np.ndarray) -> np.ndarray:
+        """Clips cut by the CUDA kernel from the device rings straight into the head's inputs -> probs [C, U]
+        (the engine batches them at its head profile's max batch)."""
+        requests = [(stream.device_ring, *self._ring_window(stream), ends) for stream, _, ends, _ in work]
+        self.head_batches += 1
+        return self.engine.head_clips(requests, key_slot)
 
     def _collect(self) -> list[FrameResult]:
         out = []

@@ -349,6 +349,41 @@ def test_frames_and_clips_of_two_streams_share_batches(device, bundle):
     assert engine.graph_head.batches == [7, 4]  # 11 clips, at most 7 per head batch, groups split across them
 
 
+@pytest.mark.parametrize("policy", ["last", "shift", "center", "ensemble"])
+def test_stream_engine_keeps_the_rings_on_the_device(device, bundle, policy):
+    """StreamEngine over the device path: two interleaved streams (one with a face gap, so three streams),
+    small batches so the rings wrap; every result equals dense testing, nothing but the probabilities comes
+    back to the host, and every ring is freed when its stream is done."""
+    from ks_runtime.faces import NO_FACE, AlignedFaces
+    from ks_runtime.sources import SourceFrame
+    from ks_runtime.stream import StreamConfig, StreamEngine
+
+    engine, host, arena = device
+    manifest = engine.manifest
+    a, _ = synth_frames(19, subject=0)
+    b, _ = synth_frames(11, subject=1)
+    streamer = StreamEngine(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
+    assert streamer.device_rings
+    stage, live, results = AlignedFaces(manifest.preprocess), dict(arena.live), []
+    gap = 8  # frame 8 of `a` has no face: it ends a's first stream
+    for i in range(len(a)):
+        streamer.push("a", SourceFrame(a[i], i / 25, i), NO_FACE if i == gap else stage(a[i], i))
+        if i < len(b):
+            streamer.push("b", SourceFrame(b[i], i / 25, i), stage(b[i], i))
+        results += streamer.step()
+    results += streamer.close()
+    graphs = BundleGraphs(bundle, roles=("encoder", "head"))
+    by_source = {key: sorted((r for r in results if r.source == key), key=lambda r: r.index) for key in "ab"}
+    assert [r.index for r in by_source["a"]] == list(range(len(a)))
+    assert not by_source["a"][gap].success
+    for key, frames, parts in (("a", a, [(0, gap), (gap + 1, len(a))]), ("b", b, [(0, len(b))])):
+        for lo, hi in parts:
+            got = np.stack([r.probs for r in by_source[key][lo:hi]])
+            np.testing.assert_allclose(got, graphs.dense_probabilities(frames[lo:hi], policy), atol=1e-5)
+    assert host.copies["dtoh"] == len(engine.graph_head.batches)  # only the probabilities come back
+    assert arena.live == live, "a stream's device ring was not freed"
+
+
 def test_device_path_refuses_bad_arguments(device):
     engine, _, _ = device
     s = engine.manifest.preprocess.size
