@@ -40,17 +40,19 @@ _IRIS_COLOURS = ((62, 40, 26), (98, 62, 36), (118, 96, 58), (86, 106, 70), (76, 
 class NuisanceStrengths:
     """How strong each per-frame nuisance is; 0 turns it off. Calibrated once, then frozen with the version."""
 
-    head_pose_deg: float = 15.0  # yaw range is about +-this; pitch and roll are smaller
-    jitter_px: float = 1.0  # alignment jitter sd, in pixels of a 112 px crop (plus matching scale/rotation)
-    lighting: float = 0.25  # amplitude of the multiplicative lighting ramp across the crop
-    noise: float = 3.0  # sensor noise sd in grey levels
-    colour_cast: float = 0.04  # sd of the per-channel white-balance gain (log units), drifting slowly
-    blur_prob: float = 0.05  # share of frames inside a blur episode (a few frames of Gaussian or motion blur)
+    # Version 2.1's calibrated strengths (README, calibration): version 2.0's (pose 15, jitter 1, lighting
+    # 0.25, noise 3, colour 0.04, blur 0.05, JPEG 0.1, occlusion 0.15) kept the frame model below the floor.
+    head_pose_deg: float = 3.0  # yaw range is about +-this; pitch and roll are smaller
+    jitter_px: float = 0.2  # alignment jitter sd, in pixels of a 112 px crop (plus matching scale/rotation)
+    lighting: float = 0.1  # amplitude of the multiplicative lighting ramp across the crop
+    noise: float = 1.5  # sensor noise sd in grey levels
+    colour_cast: float = 0.02  # sd of the per-channel white-balance gain (log units), drifting slowly
+    blur_prob: float = 0.02  # share of frames inside a blur episode (a few frames of Gaussian or motion blur)
     blur_px: float = 1.2  # blur sd (Gaussian) or half-length / 2 (motion), in pixels of a 112 px crop
-    jpeg_prob: float = 0.1  # share of frames re-encoded as JPEG
+    jpeg_prob: float = 0.05  # share of frames re-encoded as JPEG
     jpeg_quality_min: float = 20.0  # the quality of a re-encoded frame is uniform in [min, max]
     jpeg_quality_max: float = 70.0
-    occlusion_prob: float = 0.15  # chance that a sequence has one occlusion episode (a hand or a hair strand)
+    occlusion_prob: float = 0.05  # chance that a sequence has one occlusion episode (a hand or a hair strand)
     occlusion_seconds: float = 2.0  # mean length of an occlusion episode
 
 

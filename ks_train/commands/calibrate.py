@@ -17,18 +17,24 @@ OFF = ["data.synth_nuisance.head_pose_deg=0.0", "data.synth_nuisance.jitter_px=0
        "data.synth_nuisance.lighting=0.0", "data.synth_nuisance.noise=0.0", "data.synth_nuisance.colour_cast=0.0",
        "data.synth_nuisance.blur_prob=0.0", "data.synth_nuisance.jpeg_prob=0.0",
        "data.synth_nuisance.occlusion_prob=0.0"]
-NO_ROTATION = ["train.augment.rotate_deg=0.0"]
+# Generator 2.0's strengths, before the calibration (the shape of `small` is the current one)
+V20 = ["data.synth_quirk_scale=1.0", "data.synth_nuisance.head_pose_deg=15.0", "data.synth_nuisance.jitter_px=1.0",
+       "data.synth_nuisance.lighting=0.25", "data.synth_nuisance.noise=3.0", "data.synth_nuisance.colour_cast=0.04",
+       "data.synth_nuisance.blur_prob=0.05", "data.synth_nuisance.jpeg_prob=0.1",
+       "data.synth_nuisance.occlusion_prob=0.15"]
+MID = ["data.synth_quirk_scale=0.5", "data.synth_nuisance.head_pose_deg=5.0", "data.synth_nuisance.jitter_px=0.3"]
 SETTINGS: dict[str, list[str]] = {
-    "default": [],
-    "no-augmentation": NO_ROTATION + ["train.augment.flip_p=0.0", "train.augment.brightness=0.0",
-                                      "train.augment.contrast=0.0", "train.augment.saturation=0.0"],
+    "default": [],  # the calibrated generator
     "easy": ["data.synth_quirk_scale=0.0"] + OFF,
-    "no-rotation": NO_ROTATION,
-    "rotation-15": ["train.augment.rotate_deg=15.0"],
-    "grey": NO_ROTATION + ["train.augment.grayscale_p=1.0"],
-    "expressive-1.8": NO_ROTATION + ["data.synth_expressiveness=1.8"],
+    "mid": MID,
+    "v2.0-strengths": V20,
+    "rotation-45": ["train.augment.rotate_deg=45.0"],  # the paper's augmentation
+    "no-augmentation": ["train.augment.flip_p=0.0", "train.augment.brightness=0.0", "train.augment.contrast=0.0",
+                        "train.augment.saturation=0.0"],
+    "grey": ["train.augment.grayscale_p=0.5"],
+    "expressive-1.8": ["data.synth_expressiveness=1.8"],
     # the upper bound of what the knobs can buy: no quirks, no nuisance, AUs four times as large
-    "oracle": ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF + NO_ROTATION,
+    "oracle": ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF,
 }
 
 

@@ -159,7 +159,8 @@ def test_sample_nuisance_is_smooth_and_scaled_by_its_strengths():
     assert len(track) == 500
     for angles in (track.yaw, track.pitch, track.roll):
         assert np.abs(np.diff(angles)).max() < 1.0  # degrees per frame: slow head motion
-    poses = [face.sample_nuisance(500, np.random.default_rng(s), face.NuisanceStrengths()).yaw for s in range(20)]
+    turning = face.NuisanceStrengths(head_pose_deg=15.0)
+    poses = [face.sample_nuisance(500, np.random.default_rng(s), turning).yaw for s in range(20)]
     spread = np.std(np.concatenate(poses))
     assert 4.0 < spread < 15.0  # "about +-15 degrees"
     assert np.std(track.dx) > 0 and np.abs(np.diff(track.dx)).mean() > 0.5 * np.std(track.dx)  # jitter: per frame

@@ -42,7 +42,7 @@ def test_config_round_trips_with_nested_strengths_and_version():
     cfg = SynthConfig(size="tiny", nuisance=face.NuisanceStrengths(blur_prob=0.3, jpeg_quality_min=40.0),
                       texture=face.TextureStrengths(crow=0.5, chin=2.0), quirk_scale=0.4)
     data = json.loads(json.dumps(cfg.to_dict()))
-    assert data["version"] == GENERATOR_VERSION == "2.0"
+    assert data["version"] == GENERATOR_VERSION == "2.1"
     assert SynthConfig.from_dict(data) == cfg
     old = {k: v for k, v in data.items() if k not in ("texture", "quirk_scale")}  # a version 1 synthau.json
     assert SynthConfig.from_dict(old).texture == face.TextureStrengths()
