@@ -47,7 +47,10 @@ def probe_subjects(train_subjects: list[str]) -> set[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="SynthAU difficulty calibration runs (frame-only model, 100% labels)",
                        description=__doc__)
-    p.add_argument("settings", nargs="+", choices=tuple(SETTINGS), help="named settings to run, in order")
+    p.add_argument("settings", nargs="*", metavar="SETTING",
+                   help=f"named settings to run, in order: {', '.join(SETTINGS)}")
+    p.add_argument("--table", action="store_true",
+                   help="print the runs recorded in --out as the README's Markdown table rows, then exit")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--size", default="small", help="SynthAU size (the calibration is defined on `small`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -56,7 +59,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+WHAT = {
+    "default": "the frozen strengths",
+    "easy": "no quirks, no nuisance",
+    "mid": "quirks 0.5, head pose 5 deg, jitter 0.3 px",
+    "v2.0-strengths": "generator 2.0's strengths (quirks 1, pose 15 deg, jitter 1 px, ...)",
+    "rotation-45": "the paper's +-45 deg rotation augmentation",
+    "no-augmentation": "no flip or colour jitter",
+    "grey": "half the clips turned grey",
+    "expressive-1.8": "AUs 1.8 times as large",
+    "oracle": "no quirks, no nuisance, AUs 4 times as large",
+}
+
+
+def table_rows(records: list[dict]) -> list[str]:
+    """One Markdown row per recorded run, in the README's calibration table's columns."""
+    rows = []
+    for r in records:
+        last = r["epochs"][-1]
+        curve = " ".join(f"{e['test_f1']:.3f}" for e in r["epochs"])
+        rows.append(f"| `{r['setting']}` ({r['generator']}) | {WHAT.get(r['setting'], '')} | {curve} | "
+                    f"{r['best_test_f1']:.3f} | {last['floor']:.3f} | {last['train_subjects_f1']:.3f} | "
+                    f"`{r['command']}` |")
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.table:
+        records = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]
+        print("\n".join(table_rows(records)))
+        return 0
+    unknown = [name for name in args.settings if name not in SETTINGS]
+    if unknown or not args.settings:
+        raise SystemExit(f"ks-train calibrate: {'unknown setting ' + ', '.join(unknown) if unknown else 'no setting'};"
+                         f" known: {', '.join(SETTINGS)} (or --table)")
     from ks_runtime.synth.generate import GENERATOR_VERSION
     from ks_train.config import load_config
     from ks_train.trainer import Trainer, load_experiment_data

@@ -3,7 +3,7 @@
 import json
 
 from ks_train.cli import main
-from ks_train.commands.calibrate import SETTINGS, probe_subjects
+from ks_train.commands.calibrate import SETTINGS, probe_subjects, table_rows
 
 
 def test_probe_subjects_are_training_subjects_spread_over_the_split():
@@ -21,3 +21,6 @@ def test_a_calibration_run_appends_its_record(tmp_path):
     (epoch,) = record["epochs"]
     assert 0.0 <= epoch["test_f1"] <= 1.0 and 0.0 < epoch["floor"] < 1.0
     assert record["best_test_f1"] == epoch["test_f1"]
+    assert main(["calibrate", "--table", "--out", str(out)]) == 0
+    (row,) = table_rows([record])
+    assert row.startswith("| `easy` (") and f"{epoch['test_f1']:.3f}" in row and record["command"] in row
