@@ -23,19 +23,24 @@ V20 = ["data.synth_quirk_scale=1.0", "data.synth_nuisance.head_pose_deg=15.0", "
        "data.synth_nuisance.blur_prob=0.05", "data.synth_nuisance.jpeg_prob=0.1",
        "data.synth_nuisance.occlusion_prob=0.15"]
 MID = ["data.synth_quirk_scale=0.5", "data.synth_nuisance.head_pose_deg=5.0", "data.synth_nuisance.jitter_px=0.3"]
-SETTINGS: dict[str, list[str]] = {
-    "default": [],  # the calibrated generator
-    "easy": ["data.synth_quirk_scale=0.0"] + OFF,
-    "mid": MID,
-    "v2.0-strengths": V20,
-    "rotation-45": ["train.augment.rotate_deg=45.0"],  # the paper's augmentation
-    "no-augmentation": ["train.augment.flip_p=0.0", "train.augment.brightness=0.0", "train.augment.contrast=0.0",
-                        "train.augment.saturation=0.0"],
-    "grey": ["train.augment.grayscale_p=0.5"],
-    "expressive-1.8": ["data.synth_expressiveness=1.8"],
-    # the upper bound of what the knobs can buy: no quirks, no nuisance, AUs four times as large
-    "oracle": ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF,
-}
+# name, what it changes (the README table's column), and its config overrides, in one place
+_DEFINED: list[tuple[str, str, list[str]]] = [
+    ("default", "the frozen strengths", []),
+    ("easy", "no quirks, no nuisance", ["data.synth_quirk_scale=0.0"] + OFF),
+    ("mid", "quirks 0.5, head pose 5 deg, jitter 0.3 px", MID),
+    ("v2.0-strengths", "generator 2.0's strengths (quirks 1, pose 15 deg, jitter 1 px, ...)", V20),
+    ("rotation-45", "the paper's +-45 deg rotation augmentation", ["train.augment.rotate_deg=45.0"]),
+    ("no-augmentation", "no flip or colour jitter",
+     ["train.augment.flip_p=0.0", "train.augment.brightness=0.0", "train.augment.contrast=0.0",
+      "train.augment.saturation=0.0"]),
+    ("grey", "half the clips turned grey", ["train.augment.grayscale_p=0.5"]),
+    ("expressive-1.8", "AUs 1.8 times as large", ["data.synth_expressiveness=1.8"]),
+    # the upper bound of what the knobs can buy
+    ("oracle", "no quirks, no nuisance, AUs 4 times as large",
+     ["data.synth_quirk_scale=0.0", "data.synth_expressiveness=4.0"] + OFF),
+]
+SETTINGS: dict[str, list[str]] = {name: overrides for name, _, overrides in _DEFINED}
+DESCRIPTIONS: dict[str, str] = {name: what for name, what, _ in _DEFINED}
 
 
 def probe_subjects(train_subjects: list[str]) -> set[str]:
@@ -59,18 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-WHAT = {
-    "default": "the frozen strengths",
-    "easy": "no quirks, no nuisance",
-    "mid": "quirks 0.5, head pose 5 deg, jitter 0.3 px",
-    "v2.0-strengths": "generator 2.0's strengths (quirks 1, pose 15 deg, jitter 1 px, ...)",
-    "rotation-45": "the paper's +-45 deg rotation augmentation",
-    "no-augmentation": "no flip or colour jitter",
-    "grey": "half the clips turned grey",
-    "expressive-1.8": "AUs 1.8 times as large",
-    "oracle": "no quirks, no nuisance, AUs 4 times as large",
-}
-
 
 def table_rows(records: list[dict]) -> list[str]:
     """One Markdown row per recorded run, in the README's calibration table's columns."""
@@ -78,7 +71,7 @@ def table_rows(records: list[dict]) -> list[str]:
     for r in records:
         last = r["epochs"][-1]
         curve = " ".join(f"{e['test_f1']:.3f}" for e in r["epochs"])
-        rows.append(f"| `{r['setting']}` ({r['generator']}) | {WHAT.get(r['setting'], '')} | {curve} | "
+        rows.append(f"| `{r['setting']}` ({r['generator']}) | {DESCRIPTIONS.get(r['setting'], '')} | {curve} | "
                     f"{r['best_test_f1']:.3f} | {last['floor']:.3f} | {last['train_subjects_f1']:.3f} | "
                     f"`{r['command']}` |")
     return rows
