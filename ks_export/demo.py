@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     history = trainer.fit()
     for record in history:
         accept = record.get("ppl_accept_rate", float("nan"))
+        f1 = f"{record['mean_f1']:.3f}" if "mean_f1" in record else "  -  "  # evaluated every eval_every epochs
         print(f"epoch {record['epoch']:>2}: loss {record['loss']:.3f}  L_PL {record.get('L_PL', 0.0):.3f}  "
               f"PPL accepts {accept:.1%}  pseudo-label acc {record.get('pl_acc_accepted', float('nan')):.3f}  "
-              f"test F1 {record.get('mean_f1', float('nan')):.3f}")
+              f"test F1 {f1}")
     if not any("L_PL" in r for r in history):
         print("error: L_PL never ran; lengthen the schedule or shorten the warm-up", file=sys.stderr)
         return 1

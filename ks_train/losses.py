@@ -27,6 +27,10 @@ class AUWeights:
     def to(self, device: torch.device) -> AUWeights:
         return AUWeights(self.per_au.to(device), self.positive.to(device))
 
+    def without_positive(self) -> AUWeights:
+        """The same per-AU weights with both classes weighted alike."""
+        return AUWeights(self.per_au, torch.ones_like(self.positive))
+
     @classmethod
     def uniform(cls, n_aus: int, device: torch.device | None = None) -> AUWeights:
         return cls(torch.ones(n_aus, device=device), torch.ones(n_aus, device=device))
@@ -62,9 +66,10 @@ def au_weights(labels: np.ndarray, per_au: str = "inverse_rate", positive: str =
 def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: AUWeights,
                  mask: torch.Tensor) -> torch.Tensor:
     """Mean over the masked-in entries of w_u * BCE(logit, target) with positives scaled by pw_u; 0 when
-    nothing is masked in. logits, targets, mask (..., U). Targets may be soft (probabilities)."""
-    mask = mask.to(logits.dtype)
-    per_entry = F.binary_cross_entropy_with_logits(logits, targets.clamp(0, 1), reduction="none",
+    nothing is masked in. logits, targets, mask (..., U). Targets may be soft (probabilities).
+    Computed in fp32 whatever autocast made the logits: a bf16 mask sum miscounts past 256 entries."""
+    logits, mask = logits.float(), mask.float()
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets.float().clamp(0, 1), reduction="none",
                                                    pos_weight=weights.positive)
     total = (per_entry * weights.per_au * mask).sum()
     return total / mask.sum().clamp(min=1.0)
@@ -105,6 +110,6 @@ def loss_pl(sa_logits: torch.Tensor, tt_logits: torch.Tensor, unlabelled_slots: 
 
 def loss_self(clean_logits: torch.Tensor, perturbed_logits: torch.Tensor) -> torch.Tensor:
     """L_self: the PPL classifier tells clean (0) from perturbed (1) token sequences. (B,) each."""
-    logits = torch.cat([clean_logits, perturbed_logits])
+    logits = torch.cat([clean_logits, perturbed_logits]).float()
     targets = torch.cat([torch.zeros_like(clean_logits), torch.ones_like(perturbed_logits)])
     return F.binary_cross_entropy_with_logits(logits, targets)

@@ -55,6 +55,17 @@ def every_k(cfg: ExperimentConfig) -> int:
     return cfg.data.every_k if cfg.data.every_k > 0 else every_k_from_ratio(cfg.data.label_ratio)
 
 
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a device trains fastest in: bf16 (else fp16) on CUDA; bf16 on a CPU that computes
+    it natively (AVX512-BF16 or AMX), where the tiny CNN's step runs 2.5x faster than in fp32; None on other
+    CPUs, where emulated bf16 is slower than fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = [getattr(torch.cpu, name, lambda: False)() for name in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.bfloat16 if any(native) else None
+
+
 class TrainStep(nn.Module):
     """Wraps model + method so one forward call computes a step's loss: DDP then syncs every gradient."""
 
@@ -112,7 +123,8 @@ class Trainer:
         cfg = replace(cfg, model=replace(cfg.model, n_aus=len(self.columns)))
         self.cfg = cfg
         self.method = create_method(cfg)
-        self.model = self.method.build_model().to(self.device)
+        # channels_last: oneDNN's and cuDNN's fastest convolution layout (1.5x on this CPU in fp32).
+        self.model = self.method.build_model().to(self.device, memory_format=torch.channels_last)
         self.train_seqs, self.test_seqs = self.dataset.split(cfg.data.fold)
 
         self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
@@ -124,11 +136,8 @@ class Trainer:
         self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0)
         self.builder = ClipBatchBuilder(self.train_seqs, self.index, n, cfg.preprocess, cfg.train.augment,
                                         cfg.train.seed)
-        per_epoch = len(self.batches)
-        if cfg.train.batches_per_epoch:
-            per_epoch = min(per_epoch, cfg.train.batches_per_epoch)
-        self.batches_per_epoch = per_epoch
-        self.total_steps = per_epoch * cfg.train.epochs
+        self.batches_per_epoch = cfg.train.batches_per_epoch or len(self.batches)
+        self.total_steps = self.batches_per_epoch * cfg.train.epochs
 
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay)
@@ -136,9 +145,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / max(self.total_steps, 1), 1))))
-        self.amp_dtype = None
-        if self.device.type == "cuda" and cfg.train.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = mixed_precision_dtype(self.device) if cfg.train.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         step_module = TrainStep(self.method, self.model)
         if self.dist.world > 1:
@@ -232,8 +239,9 @@ class Trainer:
         cfg = self.cfg
         semi = cfg.method == "ks" and self.epoch >= cfg.train.warmup_epochs
         rng = np.random.default_rng([cfg.train.seed, self.epoch])
-        batches = list(self.batches.epoch(rng, with_unlabelled=semi, first_batch=self.global_batch))
-        batches = [items[self.dist.rank :: self.dist.world] for items in batches[: self.batches_per_epoch]]
+        batches = self.batches.epoch(rng, with_unlabelled=semi, first_batch=self.global_batch,
+                                     count=self.batches_per_epoch)
+        batches = [items[self.dist.rank :: self.dist.world] for items in batches]
         loader = torch.utils.data.DataLoader(
             EpochBatches(self.builder, batches, self.epoch, self.global_batch), batch_size=None, shuffle=False,
             num_workers=cfg.train.workers, collate_fn=lambda x: x, persistent_workers=False)
@@ -264,7 +272,8 @@ class Trainer:
         return record
 
     def train_batch(self, batch: ClipBatch, semi: bool, index: int) -> StepResult:
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
         with autocast:
             result = self.step_module(batch, self.weights, semi)
         for name, value in {"total": result.loss, **result.terms}.items():

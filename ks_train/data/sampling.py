@@ -7,12 +7,15 @@ the key frame sits at slot m = batch index mod n, so that over n batches every s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ks_runtime.metrics import UNKNOWN
+
+log = logging.getLogger(__name__)
 
 
 def every_k_from_ratio(ratio: float) -> int:
@@ -96,10 +99,14 @@ class ClipBatches:
 
     def __init__(self, index: SparseIndex, n: int, batch_size: int, unlabelled_per_batch: int = 0,
                  drop_last: bool = True) -> None:
-        self.index, self.n, self.batch_size = index, n, batch_size
+        self.index, self.n = index, n
         self.unlabelled_per_batch = unlabelled_per_batch
         self.drop_last = drop_last
         self._labelled = index.labelled_keys()
+        if 0 < len(self._labelled) < batch_size:
+            log.warning("only %d labelled frames, fewer than a batch of %d: batches hold all of them",
+                        len(self._labelled), batch_size)
+        self.batch_size = min(batch_size, max(len(self._labelled), 1))
         self._unlabelled = [index.unlabelled_keys(n, m) if unlabelled_per_batch else [] for m in range(n)]
         if not self._labelled:
             raise ValueError("no labelled frames to train on: check the label ratio and the data")
@@ -108,12 +115,20 @@ class ClipBatches:
         full, rest = divmod(len(self._labelled), self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
-    def epoch(self, rng: np.random.Generator, with_unlabelled: bool, first_batch: int = 0) -> Iterator[list[ClipItem]]:
-        """Yield the batches of one epoch; `first_batch` continues the global slot cycle across epochs."""
+    def epoch(self, rng: np.random.Generator, with_unlabelled: bool, first_batch: int = 0,
+              count: int | None = None) -> Iterator[list[ClipItem]]:
+        """Yield `count` batches (default: one pass over the labelled clips); past the end of a pass the
+        labelled clips are reshuffled and cycled, so sparse labels can get as many steps as dense ones.
+        `first_batch` continues the global slot cycle across epochs."""
+        count = len(self) if count is None else count
+        per_pass = len(self)
         order = rng.permutation(len(self._labelled))
-        for b in range(len(self)):
+        for b in range(count):
+            if b and b % per_pass == 0:
+                order = rng.permutation(len(self._labelled))
             slot = (first_batch + b) % self.n
-            picked = order[b * self.batch_size : (b + 1) * self.batch_size]
+            start = (b % per_pass) * self.batch_size
+            picked = order[start : start + self.batch_size]
             items = [ClipItem(*self._labelled[i], slot, True) for i in picked]
             pool = self._unlabelled[slot]
             if with_unlabelled and pool:

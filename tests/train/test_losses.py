@@ -35,6 +35,17 @@ def test_loss_a_masks_unknown_labels_and_weights_by_au_and_class():
     assert losses.loss_t(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_bf16_logits_are_scored_in_fp32():
+    # Under CPU autocast the logits arrive in bf16; a bf16 mask sum would count 257 entries as 256.
+    logits = torch.zeros(1, 257, 1, dtype=torch.bfloat16)
+    labels = torch.zeros(1, 257, 1)
+    labels[0, 0, 0] = 1.0
+    weights = losses.AUWeights(per_au=torch.ones(1), positive=torch.tensor([257.0]))
+    value = losses.loss_a(logits, labels, weights)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(math.log(2) * (257 + 256) / 257, rel=1e-6)
+
+
 def test_nothing_known_gives_zero_not_nan():
     logits = torch.zeros(2, 3, 4)
     assert losses.loss_a(logits, torch.full((2, 3, 4), -1.0), losses.AUWeights.uniform(4)).item() == 0.0
@@ -60,6 +71,19 @@ def test_loss_pl_uses_hard_tt_labels_on_unlabelled_slots_of_accepted_clips():
     assert loss.item() == pytest.approx((bce(0.2, 0) + bce(-0.4, 1)) / 2, rel=1e-6)
     loss.backward()
     assert tt.grad is None or torch.all(tt.grad == 0)
+
+
+def test_pseudo_positives_can_drop_the_positive_class_weight():
+    sa = torch.tensor([[[0.3, -0.2]]])
+    tt = torch.tensor([[[2.0, 2.0]]])  # pseudo labels (1, 1)
+    weights = losses.AUWeights(per_au=torch.tensor([2.0, 0.5]), positive=torch.tensor([4.0, 9.0]))
+    plain = weights.without_positive()
+    torch.testing.assert_close(plain.per_au, weights.per_au)
+    mask = torch.tensor([[True]]), torch.tensor([True])
+    expected = (2 * bce(0.3, 1) + 0.5 * bce(-0.2, 1)) / 2
+    assert losses.loss_pl(sa, tt, *mask, plain).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.loss_pl(sa, tt, *mask, weights).item() == pytest.approx(
+        (2 * 4 * bce(0.3, 1) + 0.5 * 9 * bce(-0.2, 1)) / 2, rel=1e-6)
 
 
 def test_loss_self_separates_clean_from_perturbed():

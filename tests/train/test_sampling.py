@@ -43,6 +43,18 @@ def test_slots_are_balanced_and_follow_the_batch_index():
     assert counts.min() == counts.max()
 
 
+def test_an_epoch_longer_than_a_pass_cycles_every_labelled_clip_equally():
+    index = build_sparse_index([60, 40], every_k=5)  # 20 labelled frames: 5 batches of 4 a pass
+    batches = ClipBatches(index, n=5, batch_size=4)
+    epoch = list(batches.epoch(np.random.default_rng(0), with_unlabelled=False, count=15))
+    assert len(epoch) == 15 and all(len(b) == 4 for b in epoch)
+    seen = [(item.sequence, item.key) for b in epoch for item in b]
+    assert set(np.unique([str(s) for s in seen], return_counts=True)[1]) == {3}
+    first, second = seen[:20], seen[20:40]
+    assert sorted(first) == sorted(second) and first != second  # reshuffled, not repeated
+    assert [b[0].slot for b in epoch[:6]] == [0, 1, 2, 3, 4, 0]
+
+
 def test_unlabelled_clips_join_only_when_asked_and_hold_no_kept_label():
     index = build_sparse_index([300], every_k=10)
     batches = ClipBatches(index, n=5, batch_size=4, unlabelled_per_batch=2)
@@ -92,3 +104,12 @@ def test_augmentation_draws_stay_in_range():
     draws = [draw_clip_augment(AugmentConfig(), rng) for _ in range(300)]
     assert all(-45 <= d.angle <= 45 and 0.8 <= d.brightness <= 1.2 for d in draws)
     assert 0.4 < np.mean([d.flip for d in draws]) < 0.6
+
+
+def test_fewer_labelled_frames_than_a_batch_make_one_batch_of_all_of_them(caplog):
+    index = build_sparse_index([12], every_k=4)  # 3 labelled frames
+    with caplog.at_level("WARNING"):
+        batches = ClipBatches(index, n=5, batch_size=32)
+    assert "only 3 labelled frames" in caplog.text
+    epoch = list(batches.epoch(np.random.default_rng(0), with_unlabelled=False, count=4))
+    assert [len(b) for b in epoch] == [3, 3, 3, 3]

@@ -99,7 +99,35 @@ def test_config_errors_name_the_field():
         load_config("synth-cpu", ['train.epochs="ten"'])
     with pytest.raises(ConfigError, match="unknown field 'model.heads'"):
         load_config("synth-cpu", ["model.heads=4"])
+    with pytest.raises(ConfigError, match="loss.pl_positive_weighting must be one of"):
+        load_config("synth-cpu", ['loss.pl_positive_weighting="double"'])
     with pytest.raises(ConfigError, match="method must be one of"):
         load_config("synth-cpu", ['method="fixmatch"'])
     with pytest.raises(ConfigError, match="no profile or config file"):
         load_config("nope")
+
+
+def test_mixed_precision_follows_the_device(monkeypatch):
+    from ks_train import trainer as trainer_module
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert trainer_module.mixed_precision_dtype(torch.device("cpu")) is None  # emulated bf16 is slower
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert trainer_module.mixed_precision_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+@pytest.mark.skipif(not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+                    reason="this CPU has no native bf16 (AVX512-BF16 or AMX), so training stays in fp32")
+def test_bf16_training_on_the_cpu_keeps_fp32_weights_and_finite_losses(tmp_path):
+    trainer = Trainer(load_config("synth-cpu", FAST), tmp_path, device="cpu", dataset=toy(), progress=False)
+    assert trainer.amp_dtype == torch.bfloat16
+    before = weights(trainer)
+    record = trainer.train_epoch()
+    assert all(np.isfinite(v) for k, v in record.items() if k.startswith("L_"))
+    after = weights(trainer)
+    assert all(v.dtype == before[k].dtype for k, v in after.items())
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    off = Trainer(load_config("synth-cpu", FAST + ["train.amp=false"]), tmp_path / "off", device="cpu",
+                  dataset=toy(), progress=False)
+    assert off.amp_dtype is None
