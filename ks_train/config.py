@@ -48,10 +48,12 @@ class LossConfig:
     l_pl: float = 1.0
     l_self: float = 1.0
     au_weighting: str = "inverse_rate"   # inverse_rate | none: scale each AU's term by 1 / its rate
-    positive_weighting: str = "balanced"  # [R] balanced | none: positives weighted (1 - p) / p within an AU
-    # [R] L_PL's positives: TT, trained balanced, already calls positives at the balanced boundary, so
+    # [R] rare | balanced | none: positives weighted (1 - p) / p within an AU; "rare" only raises them (never
+    # below 1), since downweighting a frequent AU's positives costs F1 (README: +4-11 points on the demo)
+    positive_weighting: str = "rare"
+    # [R] L_PL's positives: TT, trained weighted, already leans towards calling rare AUs positive, so
     # weighting its pseudo positives again would count the imbalance twice and teach S_a false positives.
-    pl_positive_weighting: str = "none"
+    pl_weight_positives: bool = False
     gate: str = "ppl"                    # ppl | none (naive pseudo-labels) | confidence (ablation)
     ppl_threshold: float = 0.5           # [R] accept a clip when P(perturbed | clean tokens) < this
     confidence_threshold: float = 0.9    # [R] the confidence gate's mean max(p, 1 - p)
@@ -102,10 +104,9 @@ class ExperimentConfig:
             raise ConfigError(f"loss.gate must be one of {GATES}, got {self.loss.gate!r}")
         if self.loss.au_weighting not in AU_WEIGHTINGS:
             raise ConfigError(f"loss.au_weighting must be one of {AU_WEIGHTINGS}, got {self.loss.au_weighting!r}")
-        for name in ("positive_weighting", "pl_positive_weighting"):
-            if getattr(self.loss, name) not in POSITIVE_WEIGHTINGS:
-                raise ConfigError(f"loss.{name} must be one of {POSITIVE_WEIGHTINGS}, "
-                                  f"got {getattr(self.loss, name)!r}")
+        if self.loss.positive_weighting not in POSITIVE_WEIGHTINGS:
+            raise ConfigError(f"loss.positive_weighting must be one of {POSITIVE_WEIGHTINGS}, "
+                              f"got {self.loss.positive_weighting!r}")
         if self.method == "ks" and self.model.clip_len < 2:
             raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 UNKNOWN = -1.0
 AU_WEIGHTINGS = ("inverse_rate", "none")
-POSITIVE_WEIGHTINGS = ("none", "balanced")
+POSITIVE_WEIGHTINGS = ("none", "balanced", "rare")
 
 
 @dataclass
@@ -57,9 +57,11 @@ def au_weights(labels: np.ndarray, per_au: str = "inverse_rate", positive: str =
     n = np.asarray(labels).shape[1]
     w = inverse_rate_weights(labels) if per_au == "inverse_rate" else np.ones(n, np.float32)
     pw = np.ones(n, np.float32)
-    if positive == "balanced":
+    if positive in ("balanced", "rare"):
         rate = np.clip(positive_rates(labels), 1e-3, 1 - 1e-3)
-        pw = np.clip((1 - rate) / rate, 1 / max_positive, max_positive).astype(np.float32)
+        # "rare" never weighs positives below negatives: F1 rewards recall of a frequent AU's positives.
+        low = 1.0 if positive == "rare" else 1 / max_positive
+        pw = np.clip((1 - rate) / rate, low, max_positive).astype(np.float32)
     return AUWeights(torch.from_numpy(w), torch.from_numpy(pw))
 
 

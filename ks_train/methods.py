@@ -162,7 +162,7 @@ class KSMethod(Method):
         unlabelled = ~batch.labelled_slots
         accepted = gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
         if semi_supervised:
-            pl_weights = weights if lc.pl_positive_weighting == "balanced" else weights.without_positive()
+            pl_weights = weights if lc.pl_weight_positives else weights.without_positive()
             terms["L_PL"] = losses.loss_pl(sa, tt, unlabelled, accepted, pl_weights)
         loss = (terms["L_A"] + terms["L_T"] + lc.l_skd * terms["L_SKD"] + lc.l_self * terms["L_self"]
                 + lc.l_pl * terms.get("L_PL", torch.zeros((), device=sa.device)))

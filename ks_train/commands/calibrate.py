@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "train.workers=0", f'data.synth_size="{args.size}"',
             # the schedule the 2.1 calibration ran with (one pass over the frames an epoch, 40 frames a batch,
             # fp32), pinned so that later changes to the synth-cpu profile do not move the frozen table
-            "train.batch_size=8", "train.batches_per_epoch=0", "train.amp=false"]
+            "train.batch_size=8", "train.batches_per_epoch=0", "train.amp=false", 'loss.positive_weighting="balanced"']
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.settings:

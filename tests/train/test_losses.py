@@ -24,6 +24,8 @@ def test_balanced_positive_weights_are_the_odds_against():
     w = losses.au_weights(labels, per_au="none", positive="balanced")
     np.testing.assert_allclose(w.positive.numpy(), [3.0, 0.25], rtol=1e-6)
     np.testing.assert_allclose(w.per_au.numpy(), [1.0, 1.0])
+    rare = losses.au_weights(labels, per_au="none", positive="rare")  # a frequent AU's positives keep 1
+    np.testing.assert_allclose(rare.positive.numpy(), [3.0, 1.0], rtol=1e-6)
 
 
 def test_loss_a_masks_unknown_labels_and_weights_by_au_and_class():

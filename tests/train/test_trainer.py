@@ -99,8 +99,8 @@ def test_config_errors_name_the_field():
         load_config("synth-cpu", ['train.epochs="ten"'])
     with pytest.raises(ConfigError, match="unknown field 'model.heads'"):
         load_config("synth-cpu", ["model.heads=4"])
-    with pytest.raises(ConfigError, match="loss.pl_positive_weighting must be one of"):
-        load_config("synth-cpu", ['loss.pl_positive_weighting="double"'])
+    with pytest.raises(ConfigError, match="loss.positive_weighting must be one of"):
+        load_config("synth-cpu", ['loss.positive_weighting="double"'])
     with pytest.raises(ConfigError, match="method must be one of"):
         load_config("synth-cpu", ['method="fixmatch"'])
     with pytest.raises(ConfigError, match="no profile or config file"):
