@@ -49,7 +49,7 @@ class LossConfig:
     l_self: float = 1.0
     au_weighting: str = "inverse_rate"   # inverse_rate | none: scale each AU's term by 1 / its rate
     # [R] rare | balanced | none: positives weighted (1 - p) / p within an AU; "rare" only raises them (never
-    # below 1), since downweighting a frequent AU's positives costs F1 (README: +4-11 points on the demo)
+    # below 1), since downweighting a frequent AU's positives costs F1 (6 points in the README's demo runs)
     positive_weighting: str = "rare"
     # [R] L_PL's positives: TT, trained weighted, already leans towards calling rare AUs positive, so
     # weighting its pseudo positives again would count the imbalance twice and teach S_a false positives.
