@@ -1,8 +1,9 @@
 """The training engine: data, model, optimiser and schedule, the epoch loop, evaluation, checkpoints.
 
 Runs on a CPU or one GPU, or several under `torchrun` (DistributedDataParallel: each rank trains on its
-share of every batch). Mixed precision on CUDA and on CPUs with native bf16. Checkpoints are atomic and resume exactly: every random
-draw comes from the run seed, the epoch and the batch, or from torch's RNG, whose state is saved.
+share of every batch). Mixed precision on CUDA and on CPUs with native bf16. Checkpoints are atomic and
+resume exactly: every random draw comes from the run seed, the epoch and the batch, or from torch's RNG,
+whose state is saved.
 """
 
 from __future__ import annotations
