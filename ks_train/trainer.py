@@ -58,8 +58,8 @@ def every_k(cfg: ExperimentConfig) -> int:
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype a device trains fastest in: bf16 (else fp16) on CUDA; bf16 on a CPU that computes
-    it natively (AVX512-BF16 or AMX), where the tiny CNN's step runs 2.5x faster than in fp32; None on other
-    CPUs, where emulated bf16 is slower than fp32."""
+    it natively (AVX512-BF16 or AMX: a synth-cpu KS step 1.7x faster than fp32, benchmarks/train_step.py);
+    None on other CPUs, where emulated bf16 is slower than fp32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     native = [getattr(torch.cpu, name, lambda: False)() for name in
