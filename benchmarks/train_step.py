@@ -23,7 +23,7 @@ def seconds_per_step(config: str, amp: bool, steps: int) -> tuple[float, str]:
     from ks_train.trainer import Trainer
 
     cfg = load_config(config, ["data.synth_size=tiny", "train.warmup_fraction=0.0", "train.workers=0",
-                               f"train.amp={str(amp).lower()}", f"train.batches_per_epoch={steps + 2}"])
+                               f"train.amp={str(amp).lower()}"])
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out, device="cpu", progress=False)
         batches = list(trainer.batches.epoch(np.random.default_rng(0), with_unlabelled=True, count=steps + 2))

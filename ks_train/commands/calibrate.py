@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     base = ['method="frame"', "data.label_ratio=1.0", "data.every_k=0", f"train.epochs={args.epochs}",
             "train.workers=0", f'data.synth_size="{args.size}"',
-            # the schedule the 2.1 calibration ran with (one pass over the frames an epoch, 40 frames a batch,
-            # fp32), pinned so that later changes to the synth-cpu profile do not move the frozen table
+            # the schedule and weighting the 2.1 calibration ran with (one pass over the frames an epoch, 40 frames
+            # a batch, fp32, balanced positives), pinned so that changes to synth-cpu do not move the frozen table
             "train.batch_size=8", "train.batches_per_epoch=0", "train.amp=false", 'loss.positive_weighting="balanced"']
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

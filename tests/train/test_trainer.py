@@ -11,7 +11,7 @@ from ks_runtime.errors import CheckpointError, ConfigError
 from ks_train import checkpoint
 from ks_train.config import load_config
 from ks_train.data.base import AUDataset, VideoSequence
-from ks_train.trainer import Trainer, TrainingError
+from ks_train.trainer import Trainer, TrainingError, mixed_precision_dtype
 
 FAST = ["data.image_size=32", "data.every_k=3", "train.epochs=2", "train.batches_per_epoch=3", "train.workers=0",
         "train.batch_size=2", "train.unlabelled_per_batch=1", "train.warmup_fraction=0.5"]
@@ -117,7 +117,7 @@ def test_mixed_precision_follows_the_device(monkeypatch):
     assert trainer_module.mixed_precision_dtype(torch.device("cpu")) == torch.bfloat16
 
 
-@pytest.mark.skipif(not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+@pytest.mark.skipif(mixed_precision_dtype(torch.device("cpu")) is None,
                     reason="this CPU has no native bf16 (AVX512-BF16 or AMX), so training stays in fp32")
 def test_bf16_training_on_the_cpu_keeps_fp32_weights_and_finite_losses(tmp_path):
     trainer = Trainer(load_config("synth-cpu", FAST), tmp_path, device="cpu", dataset=toy(), progress=False)
