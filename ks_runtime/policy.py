@@ -67,10 +67,11 @@ def clips_for_frame(t: int, length: int | None, n: int, policy: str) -> list[Cli
     return clips
 
 
-def dense_clip_indices(length: int, n: int, policy: str) -> tuple[np.ndarray, np.ndarray]:
+def dense_clip_indices(length: int, n: int, policy: str, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Every clip of a whole stream, vectorised: (frames [T, k, n] int64, slots [T, k] int64).
 
-    k is n for `ensemble` (average the k results of frame t) and 1 otherwise.
+    k is n for `ensemble` (average the k results of frame t) and 1 otherwise. `stride` spaces the slots
+    (model.clip_stride, a training experiment: the streaming runtime serves stride 1 only).
     """
     check_policy(policy)
     if length < 1:
@@ -80,6 +81,6 @@ def dense_clip_indices(length: int, n: int, policy: str) -> tuple[np.ndarray, np
         slots = np.broadcast_to(np.arange(n, dtype=np.int64), (length, n))
     else:
         slots = np.array([key_slots(int(i), n, policy)[0] for i in t], dtype=np.int64)[:, None]
-    starts = t[:, None] - slots  # [T, k]
-    frames = starts[..., None] + np.arange(n, dtype=np.int64)  # [T, k, n]
+    offsets = (np.arange(n, dtype=np.int64) - slots[..., None]) * stride  # [T, k, n]
+    frames = t[:, None, None] + offsets
     return np.clip(frames, 0, length - 1), np.ascontiguousarray(slots)

@@ -36,7 +36,7 @@ def dense_probabilities(method: Method, model: torch.nn.Module, per_frame: tuple
     """Probabilities [T, U] from per-frame outputs: each frame's clip(s) by the policy, then the head."""
     length = per_frame[0].shape[0]
     n = method.clip_len
-    frames, slots = dense_clip_indices(length, n, policy)  # (T, k, n), (T, k)
+    frames, slots = dense_clip_indices(length, n, policy, method.clip_stride)  # (T, k, n), (T, k)
     k = slots.shape[1]
     flat_frames = torch.from_numpy(frames.reshape(-1, n))
     flat_slots = torch.from_numpy(slots.reshape(-1))
@@ -92,7 +92,7 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
     from ks_train.model.ks import one_hot_slot
 
     model.eval()
-    n = model.cfg.clip_len
+    n, stride = model.cfg.clip_len, model.cfg.clip_stride
     p_perturbed, confidence, correct, total = [], [], [], []
     for sequence, mask in zip(sequences, masks, strict=True):
         sa, students = encode_sequence(method, model, sequence, preprocess, device)
@@ -100,7 +100,7 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
         if len(keys) == 0:
             continue
         slots = np.arange(len(keys)) % n
-        frames = np.clip(keys[:, None] - slots[:, None] + np.arange(n), 0, len(sequence) - 1)  # (K, n)
+        frames = np.clip(keys[:, None] + (np.arange(n) - slots[:, None]) * stride, 0, len(sequence) - 1)  # (K, n)
         index = torch.from_numpy(frames).to(device)
         key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
         tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)

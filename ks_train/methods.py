@@ -44,6 +44,7 @@ class StepResult:
 class Method:
     name = ""
     clip_len = 1  # frames per training item
+    clip_stride = 1  # frames between a clip's slots
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -124,7 +125,7 @@ class KSMethod(Method):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        self.clip_len = cfg.model.clip_len
+        self.clip_len, self.clip_stride = cfg.model.clip_len, cfg.model.clip_stride
 
     def build_model(self) -> nn.Module:
         return KSModel(self.cfg.model)

@@ -132,11 +132,12 @@ class Trainer:
         kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])
         self.weights = losses.au_weights(kept, cfg.loss.au_weighting, cfg.loss.positive_weighting).to(self.device)
 
-        n = self.method.clip_len
+        n, stride = self.method.clip_len, self.method.clip_stride
         batch = cfg.train.batch_size * (cfg.model.clip_len if cfg.method == "frame" else 1)
-        self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0)
+        self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0,
+                                   stride=stride)
         self.builder = ClipBatchBuilder(self.train_seqs, self.index, n, cfg.preprocess, cfg.train.augment,
-                                        cfg.train.seed)
+                                        cfg.train.seed, stride)
         self.batches_per_epoch = cfg.train.batches_per_epoch or len(self.batches)
         self.total_steps = self.batches_per_epoch * cfg.train.epochs
 

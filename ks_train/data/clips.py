@@ -39,8 +39,8 @@ class ClipBatch:
 
 class ClipBatchBuilder:
     def __init__(self, sequences: list[VideoSequence], index: SparseIndex, n: int, preprocess: Preprocess,
-                 augment: AugmentConfig | None, seed: int) -> None:
-        self.sequences, self.index, self.n = sequences, index, n
+                 augment: AugmentConfig | None, seed: int, stride: int = 1) -> None:
+        self.sequences, self.index, self.n, self.stride = sequences, index, n, stride
         self.preprocess, self.augment, self.seed = preprocess, augment, seed
 
     def build(self, items: list[ClipItem], epoch: int, batch: int) -> ClipBatch:
@@ -48,7 +48,7 @@ class ClipBatchBuilder:
         frames, labels, truth, kept = [], [], [], []
         for item in items:
             sequence = self.sequences[item.sequence]
-            positions = clip_frames(item.key, item.slot, self.n, len(sequence))
+            positions = clip_frames(item.key, item.slot, self.n, len(sequence), self.stride)
             clip = sequence.load(positions)  # (n, H, W, 3) uint8
             if self.augment is not None:
                 clip = apply_clip_augment(clip, draw_clip_augment(self.augment, rng))

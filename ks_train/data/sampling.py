@@ -34,11 +34,12 @@ def sparse_label_mask(length: int, every_k: int, offset: int = 0) -> np.ndarray:
     return mask
 
 
-def clip_frames(key: int, slot: int, n: int, length: int) -> np.ndarray:
-    """The n frame positions of the clip whose slot `slot` holds frame `key`, clamped into the sequence."""
+def clip_frames(key: int, slot: int, n: int, length: int, stride: int = 1) -> np.ndarray:
+    """The n frame positions, `stride` frames apart, of the clip whose slot `slot` holds frame `key`,
+    clamped into the sequence."""
     if not 0 <= slot < n:
         raise ValueError(f"key slot {slot} outside a clip of {n}")
-    return np.clip(np.arange(key - slot, key - slot + n), 0, length - 1)
+    return np.clip(key + (np.arange(n) - slot) * stride, 0, length - 1)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,12 @@ class SparseIndex:
     def labelled_keys(self) -> list[tuple[int, int]]:
         return [(s, int(t)) for s, m in enumerate(self.masks) for t in np.flatnonzero(m)]
 
-    def unlabelled_keys(self, n: int, slot: int) -> list[tuple[int, int]]:
+    def unlabelled_keys(self, n: int, slot: int, stride: int = 1) -> list[tuple[int, int]]:
         """(sequence, frame) of key frames whose clip at `slot` holds no kept label at all."""
         keys = []
         for s, mask in enumerate(self.masks):
             t = np.arange(len(mask))
-            window = np.clip(t[:, None] - slot + np.arange(n), 0, len(mask) - 1)  # [T, n]
+            window = np.clip(t[:, None] + (np.arange(n) - slot) * stride, 0, len(mask) - 1)  # [T, n]
             keys.extend((s, int(i)) for i in np.flatnonzero(~mask[window].any(axis=1)))
         return keys
 
@@ -98,7 +99,7 @@ class ClipBatches:
     """
 
     def __init__(self, index: SparseIndex, n: int, batch_size: int, unlabelled_per_batch: int = 0,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, stride: int = 1) -> None:
         self.index, self.n = index, n
         self.unlabelled_per_batch = unlabelled_per_batch
         self.drop_last = drop_last
@@ -107,7 +108,7 @@ class ClipBatches:
             log.warning("only %d labelled frames, fewer than a batch of %d: batches hold all of them",
                         len(self._labelled), batch_size)
         self.batch_size = min(batch_size, max(len(self._labelled), 1))
-        self._unlabelled = [index.unlabelled_keys(n, m) if unlabelled_per_batch else [] for m in range(n)]
+        self._unlabelled = [index.unlabelled_keys(n, m, stride) if unlabelled_per_batch else [] for m in range(n)]
         if not self._labelled:
             raise ValueError("no labelled frames to train on: check the label ratio and the data")
 

@@ -220,6 +220,18 @@ def test_a_frame_checkpoint_is_refused(checkpoint, tmp_path):
         load_ks_checkpoint(tmp_path / "frame.pt")
 
 
+def test_a_strided_checkpoint_is_refused(checkpoint, tmp_path):
+    from ks_train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    state.pop("path")
+    state.pop("format_version")
+    state["config"]["model"]["clip_stride"] = 10
+    save_checkpoint(state, tmp_path / "strided.pt")
+    with pytest.raises(ExportError, match=r"strided\.pt: model.clip_stride is 10; the runtime streams"):
+        load_ks_checkpoint(tmp_path / "strided.pt")
+
+
 def test_an_existing_folder_that_is_not_a_bundle_is_not_overwritten(checkpoint, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

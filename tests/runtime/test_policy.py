@@ -58,3 +58,12 @@ def test_unknown_policy_and_bad_frames_are_refused():
     with pytest.raises(IndexError):
         clips_for_frame(10, 10, 5, "last")
     assert np.array_equal(dense_clip_indices(4, 1, "shift")[0][:, 0, 0], np.arange(4))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_strided_dense_indices_space_the_slots_around_the_scored_frame(policy):
+    frames, slots = dense_clip_indices(30, 5, policy, stride=4)
+    for t in (0, 7, 29):
+        for k, slot in enumerate(slots[t]):
+            expected = np.clip(t + (np.arange(5) - slot) * 4, 0, 29)
+            assert list(frames[t, k]) == list(expected) and frames[t, k, slot] == t

@@ -32,6 +32,17 @@ def test_clips_clamp_inside_their_sequence():
     np.testing.assert_array_equal(clip_frames(5, 2, 5, 10), [3, 4, 5, 6, 7])
 
 
+def test_a_strided_clip_spaces_its_slots_and_its_unlabelled_clips_stay_unlabelled():
+    np.testing.assert_array_equal(clip_frames(20, 1, 5, 60, stride=7), [13, 20, 27, 34, 41])
+    np.testing.assert_array_equal(clip_frames(3, 2, 5, 60, stride=4), [0, 0, 3, 7, 11])
+    index = build_sparse_index([300], every_k=10)
+    batches = ClipBatches(index, n=5, batch_size=4, unlabelled_per_batch=2, stride=3)
+    for b in batches.epoch(np.random.default_rng(0), with_unlabelled=True):
+        for item in b:
+            kept = index.masks[0][clip_frames(item.key, item.slot, 5, 300, stride=3)]
+            assert kept[item.slot] == item.labelled and (item.labelled or not kept.any())
+
+
 def test_slots_are_balanced_and_follow_the_batch_index():
     index = build_sparse_index([200, 200], every_k=4)
     batches = ClipBatches(index, n=5, batch_size=3)
@@ -84,6 +95,23 @@ def test_a_built_batch_never_mixes_sequences_and_hides_unkept_labels():
         assert kept[item.slot]  # the key frame is labelled
         assert (batch.labels[b][~kept] == -1).all()
         np.testing.assert_array_equal(batch.truth[b].numpy(), sequences[item.sequence].labels[positions])
+
+
+def test_a_strided_batch_loads_the_strided_frames():
+    n_frames = 60
+    sequence = VideoSequence("S0", "T1", np.zeros((n_frames, 3), np.int8), np.arange(n_frames),
+                             frames=np.arange(n_frames, dtype=np.uint8)[:, None, None, None].repeat(16, 1)
+                             .repeat(16, 2).repeat(3, 3))
+    index = build_sparse_index([n_frames], every_k=10)
+    builder = ClipBatchBuilder([sequence], index, n=5, preprocess=Preprocess(size=16, mean=(0, 0, 0), std=(1, 1, 1)),
+                               augment=None, seed=0, stride=10)
+    items = next(ClipBatches(index, n=5, batch_size=4, stride=10).epoch(np.random.default_rng(0), False))
+    batch = builder.build(items, epoch=0, batch=0)
+    for b, item in enumerate(items):
+        positions = clip_frames(item.key, item.slot, 5, n_frames, stride=10)
+        np.testing.assert_allclose(batch.frames[b, :, 0, 0, 0].numpy(), positions / 255, atol=1e-6)
+        inside = item.key + (np.arange(5) - item.slot) * 10 == positions  # not clamped at an edge
+        assert batch.labelled_slots[b][inside].all()  # stride = k: every such slot carries a label
 
 
 def test_augmentation_is_identical_across_a_clip():

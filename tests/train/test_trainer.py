@@ -103,6 +103,8 @@ def test_config_errors_name_the_field():
         load_config("synth-cpu", ['loss.positive_weighting="double"'])
     with pytest.raises(ConfigError, match="method must be one of"):
         load_config("synth-cpu", ['method="fixmatch"'])
+    with pytest.raises(ConfigError, match="model.clip_stride must be >= 1"):
+        load_config("synth-cpu", ["model.clip_stride=0"])
     with pytest.raises(ConfigError, match="no profile or config file"):
         load_config("nope")
 
