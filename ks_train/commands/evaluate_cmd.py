@@ -6,12 +6,15 @@ import argparse
 import json
 
 from ks_runtime.policy import POLICIES
+from ks_train.model.ks import FUSIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint", description=__doc__)
     p.add_argument("--ckpt", required=True, help="a checkpoint file or a run folder (best.pt, else last.pt)")
     p.add_argument("--policy", choices=POLICIES, help="key-slot policy (default: the run's eval policy)")
+    p.add_argument("--fusion", choices=FUSIONS,
+                   help="score S_a alone, TT alone or their mean (default: the model's own fusion rule)")
     p.add_argument("--data", help="dataset root, if not the one the run trained on")
     p.add_argument("--no-pseudo", action="store_true", help="skip the pseudo-label analysis on training data")
     p.add_argument("--device", default="auto")
@@ -34,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ExperimentConfig.from_dict(state["config"])
     if args.data:
         cfg = replace(cfg, data=replace(cfg.data, root=args.data))
+    if args.fusion:
+        cfg = replace(cfg, model=replace(cfg.model, fusion=args.fusion))
     device = resolve_device(args.device)
     method = create_method(cfg)
     model = method.build_model().to(device)
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     test = [s for s in dataset.sequences if s.subject in test_part]
     policy = args.policy or cfg.train.eval_policy
     report = evaluate(method, model, test, cfg.preprocess, policy, device, dataset.au_set.columns)
-    result = {"checkpoint": state["path"], "policy": policy, "fold": cfg.data.fold,
+    result = {"checkpoint": state["path"], "policy": policy, "fusion": cfg.model.fusion, "fold": cfg.data.fold,
               "dataset": state.get("dataset", {}), **report.to_dict()}
     if want_pseudo:
         train = [s for s in dataset.sequences if s.subject not in test_part]
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{state['path']}: fold {cfg.data.fold}, policy {policy}")
+    print(f"{state['path']}: fold {cfg.data.fold}, policy {policy}, fusion {cfg.model.fusion}")
     print(report.table())
     if want_pseudo:
         a = result["pseudo_labels"]
