@@ -15,6 +15,7 @@ from ks_runtime.metrics import F1Report, f1_report
 from ks_runtime.policy import dense_clip_indices
 from ks_runtime.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
+from ks_train.data.sampling import clip_frames
 from ks_train.methods import Method
 
 
@@ -100,7 +101,7 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
         if len(keys) == 0:
             continue
         slots = np.arange(len(keys)) % n
-        frames = np.clip(keys[:, None] + (np.arange(n) - slots[:, None]) * stride, 0, len(sequence) - 1)  # (K, n)
+        frames = clip_frames(keys, slots, n, len(sequence), stride)  # (K, n)
         index = torch.from_numpy(frames).to(device)
         key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
         tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)

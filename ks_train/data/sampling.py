@@ -34,12 +34,13 @@ def sparse_label_mask(length: int, every_k: int, offset: int = 0) -> np.ndarray:
     return mask
 
 
-def clip_frames(key: int, slot: int, n: int, length: int, stride: int = 1) -> np.ndarray:
+def clip_frames(key, slot, n: int, length: int, stride: int = 1) -> np.ndarray:
     """The n frame positions, `stride` frames apart, of the clip whose slot `slot` holds frame `key`,
-    clamped into the sequence."""
-    if not 0 <= slot < n:
+    clamped into the sequence: [n] for one clip, [..., n] for arrays of keys and slots."""
+    key, slot = np.asarray(key), np.asarray(slot)
+    if np.any((slot < 0) | (slot >= n)):
         raise ValueError(f"key slot {slot} outside a clip of {n}")
-    return np.clip(key + (np.arange(n) - slot) * stride, 0, length - 1)
+    return np.clip(key[..., None] + (np.arange(n) - slot[..., None]) * stride, 0, length - 1)
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ class SparseIndex:
         """(sequence, frame) of key frames whose clip at `slot` holds no kept label at all."""
         keys = []
         for s, mask in enumerate(self.masks):
-            t = np.arange(len(mask))
-            window = np.clip(t[:, None] + (np.arange(n) - slot) * stride, 0, len(mask) - 1)  # [T, n]
+            window = clip_frames(np.arange(len(mask)), slot, n, len(mask), stride)  # [T, n]
             keys.extend((s, int(i)) for i in np.flatnonzero(~mask[window].any(axis=1)))
         return keys
 
