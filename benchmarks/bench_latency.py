@@ -49,12 +49,12 @@ def test_policy_latency(benchmark, record, r50_bundle, aligned_frames):
     rounds = 3 if quick() else int(np.clip(budget(45) / per_round, 50, 400))
     benchmark.group = "7 latency per policy"
     benchmark.pedantic(one_round, rounds=rounds, iterations=1)
-    n = detectors["last"].manifest.clip_len
+    n, stride = detectors["last"].manifest.clip_len, detectors["last"].manifest.clip_stride
     for key, policy in zip("abcd", POLICIES, strict=True):
         ms = np.asarray(seconds[policy]) * 1e3
         p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-        ahead = lookahead(n, policy)  # the worst case; `shift` waits n - 1 - slot frames, slot = t mod n
-        mean_ahead = (n - 1) / 2 if policy == "shift" else ahead
+        ahead = lookahead(n, policy, stride)  # the worst case; `shift` waits (n - 1 - slot) * stride frames
+        mean_ahead = (n - 1) / 2 * stride if policy == "shift" else ahead
         ahead_ms = 1e3 * ahead / SOURCE_FPS
         record(Row(
             key=f"7{key}", item=7, name=f"Latency at batch 1, policy `{policy}` (compute p50)", figure=p50, unit=" ms",

@@ -94,12 +94,14 @@ def gather_clips(
     n: int,
     stream_start: int | None = None,
     out: np.ndarray | None = None,
+    stride: int = 1,
 ) -> np.ndarray:
     """Clips of n frames from a ring buffer [R, ...] -> [B, n, ...]; frame f lives at ring row f % R.
 
     The ring holds frames first..first+count-1. Clip b ends at frame clip_ends[b]; slot j holds frame
-    clamp(clip_ends[b] - n + 1 + j, stream_start, first + count - 1): the stream's first and newest frames
-    are replicated at its edges. IndexError when a clip needs a frame the ring no longer holds.
+    clamp(clip_ends[b] - (n - 1 - j) * stride, stream_start, first + count - 1): every stride-th frame, the
+    stream's first and newest frames replicated at its edges. IndexError when a clip needs a frame the ring
+    no longer holds; ValueError for stride < 1.
     """
     ring = _array(ring, "gather_clips", "ring")
     if out is not None:
@@ -117,6 +119,7 @@ def gather_clips(
         _int(n, "gather_clips", "n"),
         start,
         out,
+        _int(stride, "gather_clips", "stride"),
     )
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LIB_NAME = "libks_cuda.so"
 ERR_ARGUMENT, ERR_INDEX = -1, -2
+_ABI_VERSION = 2  # KS_CUDA_ABI_VERSION in ks_cuda.h
 _NO_DEVICE = 100  # cudaErrorNoDevice
 
 __all__ = [
@@ -99,10 +100,16 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ks_cuda_stream_destroy": (c_int, [vp]),
         "ks_cuda_stream_synchronize": (c_int, [vp]),
         "ks_cuda_pack_frames": (c_int, [vp, vp, c_i64, c_i64, c_i64, c_float_p, c_float_p, c_int, c_int, vp]),
-        "ks_cuda_gather_clips": (c_int, [vp, vp, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64_p, c_i64, c_i64, vp]),
+        "ks_cuda_gather_clips": (
+            c_int,
+            [vp, vp, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64_p, c_i64, c_i64, c_i64, vp],
+        ),
         "ks_cuda_warp_crop": (c_int, [vp, c_i64, c_i64, c_i64, c_double_p, vp, c_i64, c_i64, c_int, vp]),
         "ks_cuda_emulate_pack_frames": (c_int, [vp, vp, c_i64, c_i64, c_i64, c_float_p, c_float_p, c_int, c_int]),
-        "ks_cuda_emulate_gather_clips": (c_int, [vp, vp, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64_p, c_i64, c_i64]),
+        "ks_cuda_emulate_gather_clips": (
+            c_int,
+            [vp, vp, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64_p, c_i64, c_i64, c_i64],
+        ),
         "ks_cuda_emulate_warp_crop": (c_int, [vp, c_i64, c_i64, c_i64, c_double_p, vp, c_i64, c_i64, c_int]),
     }
     for name, (restype, argtypes) in sigs.items():
@@ -123,8 +130,11 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         _declare(lib)
     except (OSError, AttributeError) as exc:
         return None, f"{path} does not load: {exc}"
-    if lib.ks_cuda_abi_version() != 1:
-        return None, f"{path} has ABI version {lib.ks_cuda_abi_version()}, this wrapper expects 1; rebuild"
+    # A library built before an argument was added would read the wrong arguments: refuse it.
+    if lib.ks_cuda_abi_version() != _ABI_VERSION:
+        return None, (
+            f"{path} has ABI version {lib.ks_cuda_abi_version()}, this wrapper expects {_ABI_VERSION}; rebuild"
+        )
     log.debug("loaded %s (CUDA architectures %s)", path, lib.ks_cuda_build_archs().decode())
     return lib, None
 
@@ -425,8 +435,9 @@ def gather_clips(
     stream_start: int | None = None,
     out: object = None,
     stream: object = None,
+    stride: int = 1,
 ) -> object:
-    """Device ring [R, ...] -> clips [B, n, ...], as cpp_ext.gather_clips; clip_ends is a host array."""
+    """Device ring [R, ...] -> clips [B, n, ...], as cpp_ext.gather_clips (stride too); clip_ends is a host array."""
     fn = "cuda.gather_clips"
     src, shape, dtype = _buffer(ring, fn, "ring")
     if dtype.kind not in "fuib":
@@ -434,7 +445,7 @@ def gather_clips(
     if len(shape) < 1:
         raise ValueError(f"{fn}: ring must be [R, ...], got a 0-d array")
     ends = _ends(clip_ends, fn)
-    n = _index(n, fn, "n")
+    n, stride = _index(n, fn, "n"), _index(stride, fn, "stride")
     want = (len(ends), n, *shape[1:])
     if out is None:
         out = _new_out(tuple(max(v, 0) for v in want), dtype)
@@ -458,6 +469,7 @@ def gather_clips(
             ends.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
             len(ends),
             n,
+            stride,
             _stream(stream),
         ),
         fn,
@@ -575,6 +587,7 @@ def emulate_gather_clips(
     clip_ends: Sequence[int] | np.ndarray,
     n: int,
     stream_start: int | None = None,
+    stride: int = 1,
 ) -> np.ndarray:
     """gather_clips through the CUDA kernel's per-thread code, run on the host."""
     fn = "cuda.emulate_gather_clips"
@@ -595,6 +608,7 @@ def emulate_gather_clips(
             ends.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
             len(ends),
             n,
+            stride,
         ),
         fn,
     )

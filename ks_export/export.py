@@ -289,7 +289,8 @@ def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, tri
         variants[ENCODER_INT8_TRT] = int8_trt_variant_entry(settings, opset_int8)
     serving = {}
     if triton:
-        serving["triton"] = write_repository(work, paths["clip"], n, ckpt.n_aus, ckpt.size)
+        serving["triton"] = write_repository(work, paths["clip"], n, ckpt.n_aus, ckpt.size,
+                                             clip_stride=ckpt.config.model.clip_stride)
 
     specs = graph_specs(n, ckpt.n_aus, ckpt.size)
     recipe = write_recipe(work, specs, producer=f"ks-export {package_version(PACKAGE)}")
@@ -305,7 +306,8 @@ def _export_into(ckpt: LoadedCheckpoint, work: Path, opset: int, int8: bool, tri
         key_dtype = plan["io_dtypes"].get("key_slot", "int64")
         serving["triton_trt"] = write_plan_repository(work, work / plan["file"], n, ckpt.n_aus, ckpt.size,
                                                       plan["profile"]["max"], key_dtype,
-                                                      built_by=f"{plan['gpu']}, TensorRT {plan['tensorrt']}")
+                                                      built_by=f"{plan['gpu']}, TensorRT {plan['tensorrt']}",
+                                                      clip_stride=ckpt.config.model.clip_stride)
 
     summary = {"tolerance": {"probs_abs": PROB_TOL}, "passed": verification.ok, "graphs": verification.summary()}
     if fp16_report is not None:

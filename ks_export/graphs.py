@@ -95,10 +95,6 @@ def load_ks_checkpoint(path: Path | str) -> LoadedCheckpoint:
     if config.method != "ks":
         raise ExportError(f"{state['path']}: method {config.method!r}; only Knowledge-Spreader ('ks') checkpoints "
                           f"export in this version")
-    if config.model.clip_stride != 1:
-        raise ExportError(f"{state['path']}: model.clip_stride is {config.model.clip_stride}; the runtime streams "
-                          f"clips of adjacent frames (stride 1), so only stride-1 models export (clip_stride is a "
-                          f"training experiment, README)")
     model = create_method(config).build_model()
     load_model_state(model, state)
     model.eval()

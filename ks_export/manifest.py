@@ -76,18 +76,18 @@ def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str]
     cfg, state = ckpt.config, ckpt.state
     columns = list(state["au_columns"])
     numbers = [parse_au_column(c) for c in columns]
-    n, u = ckpt.clip_len, len(columns)
+    n, u, stride = ckpt.clip_len, len(columns), cfg.model.clip_stride
     au_set = cfg.data.au_set if cfg.data.dataset == "synth" else au_set_from_numbers(numbers).name
     return jsonable({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": {"method": cfg.method, "au_set": au_set, "au_columns": columns,
                   "au_names": [AU_NAMES.get(x, c) for x, c in zip(numbers, columns, strict=True)], "n_aus": u,
-                  "clip_len": n, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,
+                  "clip_len": n, "clip_stride": stride, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,
                   "parameters": sum(p.numel() for p in ckpt.model.parameters())},
         "thresholds": [0.5] * u,
         "thresholds_source": "default (0.5 each; not calibrated)",
-        "policy": {"default": policy, "lookahead": {p: lookahead(n, p) for p in POLICIES},
+        "policy": {"default": policy, "lookahead": {p: lookahead(n, p, stride) for p in POLICIES},
                    "trained_eval": cfg.train.eval_policy},
         "preprocess": state.get("preprocess") or cfg.preprocess.to_dict(),
         # Where a raw frame's face detector puts the eyes, nose tip and mouth corners in the crop (fractions of

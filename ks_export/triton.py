@@ -23,13 +23,16 @@ KEY_SLOT_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32"}  # TensorRT befo
 
 def config_text(clip_len: int, n_aus: int, size: int, max_batch_size: int = 64, instances: int = 1,
                 kind: str = "KIND_AUTO", max_queue_delay_us: int = 500, platform: str = "onnxruntime_onnx",
-                name: str = MODEL_NAME, key_slot_type: str = "TYPE_INT64", note: str = "") -> str:
+                name: str = MODEL_NAME, key_slot_type: str = "TYPE_INT64", note: str = "",
+                clip_stride: int = 1) -> str:
     """config.pbtxt for the clip graph (clip.onnx, or a TensorRT plan of it with platform "tensorrt_plan").
     Dims exclude the batch axis; key_slot is [B], hence dims [1] reshaped to []."""
     comment = "".join(f"# {line}\n" for line in note.splitlines())
+    apart = "consecutive frames" if clip_stride == 1 else f"frames {clip_stride} apart (model.clip_stride)"
     return f"""\
 # Knowledge-Spreader, fused clip graph: {CLIPS} [B, {clip_len}, 3, {size}, {size}] float32 (preprocessed as the
 # bundle's manifest.json says) and {KEY_SLOT} [B] -> {PROBS} [B, {n_aus}], the key frame's AU probabilities.
+# A clip's {clip_len} slots hold {apart}: the client builds clips that way.
 {comment}name: "{name}"
 platform: "{platform}"
 max_batch_size: {max_batch_size}
@@ -77,13 +80,14 @@ def parse_config(path: Path):
 
 
 def write_repository(bundle: Path, clip_onnx: Path, clip_len: int, n_aus: int, size: int,
-                     max_batch_size: int = 64, instances: int = 1, kind: str = "KIND_AUTO") -> dict:
+                     max_batch_size: int = 64, instances: int = 1, kind: str = "KIND_AUTO",
+                     clip_stride: int = 1) -> dict:
     """Write triton/ks_clip/ under `bundle`; returns the manifest's `serving.triton` entry."""
     model_dir = bundle / REPOSITORY / MODEL_NAME
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(clip_onnx, model_dir / "1" / "model.onnx")
     config = model_dir / CONFIG
-    config.write_text(config_text(clip_len, n_aus, size, max_batch_size, instances, kind))
+    config.write_text(config_text(clip_len, n_aus, size, max_batch_size, instances, kind, clip_stride=clip_stride))
     parsed = parse_config(config)
     if parsed.name != MODEL_NAME or parsed.max_batch_size != max_batch_size:
         raise ExportError(f"{config}: parsed back as {parsed.name!r} / max_batch_size {parsed.max_batch_size}")
@@ -91,11 +95,13 @@ def write_repository(bundle: Path, clip_onnx: Path, clip_len: int, n_aus: int, s
     return {"repository": REPOSITORY, "model": MODEL_NAME, "config": (config.relative_to(bundle)).as_posix(),
             "file": (model_dir / "1" / "model.onnx").relative_to(bundle).as_posix(), "copy_of": clip_onnx.name,
             "max_batch_size": max_batch_size, "instance_group": {"count": instances, "kind": kind},
+            "clip_stride": clip_stride,
             "command": f"tritonserver --model-repository=<bundle>/{root.name}"}
 
 
 def write_plan_repository(bundle: Path, plan: Path, clip_len: int, n_aus: int, size: int, max_batch_size: int,
-                          key_slot_dtype: str = "int64", instances: int = 1, built_by: str = "") -> dict:
+                          key_slot_dtype: str = "int64", instances: int = 1, built_by: str = "",
+                          clip_stride: int = 1) -> dict:
     """Write triton/ks_clip_trt/ (config.pbtxt and 1/model.plan, a copy of the TensorRT clip engine `plan`);
     returns the manifest's `serving.triton_trt` entry. `max_batch_size` must not exceed the plan's profile."""
     if key_slot_dtype not in KEY_SLOT_TYPES:
@@ -108,7 +114,7 @@ def write_plan_repository(bundle: Path, plan: Path, clip_len: int, n_aus: int, s
     config = model_dir / CONFIG
     config.write_text(config_text(clip_len, n_aus, size, max_batch_size, instances, "KIND_GPU",
                                   platform="tensorrt_plan", name=PLAN_MODEL_NAME,
-                                  key_slot_type=KEY_SLOT_TYPES[key_slot_dtype], note=note))
+                                  key_slot_type=KEY_SLOT_TYPES[key_slot_dtype], note=note, clip_stride=clip_stride))
     parsed = parse_config(config)
     if parsed.name != PLAN_MODEL_NAME or parsed.platform != "tensorrt_plan":
         raise ExportError(f"{config}: parsed back as {parsed.name!r} / {parsed.platform!r}")

@@ -102,6 +102,7 @@ class Manifest:
     files: dict[str, str]
     raw: dict = field(repr=False)
     producer: dict = field(default_factory=dict)
+    clip_stride: int = 1  # frames between a clip's slots (model.clip_stride); bundles before it hold 1
 
     @property
     def n_aus(self) -> int:
@@ -191,6 +192,9 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     if len(au_names) != len(columns):
         raise BundleError(f"{path}: field 'model.au_names' has {len(au_names)} names for {len(columns)} AUs")
     clip_len = _get(data, "model.clip_len", int, path)
+    clip_stride = _get(data, "model.clip_stride", int, path) if "clip_stride" in data.get("model", {}) else 1
+    if clip_stride < 1:
+        raise BundleError(f"{path}: field 'model.clip_stride' must be >= 1, got {clip_stride}")
     producer = _get(data, "producer", dict, path)
     _get(data, "producer.version", str, path)
     thresholds = []
@@ -235,7 +239,7 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
         method=_get(data, "model.method", str, path), fusion=_get(data, "model.fusion", str, path), policy=policy,
         thresholds=thresholds, preprocess=preprocess, alignment=dict(data["alignment"]),
         opset=_get(data, "opset", int, path), graphs=graphs, variants=dict(variants), files=dict(files), raw=data,
-        producer=dict(producer))
+        producer=dict(producer), clip_stride=clip_stride)
     referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
     unlisted = [f for f in referenced if f not in files]
     if unlisted:

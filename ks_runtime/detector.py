@@ -117,7 +117,7 @@ class Detector:
         first = next(iter(sources.values()))
         labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
         stats = RunStats(self.policy, self.manifest.clip_len, self.au_columns, self.thresholds, first.fps,
-                         self.engine.describe(), labels)
+                         self.engine.describe(), labels, clip_stride=self.manifest.clip_stride)
         errors: list[str] = []
         stages = stages or {}
         try:

@@ -259,11 +259,13 @@ class CudaOps:
                       out=k.device_array(dst, (b, 3, h, w), dtype), stream=self.stream)
 
     def gather_clips(self, ring: int, ring_shape: tuple[int, ...], dtype: np.dtype, first: int, count: int,
-                     ends: np.ndarray, n: int, dst: int) -> None:
-        """Clips [len(ends), n, ...] from a device ring [R, ...] into `dst` (the kernel); frames from 0."""
+                     ends: np.ndarray, n: int, dst: int, stride: int = 1) -> None:
+        """Clips [len(ends), n, ...] of slots `stride` frames apart from a device ring [R, ...] into `dst` (the
+        kernel); frames from 0."""
         k = self.kcuda
         k.gather_clips(k.device_array(ring, ring_shape, dtype), first, count, ends, n, stream_start=0,
-                       out=k.device_array(dst, (len(ends), n, *ring_shape[1:]), dtype), stream=self.stream)
+                       out=k.device_array(dst, (len(ends), n, *ring_shape[1:]), dtype), stream=self.stream,
+                       stride=stride)
 
     def close(self) -> None:
         for ptr in self._host:
@@ -539,7 +541,7 @@ class TrtEngine(Engine):
         requests: (ring, first, count, clip_ends) per ring, as ops.gather_clips takes them (the ring holds frames
         first..first+count-1 of a stream numbered from 0); key_slot [C] in the same clip order.
         """
-        n, u = self.clip_len, self.n_aus
+        n, u, stride = self.clip_len, self.n_aus, self.clip_stride
         clips = [(ring, first, count, int(end)) for ring, first, count, ends in requests for end in np.ravel(ends)]
         if len(clips) != len(key_slot):
             raise ValueError(f"head_clips: {len(clips)} clips but {len(key_slot)} key slots")
@@ -549,9 +551,9 @@ class TrtEngine(Engine):
             chunk, offset = clips[start : start + step], 0
             for ring, first, count, ends in _clip_groups(chunk):
                 self.ops.gather_clips(ring.sa, (ring.rows, u), self.ring_dtype, first, count, ends, n,
-                                      self.sa_in.ptr + offset * n * self.sa_row)
+                                      self.sa_in.ptr + offset * n * self.sa_row, stride)
                 self.ops.gather_clips(ring.students, (ring.rows, n, u), self.ring_dtype, first, count, ends, n,
-                                      self.students_in.ptr + offset * n * self.students_row)
+                                      self.students_in.ptr + offset * n * self.students_row, stride)
                 offset += len(ends)
             probs[start : start + len(chunk)] = self._run_head(np.asarray(key_slot[start : start + len(chunk)]))
         return probs
@@ -570,8 +572,8 @@ class TrtEngine(Engine):
         ring = self.open_ring(length)
         try:
             self.encode_crops(np.ascontiguousarray(frames, np.uint8), [(ring, t) for t in range(length)])
-            _, slots = dense_clip_indices(length, n, policy)  # (T, k)
-            ends = np.arange(length)[:, None] - slots + n - 1  # each clip's unclamped last frame
+            _, slots = dense_clip_indices(length, n, policy, self.clip_stride)  # (T, k)
+            ends = np.arange(length)[:, None] + (n - 1 - slots) * self.clip_stride  # each clip's unclamped end
             probs = self.head_clips([(ring, 0, length, ends.reshape(-1))], slots.reshape(-1))
         finally:
             self.close_ring(ring)

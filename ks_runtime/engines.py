@@ -55,6 +55,10 @@ class Engine:
         return self.manifest.clip_len
 
     @property
+    def clip_stride(self) -> int:
+        return self.manifest.clip_stride
+
+    @property
     def n_aus(self) -> int:
         return self.manifest.n_aus
 

@@ -124,20 +124,25 @@ def pack_frames_numpy(
 
 
 def clip_frames(
-    first: int, count: int, clip_ends: np.ndarray, n: int, stream_start: int, ring_size: int, fn: str = "gather_clips"
+    first: int, count: int, clip_ends: np.ndarray, n: int, stream_start: int, ring_size: int, fn: str = "gather_clips",
+    stride: int = 1,
 ) -> np.ndarray:
-    """Absolute frame index of every clip slot [B, n], edge-replicated; IndexError for a frame overwritten."""
+    """Absolute frame index of every clip slot [B, n] (slots `stride` frames apart, the last at the clip's
+    end), edge-replicated; IndexError for a frame overwritten."""
     if ring_size < 1:
         raise ValueError(f"{fn}: the ring has no rows")
     if n < 1:
         raise ValueError(f"{fn}: n (frames per clip) must be >= 1, got {n}")
+    if stride < 1:
+        raise ValueError(f"{fn}: stride must be >= 1, got {stride}")
     if not 1 <= count <= ring_size:
         raise IndexError(f"{fn}: count must be in 1..{ring_size} (the ring's rows), got {count}")
     newest = first + count - 1
     if stream_start > newest:
         raise ValueError(f"{fn}: stream_start {stream_start} is after the newest frame held ({newest})")
-    ends = np.clip(clip_ends, stream_start - 1, newest + n)  # no overflow below, same clamped frames
-    frames = np.clip(ends[:, None] - n + 1 + np.arange(n), stream_start, newest)  # [B, n]
+    span = (n - 1) * stride
+    ends = np.clip(clip_ends, stream_start - 1, newest + span + 1)  # no overflow below, same clamped frames
+    frames = np.clip(ends[:, None] - span + np.arange(n) * stride, stream_start, newest)  # [B, n]
     lost = np.argwhere(frames < first)
     if len(lost):
         b, j = lost[0]
@@ -156,6 +161,7 @@ def gather_clips_numpy(
     n: int,
     stream_start: int | None = None,
     out: np.ndarray | None = None,
+    stride: int = 1,
 ) -> np.ndarray:
     """Clips [B, n, ...] from a ring [R, ...] holding frames first..first+count-1 at rows f % R (numpy)."""
     fn = "gather_clips"
@@ -172,7 +178,8 @@ def gather_clips_numpy(
         raise ValueError(f"{fn}: clip_ends must be [B], got shape {ends.shape}")
     first, count, n = _int(first, fn, "first"), _int(count, fn, "count"), _int(n, fn, "n")
     start = first if stream_start is None else _int(stream_start, fn, "stream_start")
-    frames = clip_frames(first, count, ends.astype(np.int64), n, start, ring.shape[0], fn)
+    frames = clip_frames(first, count, ends.astype(np.int64), n, start, ring.shape[0], fn,
+                         _int(stride, fn, "stride"))
     _check_out(out, ring.dtype, (len(ends), n, *ring.shape[1:]), fn)
     return _store(ring[frames % ring.shape[0]], out)  # [B, n, ...]
 
@@ -242,10 +249,12 @@ def gather_clips(
     n: int,
     stream_start: int | None = None,
     out: np.ndarray | None = None,
+    stride: int = 1,
 ) -> np.ndarray:
-    """Clips of n frames ending at clip_ends, from a ring [R, ...] -> [B, n, ...], edges replicated."""
+    """Clips of n frames `stride` apart ending at clip_ends, from a ring [R, ...] -> [B, n, ...], edges
+    replicated."""
     impl = _CPP_EXT.gather_clips if _CPP_EXT is not None else gather_clips_numpy
-    return impl(ring, first, count, clip_ends, n, stream_start=stream_start, out=out)
+    return impl(ring, first, count, clip_ends, n, stream_start=stream_start, out=out, stride=stride)
 
 
 def warp_crop(

@@ -129,7 +129,8 @@ class BundleGraphs:
         """
         sa, students = self.encode_frames(frames, batch_size)
         length, n = len(sa), self.clip_len
-        clip_frames, slots = dense_clip_indices(length, n, policy or self.manifest.policy)  # (T, k, n), (T, k)
+        clip_frames, slots = dense_clip_indices(length, n, policy or self.manifest.policy,
+                                                self.manifest.clip_stride)  # (T, k, n), (T, k)
         k = slots.shape[1]
         flat_frames, flat_slots = clip_frames.reshape(-1, n), slots.reshape(-1)
         probs = [self.head(sa[flat_frames[s : s + head_batch]], students[flat_frames[s : s + head_batch]],

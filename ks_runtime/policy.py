@@ -2,7 +2,9 @@
 
 One function shared by dense evaluation in training and by the streaming runtime, so the two can never
 disagree. A clip is n frame indices; the frame being scored sits at the key slot. Indices outside the
-stream are clamped to its first or last frame (edge replication), so every frame gets an output.
+stream are clamped to its first or last frame (edge replication), so every frame gets an output. A model
+trained with `model.clip_stride` S takes its clip's slots S frames apart (frames t + (j - m) * S); the
+manifest carries S, and every function here takes it.
 """
 
 from __future__ import annotations
@@ -41,26 +43,34 @@ def key_slots(t: int, n: int, policy: str) -> tuple[int, ...]:
     return tuple(range(n))
 
 
-def lookahead(n: int, policy: str) -> int:
+def check_stride(stride: int) -> int:
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"clip stride must be an integer >= 1, got {stride!r}")
+    return int(stride)
+
+
+def lookahead(n: int, policy: str, stride: int = 1) -> int:
     """How many future frames a policy must wait for before frame t's result is final (worst case)."""
     check_policy(policy)
-    return {"last": 0, "center": n - 1 - n // 2, "shift": n - 1, "ensemble": n - 1}[policy]
+    slots = {"last": 0, "center": n - 1 - n // 2, "shift": n - 1, "ensemble": n - 1}[policy]
+    return slots * check_stride(stride)
 
 
-def clips_for_frame(t: int, length: int | None, n: int, policy: str) -> list[ClipRef]:
+def clips_for_frame(t: int, length: int | None, n: int, policy: str, stride: int = 1) -> list[ClipRef]:
     """The clips that score frame t of a stream of `length` frames (None: the end is not known yet).
 
     With an unknown end, indices past t are left unclamped above; callers that stream must wait
-    `lookahead(n, policy)` frames or for the end of the stream before using them.
+    `lookahead(n, policy, stride)` frames or for the end of the stream before using them.
     """
     if n < 1:
         raise ValueError(f"clip length n must be >= 1, got {n}")
+    stride = check_stride(stride)
     if t < 0 or (length is not None and t >= length):
         raise IndexError(f"frame {t} outside a stream of {length} frames")
     clips = []
     for slot in key_slots(t, n, policy):
-        start = t - slot
-        frames = [max(0, start + j) for j in range(n)]
+        start = t - slot * stride
+        frames = [max(0, start + j * stride) for j in range(n)]
         if length is not None:
             frames = [min(length - 1, f) for f in frames]
         clips.append(ClipRef(tuple(frames), slot))
@@ -71,9 +81,10 @@ def dense_clip_indices(length: int, n: int, policy: str, stride: int = 1) -> tup
     """Every clip of a whole stream, vectorised: (frames [T, k, n] int64, slots [T, k] int64).
 
     k is n for `ensemble` (average the k results of frame t) and 1 otherwise. `stride` spaces the slots
-    (model.clip_stride, a training experiment: the streaming runtime serves stride 1 only).
+    (model.clip_stride).
     """
     check_policy(policy)
+    stride = check_stride(stride)
     if length < 1:
         raise ValueError("a stream needs at least one frame")
     t = np.arange(length, dtype=np.int64)

@@ -205,8 +205,8 @@ def policy_report(bundle: Path | str, inputs: Sequence[str] | None = None, devic
             pass
         log.info("%s: %.1f s replayed at %g fps", policy, time.perf_counter() - started, first.fps)
         paced = detector.summary
-        rows.append(PolicyRow(policy, lookahead(manifest.clip_len, policy), paced.lookahead_ms, report.mean,
-                              len(labels) / seconds, paced.latency_ms,
+        ahead = lookahead(manifest.clip_len, policy, manifest.clip_stride)
+        rows.append(PolicyRow(policy, ahead, paced.lookahead_ms, report.mean, len(labels) / seconds, paced.latency_ms,
                               {c: float(f) for c, f in zip(manifest.au_columns, report.f1, strict=True)}))
     return PolicyReport(str(manifest.root), specs, len(labels), specs[0], len(replay), first.fps, describe, batch_size,
                         rows)

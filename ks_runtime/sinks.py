@@ -399,6 +399,7 @@ class RunSummary:
     engine: str = ""
     f1: F1Report | None = None
     errors: list[str] = field(default_factory=list)
+    clip_stride: int = 1
 
     @property
     def fps(self) -> float:
@@ -406,7 +407,7 @@ class RunSummary:
 
     @property
     def lookahead_frames(self) -> int:
-        return lookahead(self.clip_len, self.policy)
+        return lookahead(self.clip_len, self.policy, self.clip_stride)
 
     @property
     def lookahead_ms(self) -> float:
@@ -465,8 +466,9 @@ class RunStats:
 
     def __init__(self, policy: str, clip_len: int, au_columns: Sequence[str], thresholds: Sequence[float],
                  source_fps: float | None = None, engine: str = "", labels: np.ndarray | None = None,
-                 clock_start: float | None = None) -> None:
+                 clock_start: float | None = None, clip_stride: int = 1) -> None:
         self.policy, self.clip_len, self.source_fps, self.engine = policy, clip_len, source_fps, engine
+        self.clip_stride = clip_stride
         self.columns, self.thresholds = list(au_columns), np.asarray(thresholds, np.float64)
         self.labels = labels
         self.start = clock_start
@@ -504,4 +506,4 @@ class RunStats:
         lat = self.latencies.sample() * 1e3
         percentiles = {p: float(np.percentile(lat, p)) if len(lat) else float("nan") for p in PERCENTILES}
         return RunSummary(self.frames, self.faces, dropped, len(self.streams), seconds, percentiles, self.policy,
-                          self.clip_len, self.source_fps, self.engine, self.f1(), list(errors))
+                          self.clip_len, self.source_fps, self.engine, self.f1(), list(errors), self.clip_stride)

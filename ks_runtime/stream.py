@@ -128,10 +128,11 @@ class StreamEngine:
     def __init__(self, engine: Engine, preprocess: Preprocess, config: StreamConfig = StreamConfig(),
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.engine, self.preprocess, self.config, self.clock = engine, preprocess, config, clock
-        self.n, self.n_aus = engine.clip_len, engine.n_aus
+        self.n, self.n_aus, self.stride = engine.clip_len, engine.n_aus, engine.clip_stride
         self.k = len(key_slots(0, self.n, config.policy))  # clips per frame: n under ensemble, else 1
-        # Unfinalised frames span at most n-1 frames before a batch; the oldest needs n-1 before it.
-        self.ring_rows = config.batch_size + 2 * self.n
+        # Unfinalised frames span at most a clip's reach, (n-1) * stride frames, before a batch; the oldest needs
+        # as many before it.
+        self.ring_rows = config.batch_size + 2 * ((self.n - 1) * self.stride + 1)
         # An engine with device rings (TensorRT) keeps the per-frame outputs on the GPU: crops go up once,
         # the kernels pack them and cut clips there, and only the probabilities come back.
         self.device_rings = callable(getattr(engine, "open_ring", None))
@@ -278,7 +279,7 @@ class StreamEngine:
         frames, ends, slots = [], [], []
         t = stream.finalised
         while t < stream.length:
-            refs = clips_for_frame(t, None, self.n, self.config.policy)
+            refs = clips_for_frame(t, None, self.n, self.config.policy, self.stride)
             clip_ends = [ref.frames[-1] for ref in refs]
             need = min(max(clip_ends), stream.length - 1) if stream.ended else max(clip_ends)
             if need >= stream.encoded:
@@ -338,8 +339,9 @@ class StreamEngine:
         for stream, _, ends, _ in work:
             first, count = self._ring_window(stream)
             rows = slice(offset, offset + len(ends))
-            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows])
-            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows])
+            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows], stride=self.stride)
+            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows],
+                             stride=self.stride)
             offset += len(ends)
         hb = self.config.head_batch
         self.head_batches += -(-total // hb)

@@ -121,7 +121,9 @@ class Trainer:
 
         self.dataset = dataset or load_experiment_data(cfg, progress=self.progress)
         self.columns = self.dataset.au_set.columns
-        cfg = replace(cfg, model=replace(cfg.model, n_aus=len(self.columns)))
+        # clip_stride 0: the label spacing, resolved here so checkpoints and bundles hold the stride trained with.
+        cfg = replace(cfg, model=replace(cfg.model, n_aus=len(self.columns),
+                                         clip_stride=cfg.model.clip_stride or every_k(cfg)))
         self.cfg = cfg
         self.method = create_method(cfg)
         # channels_last: oneDNN's and cuDNN's fastest convolution layout (1.5x on this CPU in fp32).

@@ -187,13 +187,14 @@ void gather_chunk(const GatherArgs& a, int n_rows, bool device, cudaStream_t str
 }
 
 int run_gather(const void* ring, void* out, int64_t ring_size, int64_t row_bytes, int64_t first, int64_t count,
-               int64_t stream_start, const int64_t* clip_ends, int64_t batch, int64_t n, bool device,
+               int64_t stream_start, const int64_t* clip_ends, int64_t batch, int64_t n, int64_t stride, bool device,
                cudaStream_t stream) {
     if (batch < 0 || row_bytes < 0) return fail(KS_CUDA_ERR_ARGUMENT, "gather_clips: negative size");
     if (batch > 0 && clip_ends == nullptr) return fail(KS_CUDA_ERR_ARGUMENT, "gather_clips: clip_ends missing");
     std::vector<int64_t> rows;
     char kind = 0;
-    const std::string err = ks::clip_rows(clip_ends, batch, n, ring_size, first, count, stream_start, rows, kind);
+    const std::string err =
+        ks::clip_rows(clip_ends, batch, n, stride, ring_size, first, count, stream_start, rows, kind);
     if (!err.empty()) return fail(kind == 'I' ? KS_CUDA_ERR_INDEX : KS_CUDA_ERR_ARGUMENT, "gather_clips: " + err);
     if (rows.empty() || row_bytes == 0) return 0;
     if (ring == nullptr || out == nullptr) return fail(KS_CUDA_ERR_ARGUMENT, "gather_clips: null pointer");
@@ -341,8 +342,8 @@ KS_CUDA_API int ks_cuda_pack_frames(const void* frames, void* out, int64_t batch
 
 KS_CUDA_API int ks_cuda_gather_clips(const void* ring, void* out, int64_t ring_size, int64_t row_bytes,
                                      int64_t first, int64_t count, int64_t stream_start, const int64_t* clip_ends,
-                                     int64_t batch, int64_t n, void* stream) {
-    return run_gather(ring, out, ring_size, row_bytes, first, count, stream_start, clip_ends, batch, n, true,
+                                     int64_t batch, int64_t n, int64_t stride, void* stream) {
+    return run_gather(ring, out, ring_size, row_bytes, first, count, stream_start, clip_ends, batch, n, stride, true,
                       static_cast<cudaStream_t>(stream));
 }
 
@@ -361,9 +362,9 @@ KS_CUDA_API int ks_cuda_emulate_pack_frames(const void* frames, void* out, int64
 
 KS_CUDA_API int ks_cuda_emulate_gather_clips(const void* ring, void* out, int64_t ring_size, int64_t row_bytes,
                                              int64_t first, int64_t count, int64_t stream_start,
-                                             const int64_t* clip_ends, int64_t batch, int64_t n) {
-    return run_gather(ring, out, ring_size, row_bytes, first, count, stream_start, clip_ends, batch, n, false,
-                      nullptr);
+                                             const int64_t* clip_ends, int64_t batch, int64_t n, int64_t stride) {
+    return run_gather(ring, out, ring_size, row_bytes, first, count, stream_start, clip_ends, batch, n, stride,
+                      false, nullptr);
 }
 
 KS_CUDA_API int ks_cuda_emulate_warp_crop(const void* frames, int64_t batch, int64_t src_h, int64_t src_w,

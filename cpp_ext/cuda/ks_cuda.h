@@ -20,7 +20,7 @@
 #endif
 #define KS_CUDA_API KS_CUDA_EXTERN __attribute__((visibility("default")))
 
-#define KS_CUDA_ABI_VERSION 1
+#define KS_CUDA_ABI_VERSION 2 /* 2: gather_clips takes a stride */
 #define KS_CUDA_ERR_ARGUMENT (-1) /* bad sizes, alignment or flags; see ks_cuda_last_message() */
 #define KS_CUDA_ERR_INDEX (-2)    /* a clip needs a frame the ring no longer holds */
 
@@ -48,11 +48,12 @@ KS_CUDA_API int ks_cuda_pack_frames(const void* frames, void* out, int64_t batch
                                     const float* mean, const float* std, int swap_rb, int half, void* stream);
 
 /* ring [R, row_bytes] -> out [B, n, row_bytes]: clip b, slot j copies the row of frame
- * clamp(clip_ends[b] - n + 1 + j, stream_start, first + count - 1), which sits at row frame % R.
+ * clamp(clip_ends[b] - (n - 1 - j) * stride, stream_start, first + count - 1), which sits at row frame % R:
+ * every stride-th frame up to the clip's end (stride >= 1; 1 for consecutive frames).
  * clip_ends is a host array of B int64. */
 KS_CUDA_API int ks_cuda_gather_clips(const void* ring, void* out, int64_t ring_size, int64_t row_bytes,
                                      int64_t first, int64_t count, int64_t stream_start, const int64_t* clip_ends,
-                                     int64_t batch, int64_t n, void* stream);
+                                     int64_t batch, int64_t n, int64_t stride, void* stream);
 
 /* cv2.warpAffine(src, M, (out_w, out_h), INTER_LINEAR, border 0 = constant 0, 1 = replicate) for B uint8
  * [H, W, 3] images; m is a host array of B forward (src -> dst) 2x3 matrices in float64. */
@@ -66,7 +67,7 @@ KS_CUDA_API int ks_cuda_emulate_pack_frames(const void* frames, void* out, int64
                                             int half);
 KS_CUDA_API int ks_cuda_emulate_gather_clips(const void* ring, void* out, int64_t ring_size, int64_t row_bytes,
                                              int64_t first, int64_t count, int64_t stream_start,
-                                             const int64_t* clip_ends, int64_t batch, int64_t n);
+                                             const int64_t* clip_ends, int64_t batch, int64_t n, int64_t stride);
 KS_CUDA_API int ks_cuda_emulate_warp_crop(const void* frames, int64_t batch, int64_t src_h, int64_t src_w,
                                           const double* m, void* out, int64_t out_h, int64_t out_w, int border);
 

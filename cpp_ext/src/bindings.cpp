@@ -110,7 +110,7 @@ py::array pack_frames(const py::array& frames, const std::vector<double>& mean, 
 }
 
 py::array gather_clips(const py::array& ring, int64_t first, int64_t count, const py::array& clip_ends, int64_t n,
-                       const py::object& stream_start_obj, const py::object& out) {
+                       const py::object& stream_start_obj, const py::object& out, int64_t stride) {
     const char* fn = "gather_clips";
     const char kind = ring.dtype().kind();
     if (kind != 'f' && kind != 'u' && kind != 'i' && kind != 'b')
@@ -124,8 +124,8 @@ py::array gather_clips(const py::array& ring, int64_t first, int64_t count, cons
     const py::ssize_t batch = clip_ends.shape(0), ring_size = ring.shape(0);
     std::vector<int64_t> rows;
     char error_kind = 0;
-    const std::string err = ks::clip_rows(static_cast<const int64_t*>(clip_ends.data()), batch, n, ring_size, first,
-                                          count, stream_start, rows, error_kind);
+    const std::string err = ks::clip_rows(static_cast<const int64_t*>(clip_ends.data()), batch, n, stride, ring_size,
+                                          first, count, stream_start, rows, error_kind);
     if (!err.empty()) {
         if (error_kind == 'I') throw py::index_error(cat(fn, ": ", err));
         throw py::value_error(cat(fn, ": ", err));
@@ -187,7 +187,8 @@ PYBIND11_MODULE(_cpu, mod) {
     mod.def("pack_frames", &pack_frames, py::arg("frames"), py::arg("mean"), py::arg("std"), py::arg("swap_rb"),
             py::arg("half"), py::arg("out") = py::none());
     mod.def("gather_clips", &gather_clips, py::arg("ring"), py::arg("first"), py::arg("count"),
-            py::arg("clip_ends"), py::arg("n"), py::arg("stream_start") = py::none(), py::arg("out") = py::none());
+            py::arg("clip_ends"), py::arg("n"), py::arg("stream_start") = py::none(), py::arg("out") = py::none(),
+            py::arg("stride") = 1);
     mod.def("warp_crop", &warp_crop, py::arg("frames"), py::arg("M"), py::arg("out_w"), py::arg("out_h"),
             py::arg("border"), py::arg("out") = py::none());
     mod.def("set_num_threads", &ks::set_num_threads, py::arg("n"));

@@ -29,7 +29,9 @@ class KSConfig:
 
     n_aus: int = 12
     clip_len: int = 5                  # n [S: 5 by default]
-    clip_stride: int = 1               # [R] frames between a clip's slots; 1 = adjacent frames (the paper's)
+    # [R] frames between a clip's slots: 1 = adjacent frames (the paper's); 0 = the label spacing k, so that
+    # every slot of a labelled clip is a labelled frame (resolved by the trainer; README: 3.5 points at 10%)
+    clip_stride: int = 1
     backbone: str = "tiny"             # [R] resnet50 gives the paper's ~25M parameters
     token_width: int = 0               # W; 0 means W = U [S]
     au_feature_dropout: float = 0.0    # [R]
@@ -50,9 +52,10 @@ class KSConfig:
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.n_aus < 1 or self.clip_len < 1 or self.clip_stride < 1:
-            raise ConfigError(f"model.n_aus, model.clip_len and model.clip_stride must be >= 1, got "
-                              f"{self.n_aus}, {self.clip_len} and {self.clip_stride}")
+        if self.n_aus < 1 or self.clip_len < 1:
+            raise ConfigError(f"model.n_aus and model.clip_len must be >= 1, got {self.n_aus} and {self.clip_len}")
+        if self.clip_stride < 0:
+            raise ConfigError(f"model.clip_stride must be >= 1, or 0 for the label spacing; got {self.clip_stride}")
 
     @property
     def width(self) -> int:

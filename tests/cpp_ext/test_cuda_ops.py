@@ -77,6 +77,8 @@ def test_wrapper_checks_arguments_before_any_device_work():
         kcuda.pack_frames(kcuda.device_array(0x10000, (4, 4, 3), np.uint8), IMAGENET_MEAN, IMAGENET_STD)
     with pytest.raises(TypeError, match="integer"):
         kcuda.gather_clips(kcuda.device_array(0x10000, (4, 2), np.float32), 0, 4, [1.5], 2)
+    with pytest.raises(TypeError, match="stride"):
+        kcuda.gather_clips(kcuda.device_array(0x10000, (4, 2), np.float32), 0, 4, [1], 2, stride=1.5)
     with pytest.raises(ValueError, match="M must be"):
         kcuda.warp_crop(kcuda.device_array(0x10000, (8, 8, 3), np.uint8), np.eye(3), (4, 4))
 
@@ -136,6 +138,37 @@ def test_emulated_gather_kernel_across_launch_chunks(rng):
     np.testing.assert_array_equal(kcuda.emulate_gather_clips(ring, 100, 40, ends, 5, stream_start=100), want)
     with pytest.raises(IndexError, match="clip 0"):
         kcuda.emulate_gather_clips(ring, 100, 40, np.array([101]), 5, stream_start=0)
+
+
+@needs_library
+@pytest.mark.parametrize("stride", [2, 3, 7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+@pytest.mark.parametrize("tail", [(), (5, 8)])
+def test_emulated_strided_gather_kernel_equals_cpu(rng, stride, dtype, tail):
+    for _ in range(10):
+        ring_size, n = int(rng.integers(1, 20)), int(rng.integers(1, 7))
+        ring = (rng.standard_normal((ring_size, *tail)) * 40).astype(dtype)
+        count = int(rng.integers(1, ring_size + 1))
+        first = int(rng.integers(0, 4 * ring_size))
+        span = (n - 1) * stride
+        start = int(rng.integers(first, first + count))  # clips before it clamp to it, so every end is valid
+        ends = rng.integers(start - span - 3, first + count + span + 3, size=int(rng.integers(1, 5)))
+        want = cpp_ext.gather_clips(ring, first, count, ends, n, stream_start=start, stride=stride)
+        got = kcuda.emulate_gather_clips(ring, first, count, ends, n, stream_start=start, stride=stride)
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_library
+def test_emulated_strided_gather_kernel_checks_like_cpu(rng):
+    ring = rng.standard_normal((40, 6)).astype(np.float32)
+    ends = rng.integers(100, 200, size=130)  # 650 clip rows: several launches
+    want = cpp_ext.gather_clips(ring, 100, 40, ends, 5, stream_start=100, stride=3)
+    np.testing.assert_array_equal(kcuda.emulate_gather_clips(ring, 100, 40, ends, 5, stream_start=100, stride=3), want)
+    with pytest.raises(IndexError, match=r"clip 1 \(ending at frame 140\) needs frame 96"):
+        kcuda.emulate_gather_clips(ring, 100, 40, np.array([150, 140]), 3, stream_start=0, stride=22)
+    for stride in (0, -3):
+        with pytest.raises(ValueError, match=f"stride must be >= 1, got {stride}"):
+            kcuda.emulate_gather_clips(ring, 100, 40, ends, 5, stride=stride)
 
 
 @needs_library
@@ -203,18 +236,20 @@ def test_gpu_pack_frames_into_an_engine_buffer(rng, stream):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
 @pytest.mark.parametrize("tail", [(), (7,), (3, 16, 16)])
+@pytest.mark.parametrize("stride", [1, 3])
 @pytest.mark.gpu
 @requires_gpu
-def test_gpu_gather_clips_equals_cpu(rng, stream, dtype, tail):
+def test_gpu_gather_clips_equals_cpu(rng, stream, dtype, tail, stride):
     ring = (rng.standard_normal((12, *tail)) * 40).astype(dtype)
     ends = rng.integers(40, 55, size=9)
-    want = cpp_ext.gather_clips(ring, 40, 12, ends, 5, stream_start=40)  # early clips clamp to the stream start
+    # The ring holds frames 40..51 and the stream starts at 40: early slots clamp to it, late ones to 51.
+    want = cpp_ext.gather_clips(ring, 40, 12, ends, 5, stream_start=40, stride=stride)
     with kcuda.DeviceArray.from_host(ring, stream) as d_ring:
-        d_out = kcuda.gather_clips(d_ring, 40, 12, ends, 5, stream_start=40, stream=stream)
+        d_out = kcuda.gather_clips(d_ring, 40, 12, ends, 5, stream_start=40, stream=stream, stride=stride)
         got = d_out.to_host(stream)
         d_out.free()
         with pytest.raises(IndexError, match="clip 0"):
-            kcuda.gather_clips(d_ring, 40, 12, np.array([41]), 5, stream_start=0, stream=stream)
+            kcuda.gather_clips(d_ring, 40, 12, np.array([41]), 5, stream_start=0, stream=stream, stride=stride)
     np.testing.assert_array_equal(got, want)
 
 

@@ -26,6 +26,7 @@ from ks_export.verify import PROB_TOL, verify_graphs
 from ks_runtime import bundle as B
 from ks_runtime.errors import BundleError
 from ks_runtime.ort_graphs import BundleGraphs
+from ks_runtime.policy import dense_clip_indices
 from ks_runtime.preprocess import to_network_input
 from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
@@ -220,16 +221,46 @@ def test_a_frame_checkpoint_is_refused(checkpoint, tmp_path):
         load_ks_checkpoint(tmp_path / "frame.pt")
 
 
-def test_a_strided_checkpoint_is_refused(checkpoint, tmp_path):
+def test_a_strided_checkpoint_exports_and_its_bundle_gathers_strided_clips(checkpoint, tmp_path):
+    """model.clip_stride travels into the manifest (and its lookahead), and the bundle's dense inference takes
+    slots that many frames apart, as ks_train's evaluation does."""
     from ks_train.checkpoint import load_checkpoint, save_checkpoint
+    from ks_train.data.base import VideoSequence
+    from ks_train.evaluate import dense_probabilities, encode_sequence
+    from ks_train.methods import create_method
 
     state = load_checkpoint(checkpoint)
     state.pop("path")
     state.pop("format_version")
-    state["config"]["model"]["clip_stride"] = 10
+    state["config"]["model"]["clip_stride"] = 3  # the weights do not depend on the stride
     save_checkpoint(state, tmp_path / "strided.pt")
-    with pytest.raises(ExportError, match=r"strided\.pt: model.clip_stride is 10; the runtime streams"):
-        load_ks_checkpoint(tmp_path / "strided.pt")
+    out = tmp_path / "bundle"
+    export_bundle(tmp_path / "strided.pt", out, int8=False, triton=False, evaluate=False, exporter="legacy")
+    manifest = B.read_manifest(out)
+    n = manifest.clip_len
+    assert manifest.clip_stride == 3 and manifest.raw["policy"]["lookahead"]["ensemble"] == 3 * (n - 1)
+
+    ckpt = load_ks_checkpoint(tmp_path / "strided.pt")
+    frames = synth_frames(ckpt.size)
+    sequence = VideoSequence("S99", "T1", np.zeros((len(frames), ckpt.n_aus), np.int8), np.arange(len(frames)),
+                             frames=frames)
+    method = create_method(ckpt.config)
+    per_frame = encode_sequence(method, ckpt.model, sequence, ckpt.config.preprocess, torch.device("cpu"))
+    graphs = BundleGraphs(manifest, roles=("encoder", "head"))
+    for policy in ("last", "shift", "ensemble"):
+        want = dense_probabilities(method, ckpt.model, per_frame, policy)
+        got = graphs.dense_probabilities(frames, policy)
+        assert np.abs(got - want).max() <= PROB_TOL, policy
+    # The two agree because both gather strided clips: the head's S_a input holds frames t - 3j.
+    seen = []
+    head = graphs.head
+    graphs.head = lambda sa, students, slots: seen.append(sa) or head(sa, students, slots)
+    graphs.dense_probabilities(frames, "last")
+    sa, _ = graphs.encode_frames(frames)
+    clips, _ = dense_clip_indices(len(frames), n, "last", 3)
+    np.testing.assert_array_equal(np.concatenate(seen), sa[clips[:, 0]])
+    last = len(frames) - 1
+    assert 3 * (n - 1) <= last and list(clips[last, 0]) == [last - 3 * (n - 1 - j) for j in range(n)]
 
 
 def test_an_existing_folder_that_is_not_a_bundle_is_not_overwritten(checkpoint, tmp_path):

@@ -47,6 +47,23 @@ def bundle(checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def strided_bundle(checkpoint, tmp_path_factory):
+    """The same model declared as trained on clips of slots 2 frames apart (model.clip_stride = 2; the weights
+    do not depend on it), exported: the runtime must gather its clips that way."""
+    from ks_export.export import export_bundle
+    from ks_train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    state.pop("path")
+    state.pop("format_version")
+    state["config"]["model"]["clip_stride"] = 2
+    work = tmp_path_factory.mktemp("runtime_strided")
+    save_checkpoint(state, work / "strided.pt")
+    export_bundle(work / "strided.pt", work / "bundle", int8=False, triton=False, evaluate=False, exporter="legacy")
+    return work / "bundle"
+
+
 def synth_frames(frames: int = 23, size: int = SIZE, subject: int = 0, seed: int = 3):
     """A short SynthAU sequence (RGB uint8 [T, size, size, 3]) and its labels [T, 12]."""
     from ks_runtime.synth.generate import SynthConfig, generate_sequence
@@ -61,9 +78,9 @@ class FakeEngine(Engine):
 
     name = "fake"
 
-    def __init__(self, n: int = 3, u: int = 4, delay: float = 0.0) -> None:
+    def __init__(self, n: int = 3, u: int = 4, delay: float = 0.0, stride: int = 1) -> None:
         rng = np.random.default_rng(0)
-        self._n, self._u, self.delay = n, u, delay
+        self._n, self._u, self.delay, self._stride = n, u, delay, stride
         self.w_sa = rng.normal(size=(3, u)).astype(np.float32)
         self.w_st = rng.normal(size=(3, n * u)).astype(np.float32)
         self.mix = rng.normal(size=(n, n)).astype(np.float32)
@@ -72,6 +89,10 @@ class FakeEngine(Engine):
     @property
     def clip_len(self) -> int:
         return self._n
+
+    @property
+    def clip_stride(self) -> int:
+        return self._stride
 
     @property
     def n_aus(self) -> int:
@@ -98,7 +119,7 @@ def fake_dense(engine: FakeEngine, frames: np.ndarray, preprocess: Preprocess, p
     from ks_runtime.preprocess import to_network_input
 
     sa, students = engine.encode(to_network_input(frames, preprocess))
-    index, slots = dense_clip_indices(len(frames), engine.clip_len, policy)  # (T, k, n), (T, k)
+    index, slots = dense_clip_indices(len(frames), engine.clip_len, policy, engine.clip_stride)  # (T,k,n), (T,k)
     flat = index.reshape(-1, engine.clip_len)
     return engine.head(sa[flat], students[flat], slots.reshape(-1)).reshape(len(frames), slots.shape[1], -1).mean(1)
 

@@ -125,6 +125,7 @@ def edit_manifest(root, change):
 def test_reader_reads_the_toy_bundle(toy):
     m = B.read_manifest(toy)
     assert m.au_columns == ("AU01", "AU02") and m.clip_len == N and m.preprocess.size == S
+    assert m.clip_stride == 1  # a manifest without model.clip_stride (bundles before it) streams adjacent frames
     assert m.graphs == B.graph_specs(N, U, S)
     assert m.path(B.ENCODER_INT8) == toy / "encoder.int8.onnx" and m.graph_of(B.ENCODER_INT8) == "encoder"
     with pytest.raises(BundleError, match="no graph or variant 'fp16'"):
@@ -150,6 +151,8 @@ def test_graph_specs_name_every_tensor_with_a_dynamic_batch():
     (lambda d: d["files"].update({"../x": "0" * 64}), "field 'files.../x'"),
     (lambda d: d["policy"].update(default="sometimes"), "field 'policy.default'"),
     (lambda d: d.update(format="zip"), "field 'format'"),
+    (lambda d: d["model"].update(clip_stride=0), "field 'model.clip_stride' must be >= 1"),
+    (lambda d: d["model"].update(clip_stride="2"), "field 'model.clip_stride' should be int"),
 ])
 def test_reader_names_the_field_that_is_wrong(copy, change, message):
     edit_manifest(copy, change)

@@ -100,10 +100,10 @@ class HostOps:
         out = pack(frames, mean, std, swap_rb=swap_rb, out_dtype=dtype)
         self.arena.view(dst, out.shape, dtype)[...] = out
 
-    def gather_clips(self, ring, ring_shape, dtype, first, count, ends, n, dst) -> None:
+    def gather_clips(self, ring, ring_shape, dtype, first, count, ends, n, dst, stride=1) -> None:
         rows = np.ascontiguousarray(self.arena.view(ring, ring_shape, dtype))
         gather = kcuda.emulate_gather_clips if EMULATED else ops.gather_clips
-        out = gather(rows, first, count, ends, n, stream_start=0)
+        out = gather(rows, first, count, ends, n, stream_start=0, stride=stride)
         self.arena.view(dst, out.shape, dtype)[...] = out
 
 
@@ -382,6 +382,33 @@ def test_stream_engine_keeps_the_rings_on_the_device(device, bundle, policy):
             np.testing.assert_allclose(got, graphs.dense_probabilities(frames[lo:hi], policy), atol=1e-5)
     assert host.copies["dtoh"] == len(engine.graph_head.batches)  # only the probabilities come back
     assert arena.live == live, "a stream's device ring was not freed"
+
+
+@pytest.mark.parametrize("policy", ["last", "shift", "ensemble"])
+def test_a_strided_bundle_gathers_strided_clips_on_the_device(strided_bundle, policy):
+    """A model with clip_stride 2: the gather kernel cuts slots 2 frames apart, densely and while streaming
+    through wrapping device rings, equal to onnxruntime's dense run (which test_export ties to PyTorch)."""
+    from ks_runtime.faces import AlignedFaces
+    from ks_runtime.sources import SourceFrame
+    from ks_runtime.stream import StreamConfig, StreamEngine
+
+    manifest = read_manifest(strided_bundle)
+    host = HostOps(Arena())
+    engine = T.TrtEngine.from_parts(manifest, "cuda:0", host, OnnxGraph(manifest, "encoder", host, 4),
+                                    OnnxGraph(manifest, "head", host, 7))
+    assert engine.clip_stride == 2
+    frames, _ = synth_frames(21)
+    want = BundleGraphs(strided_bundle, roles=("encoder", "head")).dense_probabilities(frames, policy)
+    np.testing.assert_allclose(engine.dense_probabilities(frames, policy), want, atol=1e-5)
+    streamer = StreamEngine(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
+    assert streamer.device_rings and streamer.ring_rows < len(frames)
+    stage, results = AlignedFaces(manifest.preprocess), []
+    for i, frame in enumerate(frames):
+        streamer.push("a", SourceFrame(frame, i / 25, i), stage(frame, i))
+        results += streamer.step()
+    results += streamer.close()
+    np.testing.assert_allclose(np.stack([r.probs for r in results]), want, atol=1e-5)
+    engine.close()
 
 
 def test_device_path_refuses_bad_arguments(device):

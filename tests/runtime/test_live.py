@@ -39,6 +39,10 @@ class SlowEngine(Engine):
         return self.inner.clip_len
 
     @property
+    def clip_stride(self):
+        return self.inner.clip_stride
+
+    @property
     def n_aus(self):
         return self.inner.n_aus
 

@@ -34,22 +34,23 @@ def test_ensemble_holds_frame_t_at_every_slot():
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("length", [1, 3, 11])
-def test_dense_indices_match_the_scalar_function(policy, length):
-    frames, slots = dense_clip_indices(length, 5, policy)
+@pytest.mark.parametrize("stride", [1, 3])
+def test_dense_indices_match_the_scalar_function(policy, length, stride):
+    frames, slots = dense_clip_indices(length, 5, policy, stride)
     for t in range(length):
-        clips = clips_for_frame(t, length, 5, policy)
+        clips = clips_for_frame(t, length, 5, policy, stride)
         assert [tuple(f) for f in frames[t]] == [c.frames for c in clips]
         assert list(slots[t]) == [c.key_slot for c in clips]
         for k, clip in enumerate(clips):
             assert frames[t, k, clip.key_slot] == t
 
 
-def test_lookahead_is_the_furthest_future_frame_any_clip_needs():
-    for policy in POLICIES:
-        needed = max(max(c.frames) - 50 for c in clips_for_frame(50, None, 5, policy))
-        if policy == "shift":  # worst case over the cycle
-            needed = max(max(max(c.frames) - t for c in clips_for_frame(t, None, 5, policy)) for t in range(50, 55))
-        assert lookahead(5, policy) == needed
+@pytest.mark.parametrize("stride", [1, 4])
+def test_lookahead_is_the_furthest_future_frame_any_clip_needs(stride):
+    for policy in POLICIES:  # worst case over the shift cycle
+        needed = max(max(max(c.frames) - t for c in clips_for_frame(t, None, 5, policy, stride))
+                     for t in range(50, 55))
+        assert lookahead(5, policy, stride) == needed
 
 
 def test_unknown_policy_and_bad_frames_are_refused():
@@ -58,6 +59,11 @@ def test_unknown_policy_and_bad_frames_are_refused():
     with pytest.raises(IndexError):
         clips_for_frame(10, 10, 5, "last")
     assert np.array_equal(dense_clip_indices(4, 1, "shift")[0][:, 0, 0], np.arange(4))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="clip stride must be an integer >= 1"):
+            dense_clip_indices(4, 3, "last", bad)
+        with pytest.raises(ValueError, match="clip stride"):
+            lookahead(3, "last", bad)
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -125,6 +125,48 @@ def test_a_faceless_frame_ends_the_stream_and_the_next_face_starts_one(fake_engi
         assert np.abs(got - fake_dense(fake_engine, part, small_preprocess, policy)).max() <= 1e-6
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_strided_model_streams_its_dense_clips(small_preprocess, policy):
+    """A model trained with clip_stride S: every frame's clip(s) take slots S frames apart, the ring holds the
+    clip's reach, and the streamed outputs equal dense testing, across a faceless gap and ring wrap-around."""
+    engine = FakeEngine(n=3, stride=4)
+    frames = synth_frames(40, size=16)[0]
+    gap = range(30, 32)
+    faces = [NO_FACE if i in gap else None for i in range(len(frames))]
+    for batch in (1, 5):
+        streamer = StreamEngine(engine, small_preprocess, StreamConfig(policy, batch_size=batch))
+        assert streamer.ring_rows < 30  # the first stream wraps the ring
+        results = push_all(streamer, frames, faces=faces)
+        assert [r.index for r in results] == list(range(len(frames)))
+        for stream, part in ((0, frames[:30]), (1, frames[32:])):
+            got = np.stack([r.probs for r in results if r.stream == stream])
+            assert np.abs(got - fake_dense(engine, part, small_preprocess, policy)).max() <= 1e-6, (policy, batch)
+    adjacent = fake_dense(FakeEngine(n=3), frames[:30], small_preprocess, policy)
+    assert np.abs(fake_dense(engine, frames[:30], small_preprocess, policy) - adjacent).max() > 1e-3
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_strided_model_finalises_once_its_farthest_slot_is_encoded(small_preprocess, policy):
+    n, stride = 3, 4
+    engine = FakeEngine(n=n, stride=stride)
+    frames = synth_frames(30, size=16)[0]
+    # The frame each frame waits for, written out per policy: the clip holding t at slot m ends (n-1-m)*S later.
+    reach = {"last": lambda t: t, "center": lambda t: t + (n - 1 - n // 2) * stride,
+             "shift": lambda t: t + (n - 1 - t % n) * stride, "ensemble": lambda t: t + (n - 1) * stride}[policy]
+    streamer = StreamEngine(engine, small_preprocess, StreamConfig(policy, batch_size=1))
+    stage = AlignedFaces(small_preprocess)
+    done = 0
+    for t, frame in enumerate(frames):
+        streamer.push("a", SourceFrame(frame, t / 25, t), stage(frame, t))
+        final = [r.index for r in streamer.step(force=True)]
+        ready = done
+        while ready < len(frames) and max(reach(v) for v in range(ready + 1)) <= t:
+            ready += 1
+        assert final == list(range(done, ready)), (policy, t)
+        done = ready
+    assert lookahead(n, policy, stride) == max(reach(t) - t for t in range(n))
+
+
 def test_clips_are_cut_from_the_ring_by_ops_gather_clips(fake_engine, small_preprocess, monkeypatch):
     calls, original = [], ops.gather_clips
 

@@ -103,10 +103,20 @@ def test_config_errors_name_the_field():
         load_config("synth-cpu", ['loss.positive_weighting="double"'])
     with pytest.raises(ConfigError, match="method must be one of"):
         load_config("synth-cpu", ['method="fixmatch"'])
-    with pytest.raises(ConfigError, match="model.clip_stride must be >= 1"):
-        load_config("synth-cpu", ["model.clip_stride=0"])
+    with pytest.raises(ConfigError, match="model.clip_stride must be >= 1, or 0 for the label spacing"):
+        load_config("synth-cpu", ["model.clip_stride=-1"])
     with pytest.raises(ConfigError, match="no profile or config file"):
         load_config("nope")
+
+
+@pytest.mark.parametrize("stride, every, want", [(0, 3, 3), (0, 1, 1), (2, 3, 2)])
+def test_clip_stride_zero_means_the_label_spacing(tmp_path, stride, every, want):
+    cfg = load_config("synth-cpu", FAST + [f"model.clip_stride={stride}", f"data.every_k={every}", "train.epochs=1"])
+    trainer = Trainer(cfg, tmp_path, device="cpu", dataset=toy(), progress=False)
+    assert trainer.cfg.model.clip_stride == want and trainer.method.clip_stride == want
+    trainer.fit()
+    saved = checkpoint.load_checkpoint(tmp_path / "last.pt")
+    assert saved["config"]["model"]["clip_stride"] == want  # export and eval read the stride trained with
 
 
 def test_mixed_precision_follows_the_device(monkeypatch):
