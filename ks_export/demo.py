@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     preview = render_preview(out / "synthau_preview.png", au_set=cfg.data.au_set, size=96, seed=cfg.data.synth_seed)
     print(f"preview: {preview}")
 
-    print(f"\n== Training KS ({cfg.name}: {cfg.model.backbone} backbone, n={cfg.model.clip_len}, "
-          f"fold {cfg.data.fold}, {cfg.data.label_ratio:.0%} labels, {cfg.train.epochs} epochs, "
-          f"warm-up {cfg.train.warmup_epochs})")
     trainer = Trainer(cfg, out / "ks", device="cpu", dataset=dataset)
+    stride = trainer.cfg.model.clip_stride  # resolved: 0 in the profile means the label spacing
+    print(f"\n== Training KS ({cfg.name}: {cfg.model.backbone} backbone, n={cfg.model.clip_len} slots {stride} "
+          f"frame{'s' if stride > 1 else ''} apart, fold {cfg.data.fold}, {cfg.data.label_ratio:.0%} labels, "
+          f"{cfg.train.epochs} epochs, warm-up {cfg.train.warmup_epochs})")
     trained = time.perf_counter()
     history = trainer.fit()
     for record in history:

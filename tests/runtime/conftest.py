@@ -13,8 +13,9 @@ import pytest
 from ks_runtime.engines import Engine
 from ks_runtime.preprocess import Preprocess
 
-OVERRIDES = ["data.synth_size=tiny", "data.image_size=32", "model.clip_len=3", "model.backbone=tiny",
-             "train.epochs=1", "train.batches_per_epoch=2", "train.workers=0"]
+# clip_stride 1: the base bundle streams adjacent frames; strided_bundle below covers a stride.
+OVERRIDES = ["data.synth_size=tiny", "data.image_size=32", "model.clip_len=3", "model.clip_stride=1",
+             "model.backbone=tiny", "train.epochs=1", "train.batches_per_epoch=2", "train.workers=0"]
 CLIP_LEN, SIZE = 3, 32
 
 
