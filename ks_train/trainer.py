@@ -129,6 +129,12 @@ class Trainer:
         # channels_last: oneDNN's and cuDNN's fastest convolution layout (1.5x on this CPU in fp32).
         self.model = self.method.build_model().to(self.device, memory_format=torch.channels_last)
         self.train_seqs, self.test_seqs = self.dataset.split(cfg.data.fold)
+        reach = (cfg.model.clip_len - 1) * cfg.model.clip_stride + 1
+        longest = max((len(s) for s in self.train_seqs), default=0)
+        if cfg.method == "ks" and reach > longest:
+            log.warning("a clip reaches over %d frames (n = %d, stride %d) but the longest training video has %d: "
+                        "slots past a video's ends repeat its edge frames; a smaller model.clip_stride may suit",
+                        reach, cfg.model.clip_len, cfg.model.clip_stride, longest)
 
         self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
         kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])

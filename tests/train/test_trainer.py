@@ -119,6 +119,17 @@ def test_clip_stride_zero_means_the_label_spacing(tmp_path, stride, every, want)
     assert saved["config"]["model"]["clip_stride"] == want  # export and eval read the stride trained with
 
 
+def test_a_clip_longer_than_every_video_is_warned_about(tmp_path, caplog):
+    cfg = load_config("synth-cpu", FAST + ["model.clip_stride=0", "data.every_k=8"])  # reach 33 > 24 frames
+    with caplog.at_level("WARNING", logger="ks_train.trainer"):
+        Trainer(cfg, tmp_path, device="cpu", dataset=toy(), progress=False)
+    assert "a clip reaches over 33 frames (n = 5, stride 8) but the longest training video has 24" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ks_train.trainer"):
+        Trainer(load_config("synth-cpu", FAST), tmp_path, device="cpu", dataset=toy(), progress=False)
+    assert "a clip reaches" not in caplog.text
+
+
 def test_mixed_precision_follows_the_device(monkeypatch):
     from ks_train import trainer as trainer_module
 
