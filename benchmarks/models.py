@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ def untrained_checkpoint(profile: str, path: Path, seed: int = 0) -> Path:
     from ks_train.methods import create_method
 
     cfg = load_config(profile, DATA_OVERRIDES)
+    # The trainer resolves clip_stride 0 (the label spacing); an untrained model has none: 10, the profiles' 10%.
+    if cfg.model.clip_stride == 0:
+        cfg = replace(cfg, model=replace(cfg.model, clip_stride=10))
     torch.manual_seed(seed)
     model = create_method(cfg).build_model().eval()
     state = {"config": cfg.to_dict(), "au_columns": list(cfg.synth.aus.columns), "preprocess": cfg.preprocess.to_dict(),

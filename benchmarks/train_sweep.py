@@ -115,10 +115,14 @@ def tabulate(paths: list[Path]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|"]
     _, _, ref = groups[0]
     for name, labels, finals in groups:
-        if len(finals) < 2:
-            rows.append(f"| {name} | {labels:g} | {len(finals)} | - | - | - | - |")
+        if len(finals) < 2:  # no spread to judge by: a sweep cut short by its deadline
+            mean = f"{statistics.mean(finals):.3f}" if finals else "-"
+            rows.append(f"| {name} | {labels:g} | {len(finals)} | {mean} | - | - | - |")
             continue
         mean, sd = statistics.mean(finals), statistics.stdev(finals)
+        if len(ref) < 2:
+            rows.append(f"| {name} | {labels:g} | {len(finals)} | {mean:.3f} | {sd:.3f} | - | - |")
+            continue
         diff = mean - statistics.mean(ref)
         se = (sd ** 2 / len(finals) + statistics.stdev(ref) ** 2 / len(ref)) ** 0.5
         rows.append(f"| {name} | {labels:g} | {len(finals)} | {mean:.3f} | {sd:.3f} | {diff:+.3f} | {se:.3f} |")

@@ -95,6 +95,9 @@ def load_ks_checkpoint(path: Path | str) -> LoadedCheckpoint:
     if config.method != "ks":
         raise ExportError(f"{state['path']}: method {config.method!r}; only Knowledge-Spreader ('ks') checkpoints "
                           f"export in this version")
+    if config.model.clip_stride == 0:  # the trainer writes the stride it resolved; 0 means it never ran
+        raise ExportError(f"{state['path']}: model.clip_stride is 0 (the label spacing, resolved by ks-train fit); "
+                          f"this checkpoint was not written by the trainer: set the stride it was trained with")
     model = create_method(config).build_model()
     load_model_state(model, state)
     model.eval()

@@ -16,7 +16,7 @@ from typing import Any
 
 from ks_export.graphs import LoadedCheckpoint
 from ks_runtime.au import AU_NAMES, au_set_from_numbers, parse_au_column
-from ks_runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
+from ks_runtime.bundle import FORMAT, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
 from ks_runtime.policy import POLICIES, lookahead
 from ks_runtime.synth.face import alignment_template
 from ks_runtime.synth.generate import GENERATOR_VERSION
@@ -68,6 +68,11 @@ def producer(exporters: dict[str, str], simplifier: dict[str, str]) -> dict:
             "exporters": exporters, "simplifier": simplifier}
 
 
+def manifest_version(clip_stride: int) -> int:
+    """Version 1 for adjacent-frame bundles (readable by runtimes that predate strides), 2 for strided ones."""
+    return 1 if clip_stride == 1 else 2
+
+
 def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str], simplifier: dict[str, str],
                    verification: dict, variants: dict, serving: dict, checkpoint_sha256: str,
                    policy: str = DEFAULT_POLICY, tensorrt: dict | None = None) -> dict:
@@ -80,7 +85,7 @@ def build_manifest(ckpt: LoadedCheckpoint, opset: int, exporters: dict[str, str]
     au_set = cfg.data.au_set if cfg.data.dataset == "synth" else au_set_from_numbers(numbers).name
     return jsonable({
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": manifest_version(stride),
         "model": {"method": cfg.method, "au_set": au_set, "au_columns": columns,
                   "au_names": [AU_NAMES.get(x, c) for x, c in zip(numbers, columns, strict=True)], "n_aus": u,
                   "clip_len": n, "clip_stride": stride, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,

@@ -21,7 +21,10 @@ from ks_runtime.preprocess import Preprocess
 
 MANIFEST = "manifest.json"
 FORMAT = "ks-bundle"
-FORMAT_VERSION = 1
+# Version 2 adds model.clip_stride. A strided bundle is written as version 2, so a runtime that predates strides
+# refuses it instead of streaming adjacent frames; a stride-1 bundle stays version 1, readable by both.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 GRAPH_ROLES = ("encoder", "head", "clip")
 GRAPH_FILES = {"encoder": "encoder.onnx", "head": "head.onnx", "clip": "clip.onnx"}
 BATCH = "B"  # the dynamic batch axis in manifest shapes
@@ -177,8 +180,9 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path}: field 'format' is not {FORMAT!r}: not a Knowledge-Spreader bundle")
     version = _get(data, "format_version", int, path)
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: field 'format_version' is {version}; this runtime reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{path}: field 'format_version' is {version}; this runtime reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
 
     columns = tuple(_get(data, "model.au_columns", list, path))
     try:
@@ -195,6 +199,9 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     clip_stride = _get(data, "model.clip_stride", int, path) if "clip_stride" in data.get("model", {}) else 1
     if clip_stride < 1:
         raise BundleError(f"{path}: field 'model.clip_stride' must be >= 1, got {clip_stride}")
+    if clip_stride != 1 and version < 2:
+        raise BundleError(f"{path}: field 'model.clip_stride' is {clip_stride} in a version {version} manifest; "
+                          f"strided bundles are version 2")
     producer = _get(data, "producer", dict, path)
     _get(data, "producer.version", str, path)
     thresholds = []

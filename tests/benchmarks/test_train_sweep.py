@@ -56,3 +56,11 @@ def test_runs_carry_the_seed_and_settings():
     cmd = Run("frame", 0.02, 3, Path("out")).command(args)
     assert cmd[cmd.index("--labels") + 1] == "0.02" and "train.seed=3" in cmd and "model.clip_stride=10" in cmd
     assert cmd[cmd.index("--method") + 1] == "frame" and cmd[cmd.index("--device") + 1] == "cuda"
+
+
+def test_tabulate_a_reference_cut_short_gives_no_difference(tmp_path):
+    a = _summary(tmp_path / "a.json", [_run("frame", 0, 0.5), _run("frame", 1, 0.4, False)])
+    b = _summary(tmp_path / "b.json", [_run("ks", s, f) for s, f in enumerate([0.5, 0.6])])
+    rows = tabulate([a, b]).splitlines()[2:]
+    assert rows == ["| frame, defaults | 0.1 | 1 | 0.500 | - | - | - |",
+                    "| ks, defaults | 0.1 | 2 | 0.550 | 0.071 | - | - |"]

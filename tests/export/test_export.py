@@ -221,6 +221,18 @@ def test_a_frame_checkpoint_is_refused(checkpoint, tmp_path):
         load_ks_checkpoint(tmp_path / "frame.pt")
 
 
+def test_a_checkpoint_with_an_unresolved_stride_is_refused(checkpoint, tmp_path):
+    from ks_train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    state.pop("path")
+    state.pop("format_version")
+    state["config"]["model"]["clip_stride"] = 0  # the trainer always writes the stride it resolved
+    save_checkpoint(state, tmp_path / "unresolved.pt")
+    with pytest.raises(ExportError, match=r"unresolved\.pt: model.clip_stride is 0 .*not written by the trainer"):
+        load_ks_checkpoint(tmp_path / "unresolved.pt")
+
+
 def test_a_strided_checkpoint_exports_and_its_bundle_gathers_strided_clips(checkpoint, tmp_path):
     """model.clip_stride travels into the manifest (and its lookahead), and the bundle's dense inference takes
     slots that many frames apart, as ks_train's evaluation does."""

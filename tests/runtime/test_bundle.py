@@ -141,7 +141,7 @@ def test_graph_specs_name_every_tensor_with_a_dynamic_batch():
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(format_version=2), "field 'format_version' is 2"),
+    (lambda d: d.update(format_version=3), "field 'format_version' is 3; this runtime reads versions 1, 2"),
     (lambda d: d["model"].pop("clip_len"), "missing field 'model.clip_len'"),
     (lambda d: d.pop("producer"), "missing field 'producer'"),
     (lambda d: d["model"].update(n_aus=3), "field 'model.n_aus' is 3"),
@@ -153,6 +153,8 @@ def test_graph_specs_name_every_tensor_with_a_dynamic_batch():
     (lambda d: d.update(format="zip"), "field 'format'"),
     (lambda d: d["model"].update(clip_stride=0), "field 'model.clip_stride' must be >= 1"),
     (lambda d: d["model"].update(clip_stride="2"), "field 'model.clip_stride' should be int"),
+    (lambda d: d.update(format_version=1) or d["model"].update(clip_stride=2),
+     "field 'model.clip_stride' is 2 in a version 1 manifest"),
 ])
 def test_reader_names_the_field_that_is_wrong(copy, change, message):
     edit_manifest(copy, change)
@@ -243,3 +245,12 @@ def test_check_io_names_a_wrong_tensor(toy):
     with pytest.raises(BundleError, match="is float32, manifest.json says int64"):
         B.check_io(m, "clip", [("clips", ["B", N, 3, S, S], "float32"), ("key_slot", ["B"], "float32")],
                    [("probs", ["B", U], "float32")])
+
+
+def test_adjacent_bundles_stay_version_1_and_strided_ones_are_version_2(bundle, strided_bundle):
+    """A runtime that predates strides reads version 1 only: it can still stream an adjacent-frame bundle, and
+    refuses a strided one instead of streaming it with adjacent frames."""
+    adjacent, strided = B.read_manifest(bundle), B.read_manifest(strided_bundle)
+    assert (adjacent.raw["format_version"], adjacent.clip_stride) == (1, 1)
+    assert "clip_stride" in adjacent.raw["model"]
+    assert (strided.raw["format_version"], strided.clip_stride) == (2, 2)
