@@ -30,7 +30,7 @@ class KSConfig:
     n_aus: int = 12
     clip_len: int = 5                  # n [S: 5 by default]
     # [R] frames between a clip's slots: 1 = adjacent frames (the paper's); 0 = the label spacing k, so that
-    # every slot of a labelled clip is a labelled frame (resolved by the trainer; README: 3.5 points at 10%)
+    # every slot of a labelled clip is a labelled frame (resolved by the trainer; README: +4.6 points at 10%)
     clip_stride: int = 1
     backbone: str = "tiny"             # [R] resnet50 gives the paper's ~25M parameters
     token_width: int = 0               # W; 0 means W = U [S]
