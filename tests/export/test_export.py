@@ -29,6 +29,7 @@ from ks_runtime.ort_graphs import BundleGraphs
 from ks_runtime.policy import dense_clip_indices
 from ks_runtime.preprocess import to_network_input
 from ks_runtime.synth.generate import SynthConfig, generate_sequence
+from tests.checkpoint_edit import with_config
 
 
 def dims(value):
@@ -210,25 +211,13 @@ def test_an_opset_beyond_onnxruntime_is_refused_with_both_versions(checkpoint, t
 
 
 def test_a_frame_checkpoint_is_refused(checkpoint, tmp_path):
-    from ks_train.checkpoint import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    state.pop("path")
-    state.pop("format_version")
-    state["config"]["method"] = "frame"
-    save_checkpoint(state, tmp_path / "frame.pt")
+    with_config(checkpoint, tmp_path / "frame.pt", method="frame")
     with pytest.raises(ExportError, match=r"frame\.pt: method 'frame'; only Knowledge-Spreader"):
         load_ks_checkpoint(tmp_path / "frame.pt")
 
 
 def test_a_checkpoint_with_an_unresolved_stride_is_refused(checkpoint, tmp_path):
-    from ks_train.checkpoint import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    state.pop("path")
-    state.pop("format_version")
-    state["config"]["model"]["clip_stride"] = 0  # the trainer always writes the stride it resolved
-    save_checkpoint(state, tmp_path / "unresolved.pt")
+    with_config(checkpoint, tmp_path / "unresolved.pt", clip_stride=0)  # the trainer writes the one it resolved
     with pytest.raises(ExportError, match=r"unresolved\.pt: model.clip_stride is 0 .*not written by the trainer"):
         load_ks_checkpoint(tmp_path / "unresolved.pt")
 
@@ -236,16 +225,11 @@ def test_a_checkpoint_with_an_unresolved_stride_is_refused(checkpoint, tmp_path)
 def test_a_strided_checkpoint_exports_and_its_bundle_gathers_strided_clips(checkpoint, tmp_path):
     """model.clip_stride travels into the manifest (and its lookahead), and the bundle's dense inference takes
     slots that many frames apart, as ks_train's evaluation does."""
-    from ks_train.checkpoint import load_checkpoint, save_checkpoint
     from ks_train.data.base import VideoSequence
     from ks_train.evaluate import dense_probabilities, encode_sequence
     from ks_train.methods import create_method
 
-    state = load_checkpoint(checkpoint)
-    state.pop("path")
-    state.pop("format_version")
-    state["config"]["model"]["clip_stride"] = 3  # the weights do not depend on the stride
-    save_checkpoint(state, tmp_path / "strided.pt")
+    with_config(checkpoint, tmp_path / "strided.pt", clip_stride=3)  # the weights do not depend on the stride
     out = tmp_path / "bundle"
     export_bundle(tmp_path / "strided.pt", out, int8=False, triton=False, evaluate=False, exporter="legacy")
     manifest = B.read_manifest(out)

@@ -53,15 +53,11 @@ def strided_bundle(checkpoint, tmp_path_factory):
     """The same model declared as trained on clips of slots 2 frames apart (model.clip_stride = 2; the weights
     do not depend on it), exported: the runtime must gather its clips that way."""
     from ks_export.export import export_bundle
-    from ks_train.checkpoint import load_checkpoint, save_checkpoint
+    from tests.checkpoint_edit import with_config
 
-    state = load_checkpoint(checkpoint)
-    state.pop("path")
-    state.pop("format_version")
-    state["config"]["model"]["clip_stride"] = 2
     work = tmp_path_factory.mktemp("runtime_strided")
-    save_checkpoint(state, work / "strided.pt")
-    export_bundle(work / "strided.pt", work / "bundle", int8=False, triton=False, evaluate=False, exporter="legacy")
+    export_bundle(with_config(checkpoint, work / "strided.pt", clip_stride=2), work / "bundle", int8=False,
+                  triton=False, evaluate=False, exporter="legacy")
     return work / "bundle"
 
 
