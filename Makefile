@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
+# The editable install maps module names to files: when modules are added, moved or removed, the stamp's name
+# changes and the package is installed again.
+MODULES := $(shell find ks_runtime ks_train ks_export cpp_ext -name '*.py' -not -path '*/__pycache__/*' | sort | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(MODULES)
 
 .PHONY: setup demo test test-slow lint bench clean
 
@@ -15,6 +18,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp_ext/CMakeLists.txt cpp_ex
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[cpu,train,export,dev]"
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 demo: setup
@@ -27,11 +31,11 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 # pytest-benchmark suites in benchmarks/ (about 15 min on 2 cores; KS_BENCH_QUICK=1 for a smoke run), then the
-# table: benchmarks/results/<machine>.json and .md, and README.md between its BENCH markers.
+# table: benchmarks/results/<machine>.json and .md, and docs/benchmarks.md between its BENCH markers (never README.md).
 bench: setup
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
 		--benchmark-json benchmarks/.cache/pytest-benchmark.json
-	$(PY) -m benchmarks.report --readme README.md
+	$(PY) -m benchmarks.report --doc docs/benchmarks.md
 
 lint: setup
 	$(PY) -m ruff check ks_runtime ks_train ks_export tests benchmarks

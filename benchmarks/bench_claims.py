@@ -76,7 +76,7 @@ def test_flops(benchmark, record, r50_bundle, vgg_path):
 
 
 def test_speed(benchmark, record, r50_graphs, r50_inputs, vgg_path):
-    from ks_runtime.ort_graphs import open_session
+    from ks_runtime.engine.ort_graphs import open_session
 
     vgg = open_session(vgg_path)
     frames = np.ascontiguousarray(r50_inputs[:BATCH])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cpp_ext
-from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 224
 CLIP = 5  # n, KS_SPEC's default clip length

@@ -61,8 +61,8 @@ def test_ort_vs_torch(benchmark, record, r50_graphs, r50_inputs, torch_encoder, 
 
 @pytest.mark.parametrize("batch", [1, 8])
 def test_int8_speed(benchmark, record, r50_bundle, r50_inputs, batch):
-    from ks_runtime.bundle import ENCODER_INT8
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.core.bundle import ENCODER_INT8
+    from ks_runtime.engine.ort_graphs import BundleGraphs
 
     fp32 = BundleGraphs(r50_bundle, roles=("encoder",))
     int8 = BundleGraphs(r50_bundle, roles=("encoder",), encoder_variant=ENCODER_INT8)
@@ -92,7 +92,7 @@ def test_int8_f1(benchmark, record):
                    boundary="dense testing on SynthAU's test fold"))
         pytest.skip("no runs/demo/bundle: run `make demo` first")
     from ks_export.export import evaluate_variants, experiment_sequences
-    from ks_runtime.bundle import ENCODER_INT8, read_manifest
+    from ks_runtime.core.bundle import ENCODER_INT8, read_manifest
     from ks_train.config import ExperimentConfig
 
     manifest = read_manifest(bundle)

@@ -20,8 +20,8 @@ WARMUP_FRAMES = 8
 
 
 def test_policy_latency(benchmark, record, r50_bundle, aligned_frames):
+    from ks_runtime.core.policy import POLICIES, lookahead
     from ks_runtime.detector import Detector
-    from ks_runtime.policy import POLICIES, lookahead
 
     detectors = {p: Detector(r50_bundle, policy=p, face="aligned", batch_size=1, max_wait_ms=0) for p in POLICIES}
     seconds: dict[str, list[float]] = {p: [] for p in POLICIES}

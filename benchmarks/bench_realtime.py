@@ -44,7 +44,7 @@ def videos(tmp_path_factory, scene, aligned_frames):
 
 def streamer(detector, frames: np.ndarray, last: list):
     """One end-to-end run over `frames`; the latest run's results are kept in `last` (to count faces)."""
-    from ks_runtime.sources import ArraySource
+    from ks_runtime.io.sources import ArraySource
 
     def run() -> None:
         last[:] = list(detector.stream(ArraySource(frames, fps=25.0)))
@@ -54,9 +54,9 @@ def streamer(detector, frames: np.ndarray, last: list):
 
 def int8_detector(bundle, **kwargs):
     """A Detector whose ort engine runs the bundle's INT8 encoder (the runtime picks FP32 on the CPU by default)."""
-    from ks_runtime.bundle import ENCODER_INT8
+    from ks_runtime.core.bundle import ENCODER_INT8
     from ks_runtime.detector import Detector
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.engine.ort_graphs import BundleGraphs
 
     detector = Detector(bundle, **kwargs)
     engine = detector.engine
@@ -132,7 +132,7 @@ def test_aligned_int8(benchmark, record, recorder, r50_bundle, aligned_frames):
 
 
 def test_decoding(benchmark, record, videos):
-    from ks_runtime.sources import VideoSource
+    from ks_runtime.io.sources import VideoSource
 
     def decode(path):
         return lambda: sum(1 for _ in VideoSource(path))
@@ -147,7 +147,7 @@ def test_decoding(benchmark, record, videos):
         record(Row(
             key=key, item=item, name=f"Decoding, {size} video (reported on its own)", figure=mp4.fps, unit=" fps",
             model="none (OpenCV's video decoder)",
-            boundary=f"ks_runtime.sources.VideoSource over a {counts[f'{kind}.mp4']}-frame {size} file, open to last "
+            boundary=f"ks_runtime.io.sources.VideoSource over a {counts[f'{kind}.mp4']}-frame {size} file, open to last "
                      f"frame, BGR -> RGB; figure: mp4v (MPEG-4 part 2); details: FFV1 (lossless) too",
             details={"mp4v": summary[f"{kind}.mp4"], "ffv1": summary[f"{kind}.mkv"]},
             note=f"mp4v {mp4.fps:.0f} fps, FFV1 {mkv.fps:.0f} fps"))

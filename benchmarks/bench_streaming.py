@@ -86,8 +86,8 @@ class NaiveDense:
         self.graphs, self.preprocess, self.policy, self.batch = graphs, preprocess, policy, batch
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        from ks_runtime.policy import dense_clip_indices
-        from ks_runtime.preprocess import to_network_input
+        from ks_runtime.core.policy import dense_clip_indices
+        from ks_runtime.core.preprocess import to_network_input
 
         x = to_network_input(frames, self.preprocess)  # (T, 3, S, S)
         clip_frames, slots = dense_clip_indices(len(x), self.graphs.clip_len, self.policy)  # (T, 1, n), (T, 1)
@@ -98,7 +98,7 @@ class NaiveDense:
 
 def test_end_to_end(benchmark, record, r50_bundle, r50_graphs, aligned_frames):
     from ks_runtime.detector import Detector
-    from ks_runtime.sources import ArraySource
+    from ks_runtime.io.sources import ArraySource
 
     frames = aligned_frames[: 16 if quick() else E2E_FRAMES]
     detector = Detector(r50_bundle, policy="last", face="aligned", batch_size=8)

@@ -91,7 +91,7 @@ def small_bundle(request):
 @pytest.fixture(scope="session")
 def r50_graphs(r50_bundle):
     """paper-r50's encoder, head and clip graphs in onnxruntime (the runtime's session options)."""
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.engine.ort_graphs import BundleGraphs
 
     return BundleGraphs(r50_bundle)
 
@@ -107,7 +107,7 @@ def aligned_frames() -> np.ndarray:
 @pytest.fixture(scope="session")
 def r50_inputs(r50_bundle, aligned_frames) -> np.ndarray:
     """The aligned frames preprocessed for paper-r50: float32 [120, 3, 224, 224]."""
-    from ks_runtime.bundle import read_manifest
-    from ks_runtime.preprocess import to_network_input
+    from ks_runtime.core.bundle import read_manifest
+    from ks_runtime.core.preprocess import to_network_input
 
     return to_network_input(aligned_frames, read_manifest(r50_bundle).preprocess)

@@ -21,7 +21,7 @@ KS_CUDA_ARCHS=${KS_CUDA_ARCHS:-$arch} cmake -S . -B /tmp/ks-build -G Ninja -DCMA
   -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" >/tmp/ks-build.log \
   && cmake --build /tmp/ks-build >>/tmp/ks-build.log && cmake --install /tmp/ks-build --prefix "$PWD" >>/tmp/ks-build.log \
   || { tail -30 /tmp/ks-build.log; exit 1; }
-$PY -m ks_runtime.gpu
+$PY -m ks_runtime.engine.gpu_probe
 timeout 300 $PY benchmarks/gpu_session.py --out "$OUT/gpu_session.md" 2>&1 | tee "$OUT/gpu_session.log"
 left=$((BUDGET - SECONDS - 30))
 echo "sweep: $left s left"

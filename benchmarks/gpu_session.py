@@ -134,7 +134,7 @@ def kernel_speed(session: Session, quick: bool) -> None:
     import torch
 
     import cpp_ext.cuda as kcuda
-    from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     stream = torch.cuda.current_stream().cuda_stream
     mean = torch.tensor(IMAGENET_MEAN, device="cuda").view(1, 3, 1, 1)
@@ -225,17 +225,16 @@ def encoder_timings(session: Session, quick: bool) -> None:
 
 def engines(session: Session, checkpoint: Path, work: Path) -> None:
     from ks_export.export import export_bundle
-    from ks_runtime import gpu
-    from ks_runtime.bundle import read_manifest
-    from ks_runtime.engines import create_engine
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.core.bundle import read_manifest
+    from ks_runtime.engine import create_engine, gpu_probe
+    from ks_runtime.engine.ort_graphs import BundleGraphs
     from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
     bundle = work / "bundle"
     report = export_bundle(checkpoint, bundle, int8=True, triton=True, calib=64, evaluate=False, trt=True)
     built = read_manifest(bundle).raw["tensorrt"]["engines"]
     session.section("ks-export --trt", f"```\n{report.tensorrt}\n```")
-    missing_trt = gpu.missing("tensorrt")
+    missing_trt = gpu_probe.missing("tensorrt")
     if missing_trt is not None:  # nothing to judge: the export wrote the trtexec recipe instead
         session.status["trt_export"] = f"not run: {missing_trt}"
     else:
@@ -249,7 +248,7 @@ def engines(session: Session, checkpoint: Path, work: Path) -> None:
         device = "cpu" if key == "ort_cpu" else "cuda:0"
         needs = {"ort_cuda": ("onnxruntime-gpu",), "ort_trt": ("onnxruntime-trt", "tensorrt"),
                  "trt": ("tensorrt", "cuda-python", "cuda-kernels")}.get(key, ())
-        reason = gpu.missing(*needs) if needs else None
+        reason = gpu_probe.missing(*needs) if needs else None
         if reason is not None:
             rows.append(f"| {name} | {device} | skipped: {reason} | |")
             continue
@@ -278,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
 
-    from ks_runtime import gpu
+    from ks_runtime.engine import gpu_probe
 
-    print(gpu.report(), flush=True)
-    devices = gpu.cuda_devices()
+    print(gpu_probe.report(), flush=True)
+    devices = gpu_probe.cuda_devices()
     if not devices:
-        print(f"no GPU here ({gpu.cuda_device_reason()}): nothing to run", file=sys.stderr)
+        print(f"no GPU here ({gpu_probe.cuda_device_reason()}): nothing to run", file=sys.stderr)
         return 2
     session = Session(f"{devices[0].name} ({devices[0].sm})")
     with tempfile.TemporaryDirectory(prefix="ks-gpu-session-") as tmp:

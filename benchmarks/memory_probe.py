@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=500)
     args = parser.parse_args(argv)
 
-    from ks_runtime.bundle import read_manifest
+    from ks_runtime.core.bundle import read_manifest
     from ks_runtime.detector import Detector
-    from ks_runtime.sources import ArraySource
+    from ks_runtime.io.sources import ArraySource
     from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
     manifest = read_manifest(args.bundle)

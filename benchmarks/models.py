@@ -58,8 +58,8 @@ def cached_bundle(profile: str, int8: bool = True) -> Path:
     """The untrained `profile` bundle under benchmarks/.cache/<profile>-<code key>/, exported when missing or stale
     (ResNet-50 takes a few minutes on 2 cores: three dynamo exports, verification, INT8 calibration)."""
     from ks_export.export import export_bundle
-    from ks_runtime.bundle import read_manifest
-    from ks_runtime.errors import BundleError
+    from ks_runtime.core.bundle import read_manifest
+    from ks_runtime.core.errors import BundleError
 
     folder = CACHE / f"{profile}-{'int8-' if int8 else ''}{code_key(EXPORT_SOURCES, RECIPE)}"
     bundle = folder / "bundle"

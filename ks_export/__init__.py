@@ -5,7 +5,7 @@ graphs.py (the encoder / head / clip modules), onnx_export.py (export, checker, 
 repository), export.py (the whole export: `export_bundle`, `verify_bundle`), cli.py (`ks-export`).
 """
 
-from ks_runtime.errors import KSError
+from ks_runtime.core.errors import KSError
 
 
 class ExportError(KSError):

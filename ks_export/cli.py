@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from ks_runtime.errors import KSError
-from ks_runtime.policy import POLICIES
+from ks_runtime.core.errors import KSError
+from ks_runtime.core.policy import POLICIES
 
 
 def export_parser() -> argparse.ArgumentParser:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(SynthAU {GENERATOR_VERSION})")
 
     from ks_export.export import export_bundle, verify_bundle
-    from ks_runtime.report import demo_stream
+    from ks_runtime.tools.policy_report import demo_stream
 
     print(f"\n== Exporting {out / 'ks' / 'last.pt'} to {out / 'bundle'}")
     export = export_bundle(out / "ks" / "last.pt", out / "bundle", int8=True, triton=True, progress=True)

@@ -45,7 +45,7 @@ from ks_export.tensorrt import (
 )
 from ks_export.triton import parse_config, write_plan_repository, write_repository
 from ks_export.verify import PROB_TOL, VerificationReport, errors, verify_graphs
-from ks_runtime.bundle import (
+from ks_runtime.core.bundle import (
     ENCODER_INT8,
     ENCODER_INT8_TRT,
     FP16_VARIANTS,
@@ -57,12 +57,12 @@ from ks_runtime.bundle import (
     read_manifest,
     sha256_file,
 )
-from ks_runtime.engine_trt import RECIPE, find_engines, tensorrt_section
-from ks_runtime.errors import BundleError
-from ks_runtime.metrics import f1_report
-from ks_runtime.ort_graphs import BundleGraphs
-from ks_runtime.policy import POLICIES
-from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.metrics import f1_report
+from ks_runtime.core.policy import POLICIES
+from ks_runtime.core.preprocess import Preprocess, to_network_input
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.engine.trt import RECIPE, find_engines, tensorrt_section
 from ks_train.config import ExperimentConfig
 from ks_train.data.base import VideoSequence
 
@@ -369,7 +369,7 @@ def check_engines(manifest: Manifest, frames: np.ndarray, engines: list[dict]) -
     """Each encoder engine (with the FP16 head) beside onnxruntime's FP32 graphs on the same frames, densely:
     the max |probs difference| joins the engine's manifest entry; an FP16 engine beyond TRT_FP16_TOL fails the
     export. Runs only where engines were built (written, not yet run)."""
-    from ks_runtime.engine_trt import TrtEngine
+    from ks_runtime.engine.trt import TrtEngine
 
     reference = BundleGraphs(manifest, roles=("encoder", "head")).dense_probabilities(frames)
     out = [dict(e) for e in engines]

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ks_export import ExportError
 from ks_export.verify import errors
-from ks_runtime.bundle import CLIPS, FRAMES, KEY_SLOT, SA_LOGITS, STUDENT_LOGITS
-from ks_runtime.ort_graphs import open_session
+from ks_runtime.core.bundle import CLIPS, FRAMES, KEY_SLOT, SA_LOGITS, STUDENT_LOGITS
+from ks_runtime.engine.ort_graphs import open_session
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ks_export import ExportError
-from ks_runtime.bundle import CLIPS, FRAMES, KEY_SLOT, PROBS, SA_LOGITS, STUDENT_LOGITS
+from ks_runtime.core.bundle import CLIPS, FRAMES, KEY_SLOT, PROBS, SA_LOGITS, STUDENT_LOGITS
 from ks_train.checkpoint import load_checkpoint, load_model_state
 from ks_train.config import ExperimentConfig
 from ks_train.methods import create_method

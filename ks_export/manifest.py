@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ks_export.graphs import LoadedCheckpoint
-from ks_runtime.au import AU_NAMES, au_set_from_numbers, parse_au_column
-from ks_runtime.bundle import FORMAT, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
-from ks_runtime.policy import POLICIES, lookahead
+from ks_runtime.core.au import AU_NAMES, au_set_from_numbers, parse_au_column
+from ks_runtime.core.bundle import FORMAT, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
+from ks_runtime.core.policy import POLICIES, lookahead
 from ks_runtime.synth.face import alignment_template
 from ks_runtime.synth.generate import GENERATOR_VERSION
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ks_export import ExportError
-from ks_runtime.bundle import BATCH
+from ks_runtime.core.bundle import BATCH
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ks_export import ExportError
 from ks_export.onnx_export import quiet_loggers
-from ks_runtime.bundle import FRAMES
-from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_runtime.core.bundle import FRAMES
+from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
 
 log = logging.getLogger(__name__)

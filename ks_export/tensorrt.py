@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ks_export import ExportError
-from ks_runtime import gpu
-from ks_runtime.bundle import GRAPH_FILES, TRT_DIR, GraphSpec, sha256_file
-from ks_runtime.engine_trt import (
+from ks_runtime.core.bundle import GRAPH_FILES, TRT_DIR, GraphSpec, sha256_file
+from ks_runtime.engine import gpu_probe
+from ks_runtime.engine.trt import (
     DEFAULT_PROFILES,
     HEAD_PRECISION,
     RECIPE,
@@ -306,7 +306,7 @@ class EngineBuild:
 
 def tensorrt_unavailable() -> str | None:
     """Why engines cannot be built here (TensorRT missing, or no CUDA device), else None."""
-    return gpu.missing("tensorrt", "cuda-device")
+    return gpu_probe.missing("tensorrt", "cuda-device")
 
 
 def build_engine(trt, logger, source: Path, spec: GraphSpec, step: BuildStep, profile: BatchProfile,
@@ -350,12 +350,12 @@ def build_engines(bundle: Path, specs: dict[str, GraphSpec], precisions: tuple[s
     """Build the encoder (each of `precisions`), head (FP16) and, with `clip`, clip engines into bundle/trt/.
 
     Without TensorRT or a GPU nothing is built and `skipped` says why (the recipe is written either way)."""
-    reason = tensorrt_unavailable() or gpu.cuda_device_reason(device_index)
+    reason = tensorrt_unavailable() or gpu_probe.cuda_device_reason(device_index)
     if reason is not None:
         return EngineBuild(skipped=reason)
     import tensorrt as trt
 
-    info = gpu.device_info(device_index)
+    info = gpu_probe.device_info(device_index)
     version, major = trt.__version__, int(trt_version_tag(trt.__version__).split(".")[0])
     files = {p.name for p in bundle.glob("*.onnx")}
     jobs = [("encoder", p) for p in precisions] + [("head", HEAD_PRECISION)] + ([("clip", "fp16")] if clip else [])

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from ks_export import ExportError
-from ks_runtime.bundle import CLIPS, KEY_SLOT, PROBS
+from ks_runtime.core.bundle import CLIPS, KEY_SLOT, PROBS
 
 REPOSITORY = "triton"
 MODEL_NAME = "ks_clip"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ks_export.graphs import random_inputs
-from ks_runtime.ort_graphs import open_session
+from ks_runtime.engine.ort_graphs import open_session
 
 PROB_TOL = 1e-4   # on probabilities: the export fails above it
 LOGIT_TOL = 1e-4  # on logits: |diff| <= LOGIT_TOL * (1 + |reference|), as numpy.isclose with atol = rtol

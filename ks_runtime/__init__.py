@@ -1,8 +1,36 @@
 """ks_runtime: the torch-free half of Knowledge-Spreader.
 
-The shared core (AU sets, preprocessing, key-slot policy, SynthAU generator, F1) that training and
-deployment both import, and the streaming deployment engine. Imports no torch and none of our other
-packages except cpp_ext (DESIGN.md, dependency direction).
+core/     what training and deployment agree on (AU sets, preprocessing, key-slot policy, F1, bundle manifest)
+engine/   inference engines (onnxruntime, TensorRT) behind one interface
+faces/    face stages: a raw frame in, the aligned crop out
+io/       sources in, CSV / plots / overlays / summaries out
+synth/    the SynthAU generator
+tools/    the policy report and the face-stage evaluation
+stream.py (the scheduler), detector.py (the Python API) and cli.py (ks-run) sit on top.
+Imports no torch and none of our other packages except cpp_ext.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+try:
+    __version__ = version("knowledge-spreader")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from ks_runtime.detector import Detector
+
+__all__ = ["Detector", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """`ks_runtime.Detector`, imported on first use: it needs onnxruntime (the `cpu` or `gpu` extra), which
+    `ks_runtime.core` and `ks_runtime.synth` do not."""
+    if name == "Detector":
+        from ks_runtime.detector import Detector
+
+        return Detector
+    raise AttributeError(f"module 'ks_runtime' has no attribute {name!r}")

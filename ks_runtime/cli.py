@@ -21,10 +21,10 @@ import re
 import sys
 from pathlib import Path
 
-from ks_runtime.errors import KSError
-from ks_runtime.faces import face_stage_names
-from ks_runtime.policy import POLICIES
-from ks_runtime.sources import is_camera_spec
+from ks_runtime.core.errors import KSError
+from ks_runtime.core.policy import POLICIES
+from ks_runtime.faces.registry import face_stage_names
+from ks_runtime.io.sources import is_camera_spec
 
 log = logging.getLogger("ks_runtime.cli")
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_inputs(args: argparse.Namespace, bundle: str, inputs: list[str]) -> int:
     from ks_runtime.detector import Detector
-    from ks_runtime.sinks import LiveView
-    from ks_runtime.sources import Paced
+    from ks_runtime.io.live_view import LiveView
+    from ks_runtime.io.sources import Paced
 
     detector = Detector(bundle, device=args.device, engine=args.engine, policy=args.policy, face=args.face,
                         batch_size=args.batch_size, threads=args.threads, max_wait_ms=args.max_wait_ms)
@@ -174,7 +174,7 @@ def _print_summary(args: argparse.Namespace, spec: str, detector, outputs: dict[
 
 
 def _policy_report(args: argparse.Namespace, bundle: str, inputs: list[str]) -> int:
-    from ks_runtime.report import policy_report
+    from ks_runtime.tools.policy_report import policy_report
 
     report = policy_report(bundle, inputs or None, device=args.device, engine=args.engine,
                            batch_size=args.batch_size, threads=args.threads, max_sequences=args.report_sequences,

@@ -15,24 +15,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ks_runtime.au import au_set_from_numbers
-from ks_runtime.bundle import Manifest, read_manifest
-from ks_runtime.engines import Engine, create_engine
-from ks_runtime.errors import ConfigError, OutputError
-from ks_runtime.faces import FaceStage, create_face_stage, template_from_alignment
-from ks_runtime.sinks import (
-    CsvSink,
-    FrameTap,
-    LiveView,
-    OverlaySink,
-    RunStats,
-    RunSummary,
-    overlay_frames,
-    results_table,
-    timeline_png,
-)
-from ks_runtime.sources import Source, SourceFrame, open_source, to_rgb
-from ks_runtime.stream import FrameResult, Runner, StreamConfig, StreamEngine
+from ks_runtime.core.au import au_set_from_numbers
+from ks_runtime.core.bundle import Manifest, read_manifest
+from ks_runtime.core.errors import ConfigError, OutputError
+from ks_runtime.core.results import FrameResult
+from ks_runtime.core.template import template_from_alignment
+from ks_runtime.engine import create_engine
+from ks_runtime.engine.base import Engine
+from ks_runtime.faces.base import FaceStage
+from ks_runtime.faces.registry import create_face_stage
+from ks_runtime.faces.tap import FrameTap
+from ks_runtime.io.live_view import LiveView
+from ks_runtime.io.overlay import OverlaySink, overlay_frames
+from ks_runtime.io.sources import Source, SourceFrame, open_source, to_rgb
+from ks_runtime.io.summary import RunStats, RunSummary
+from ks_runtime.io.table import CsvSink, results_table
+from ks_runtime.io.timeline import timeline_png
+from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Detector:
         self.face_stage()  # an unknown or uninstalled stage fails here, not at the first frame
         self.engine: Engine = create_engine(self.manifest, engine, device, threads)
         self.summary: RunSummary | None = None
-        self._live: StreamEngine | None = None
+        self._live: StreamScheduler | None = None
         self._live_face: FaceStage | None = None
         self._live_next = 0
         self._live_start = 0.0
@@ -112,7 +111,7 @@ class Detector:
         its own face stage (default: a new `face_stage()` each)."""
         if not sources:
             raise ConfigError("no sources to stream")
-        streamer = StreamEngine(self.engine, self.manifest.preprocess, self.config)
+        streamer = StreamScheduler(self.engine, self.manifest.preprocess, self.config)
         runner = Runner(streamer)
         first = next(iter(sources.values()))
         labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
@@ -215,7 +214,7 @@ class Detector:
         yet. Frames count from 0 at the first call; `end_stream()` flushes the last frames.
         """
         if self._live is None:
-            self._live = StreamEngine(self.engine, self.manifest.preprocess, self.config)
+            self._live = StreamScheduler(self.engine, self.manifest.preprocess, self.config)
             self._live_face = self.face_stage()
             self._live_next, self._live_start = 0, time.perf_counter()
         arrival = time.perf_counter()

@@ -1,9 +1,9 @@
 """The streaming runtime: the encoder once per frame into a ring buffer, the head once per clip.
 
-A frame goes: source -> face stage -> `StreamEngine.push` (queued for the encoder) -> an encoder batch, packed
+A frame goes: source -> face stage -> `StreamScheduler.push` (queued for the encoder) -> an encoder batch, packed
 across frames and streams (bounded size and wait) -> its per-frame outputs in its stream's ring -> once the
 key-slot policy's clips around it are all encoded (`clips_for_frame`), its clip(s) are cut from the ring by
-`ops.gather_clips` into head batches -> its probabilities are final. A stream ends at its source's end or
+`kernels.gather_clips` into head batches -> its probabilities are final. A stream ends at its source's end or
 at a frame with no face; its last frames are then scored with the edge frame replicated, exactly as dense
 testing does (`dense_clip_indices`), so the streamed outputs equal `clip.onnx` run densely.
 `run_sources` drives one or several sources through bounded queues (back-pressure: files wait, live drops).
@@ -12,7 +12,6 @@ testing does (`dense_clip_indices`), so the streamed outputs equal `clip.onnx` r
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -21,13 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ks_runtime import ops
-from ks_runtime.engines import Engine
-from ks_runtime.errors import ConfigError, DataError
-from ks_runtime.faces import Face, FaceStage
-from ks_runtime.policy import check_policy, clips_for_frame, key_slots
-from ks_runtime.preprocess import Preprocess
-from ks_runtime.sources import FrameQueue, QueueClosed, Source, SourceFrame, SourceReader
+from ks_runtime.core import kernels
+from ks_runtime.core.errors import ConfigError, DataError
+from ks_runtime.core.policy import check_policy, clips_for_frame, key_slots
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.engine.base import Engine
+from ks_runtime.faces.base import FaceStage
+from ks_runtime.io.queues import FrameQueue, QueueClosed, SourceReader
+from ks_runtime.io.sources import Source, SourceFrame
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +60,6 @@ class StreamConfig:
 
 
 @dataclass
-class FrameResult:
-    """One frame's output. `probs` [U] is None where no face was found; `arrival` is when the source
-    yielded the frame and `final` when its result became final (clock seconds); `stream` numbers the
-    source's face streams (a run of frames with a face), -1 for a frame without one; `box` is the face's
-    box in frame pixels when the face stage knows it (for overlays)."""
-
-    source: str
-    index: int
-    timestamp: float
-    success: bool
-    confidence: float
-    probs: np.ndarray | None
-    arrival: float
-    final: float = math.nan
-    stream: int = -1
-    box: tuple[float, float, float, float] | None = None
-
-    @property
-    def frame(self) -> int:
-        """The CSV's frame number: 1-based, as OpenFace counts."""
-        return self.index + 1
-
-    @property
-    def latency(self) -> float:
-        """Seconds from the frame's arrival to its final result."""
-        return self.final - self.arrival
-
-    @property
-    def done(self) -> bool:
-        return not math.isnan(self.final)
-
-
-@dataclass
 class _FaceStream:
     """One stream of consecutive face frames of a source: its rings of per-frame outputs and its progress.
 
@@ -118,7 +86,7 @@ class _Pending:
     arrival: float
 
 
-class StreamEngine:
+class StreamScheduler:
     """Streams of frames -> per-frame AU probabilities, each final as soon as the policy allows.
 
     push() queues a frame; step() runs at most one encoder batch when one is due and returns the results
@@ -256,7 +224,7 @@ class StreamEngine:
         if self.device_rings:
             self.engine.encode_crops(self._frames[:b], [(i.stream.device_ring, i.t % self.ring_rows) for i in batch])
         else:
-            inputs = ops.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
+            inputs = kernels.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
                                      swap_rb=self.preprocess.colour == "BGR", out=self._inputs[:b])  # (b, 3, S, S)
             sa, students = self.engine.encode(inputs)  # (b, U), (b, n, U)
         self.encoder_batches += 1
@@ -339,8 +307,8 @@ class StreamEngine:
         for stream, _, ends, _ in work:
             first, count = self._ring_window(stream)
             rows = slice(offset, offset + len(ends))
-            ops.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows], stride=self.stride)
-            ops.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows],
+            kernels.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows], stride=self.stride)
+            kernels.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows],
                              stride=self.stride)
             offset += len(ends)
         hb = self.config.head_batch
@@ -366,10 +334,10 @@ class StreamEngine:
 
 
 class Runner:
-    """Drives sources through a StreamEngine: one reader thread and one bounded FrameQueue per source, the
+    """Drives sources through a StreamScheduler: one reader thread and one bounded FrameQueue per source, the
     face stage, encoder batches across sources with a bounded wait, and results as they become final."""
 
-    def __init__(self, streamer: StreamEngine, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, streamer: StreamScheduler, clock: Callable[[], float] = time.perf_counter) -> None:
         self.streamer, self.clock = streamer, clock
         self.queues: dict[str, FrameQueue] = {}
 

@@ -1,3 +1,5 @@
 """ks_train: datasets, sparse sampling, the Knowledge-Spreader model, baselines, training and evaluation."""
 
-__version__ = "0.1.0"
+from ks_runtime import __version__
+
+__all__ = ["__version__"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ks_runtime.errors import CheckpointError
+from ks_runtime.core.errors import CheckpointError
 
 FORMAT_VERSION = 1
 

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from ks_runtime.errors import KSError
+from ks_runtime.core.errors import KSError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=` as a default.
 COMMAND_MODULES = (

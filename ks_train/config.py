@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ks_runtime.errors import ConfigError
-from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from ks_runtime.synth.face import NuisanceStrengths, TextureStrengths
 from ks_train import configio
 from ks_train.data.augment import AugmentConfig

@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from ks_runtime.errors import ConfigError
+from ks_runtime.core.errors import ConfigError
 
 
 def to_dict(obj: Any) -> dict:

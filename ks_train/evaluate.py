@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ks_runtime.metrics import F1Report, f1_report
-from ks_runtime.policy import dense_clip_indices
-from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_runtime.core.metrics import F1Report, f1_report
+from ks_runtime.core.policy import dense_clip_indices
+from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import clip_frames
 from ks_train.methods import Method

@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ks_runtime.errors import CheckpointError, ConfigError, KSError
-from ks_runtime.metrics import F1Report
+from ks_runtime.core.errors import CheckpointError, ConfigError, KSError
+from ks_runtime.core.metrics import F1Report
 from ks_train import __version__, checkpoint, losses
 from ks_train.config import ExperimentConfig
 from ks_train.data.base import AUDataset, VideoSequence

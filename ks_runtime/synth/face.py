@@ -4,7 +4,7 @@ A face is a set of control landmarks in canonical units (the aligned crop spans 
 fixed displacement field (a blend shape) scaled by its intensity and the subject's gain, so AUs combine
 additively; resting-face quirks are standing offsets on the same blend shapes. Head pose rotates the landmarks
 in 2.5D (a depth per landmark), alignment jitter is a small similarity, and OpenCV draws anti-aliased polygons
-through spline-densified landmarks (see _draw.py). AU textures (wrinkles, bulges, pits) darken or lighten with the
+through spline-densified landmarks (see drawing.py). AU textures (wrinkles, bulges, pits) darken or lighten with the
 AU's amount, each scaled by a TextureStrengths field. A rare occluder (a hand, a strand of hair) is drawn over the
 face; then the camera: lighting ramp and colour cast, occasional blur, sensor noise, occasional JPEG re-encoding.
 
@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ks_runtime.synth import _draw
-from ks_runtime.synth._model import ALL_AUS, IRIS_POINTS, TEXTURES, FaceModel, build_model
+from ks_runtime.core.template import TEMPLATE_POINTS
+from ks_runtime.synth import drawing
+from ks_runtime.synth.face_model import ALL_AUS, IRIS_POINTS, TEXTURES, FaceModel, build_model
 
 _K = len(ALL_AUS)
 _AU_INDEX = {au: k for k, au in enumerate(ALL_AUS)}
@@ -375,8 +376,8 @@ def without_jitter(nuisance: NuisanceTrack) -> NuisanceTrack:
 
 
 @functools.lru_cache(maxsize=128)
-def _model(identity: Identity) -> tuple[FaceModel, _draw.Palette]:
-    return build_model(identity), _draw.palette(identity)
+def _model(identity: Identity) -> tuple[FaceModel, drawing.Palette]:
+    return build_model(identity), drawing.palette(identity)
 
 
 @functools.lru_cache(maxsize=64)
@@ -512,7 +513,7 @@ def _motion_kernel(sigma: float, angle: float) -> np.ndarray:
     kernel = np.zeros((k, k), np.float32)
     c = k // 2
     d = half * np.array([np.cos(angle), np.sin(angle)])
-    ends = [_draw.fixed_point(c - d), _draw.fixed_point(c + d)]
+    ends = [drawing.fixed_point(c - d), drawing.fixed_point(c + d)]
     cv2.line(kernel, tuple(int(v) for v in ends[0]), tuple(int(v) for v in ends[1]), 1.0, 1, cv2.LINE_AA, 4)
     return kernel / kernel.sum()
 
@@ -625,12 +626,12 @@ def _draw_occluder(canvas: np.ndarray, identity: Identity, model: FaceModel, nui
 
     if occ.kind == "hand":
         colour = tuple(min(255.0, v * occ.tint) for v in identity.skin_rgb)
-        _draw.draw_hand(canvas, [to_px(p) for p in _hand_polygons(occ, t)], colour, size)
+        drawing.draw_hand(canvas, [to_px(p) for p in _hand_polygons(occ, t)], colour, size)
     else:
         curves, widths, shades = _strand_curves(occ, t, identity.hairline)
         colours = [tuple(min(255.0, v * k) for v in identity.hair_rgb) for k in shades]
         px_widths = [max(1, int(round(w * size / 2.0))) for w in widths]
-        _draw.draw_strands(canvas, [to_px(c) for c in curves], colours, px_widths)
+        drawing.draw_strands(canvas, [to_px(c) for c in curves], colours, px_widths)
 
 
 # --- a frame -----------------------------------------------------------------------------------------------
@@ -642,7 +643,7 @@ class _Frame:
     px: np.ndarray  # [V, 2]
     slices: dict[str, slice]
     alphas: np.ndarray  # [len(TEXTURES)]
-    palette: _draw.Palette
+    palette: drawing.Palette
     model: FaceModel
     centre: np.ndarray  # [2] pixel position of the crop centre (canonical 0, 0)
 
@@ -687,7 +688,7 @@ def render_frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.
     if size < 16:
         raise ValueError(f"image size {size} is too small to draw a face (>= 16 px)")
     frame = _frame(identity, tuple(au_numbers), intensity, nuisance, t, size, texture)
-    canvas = _draw.draw_face(frame.palette, frame.px, frame.slices, frame.alphas, size)
+    canvas = drawing.draw_face(frame.palette, frame.px, frame.slices, frame.alphas, size)
     _draw_occluder(canvas, identity, frame.model, nuisance, t, size, frame.centre)
     return apply_camera(canvas, nuisance, t, rng, size)
 
@@ -699,7 +700,7 @@ def draw_face_into(canvas: np.ndarray, identity: Identity, au_numbers: tuple[int
     """Draw the face (and frame t's occluder) onto `canvas` in place, its aligned crop `size` px wide and centred
     at `centre` (pixels); no camera effects. `body` (polygon in pixels, RGB) is drawn under the head. Scene mode."""
     frame = _frame(identity, tuple(au_numbers), intensity, nuisance, t, size, texture, centre)
-    _draw.draw_face(frame.palette, frame.px, frame.slices, frame.alphas, size, canvas=canvas, body=body)
+    drawing.draw_face(frame.palette, frame.px, frame.slices, frame.alphas, size, canvas=canvas, body=body)
     _draw_occluder(canvas, identity, frame.model, nuisance, t, size, frame.centre)
     return _geometry(frame)
 
@@ -746,5 +747,4 @@ def alignment_template() -> dict[str, list[float]]:
     A raw-frame aligner that maps detected eyes (or all five points) onto these with a similarity transform gets
     crops that look like SynthAU's aligned crops.
     """
-    names = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
-    return {name: list(xy) for name, xy in zip(names, _template_points(), strict=True)}
+    return {name: list(xy) for name, xy in zip(TEMPLATE_POINTS, _template_points(), strict=True)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.au import AUSet, get_au_set
+from ks_runtime.core.au import AUSet, get_au_set
 from ks_runtime.synth import face, labels
 
 # Bumped whenever a change alters any generated pixel or label; results name the version they used.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ks_runtime.au import BP4D, DISFA, AUSet
+from ks_runtime.core.au import BP4D, DISFA, AUSet
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.au import AU_NAMES, get_au_set
+from ks_runtime.core.au import AU_NAMES, get_au_set
 from ks_runtime.synth import face
 
 log = logging.getLogger(__name__)

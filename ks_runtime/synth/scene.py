@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.synth import face
 from ks_runtime.synth.generate import SynthConfig, sequence_inputs, sequence_rng, task_profiles
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ks_runtime.au import AUSet, au_column
+from ks_runtime.core.au import AUSet, au_column
 from ks_runtime.synth import labels
 
 TOP_COMBOS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ks_runtime.policy import POLICIES
+from ks_runtime.core.policy import POLICIES
 from ks_train.model.ks import FUSIONS
 
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ks_runtime.errors import DataError
+    from ks_runtime.core.errors import DataError
     from ks_train import checkpoint
     from ks_train.config import ExperimentConfig
     from ks_train.data.sampling import build_sparse_index

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_runtime.errors import ConfigError
+    from ks_runtime.core.errors import ConfigError
     from ks_runtime.synth.generate import SynthConfig, iter_sequences, write_dataset
 
     cfg = SynthConfig(size=args.size, au_set=args.au_set, seed=args.seed)

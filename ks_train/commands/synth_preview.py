@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ks_runtime.au import AU_SETS
+from ks_runtime.core.au import AU_SETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_runtime.errors import ConfigError
+    from ks_runtime.core.errors import ConfigError
     from ks_runtime.synth.preview import render_preview
 
     if not 32 <= args.size <= 512:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _frame_size(text: str) -> tuple[int, int]:
-    from ks_runtime.errors import ConfigError
+    from ks_runtime.core.errors import ConfigError
 
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -39,7 +39,7 @@ def _frame_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ks_runtime.errors import ConfigError
+    from ks_runtime.core.errors import ConfigError
     from ks_runtime.synth.generate import SynthConfig, subject_id, task_id, task_profiles
     from ks_runtime.synth.scene import render_scene_sequence, write_scene_video
 

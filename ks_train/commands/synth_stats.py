@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_runtime.au import get_au_set
-    from ks_runtime.errors import ConfigError
+    from ks_runtime.core.au import get_au_set
+    from ks_runtime.core.errors import ConfigError
     from ks_runtime.synth import stats
 
     started = time.perf_counter()

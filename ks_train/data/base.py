@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.au import AUSet
-from ks_runtime.errors import DataError
+from ks_runtime.core.au import AUSet
+from ks_runtime.core.errors import DataError
 
 N_FOLDS = 3
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ks_runtime.au import AU_SETS, BP4D, AUSet
-from ks_runtime.errors import DataError
+from ks_runtime.core.au import AU_SETS, BP4D, AUSet
+from ks_runtime.core.errors import DataError
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.data.folds import default_parts, standard_parts
 from ks_train.data.labelfile import read_label_csv

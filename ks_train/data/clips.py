@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ks_runtime.metrics import UNKNOWN
-from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_runtime.core.metrics import UNKNOWN
+from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.augment import AugmentConfig, apply_clip_augment, draw_clip_augment
 from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import ClipItem, SparseIndex, clip_frames

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ks_runtime.au import DISFA
-from ks_runtime.errors import DataError
+from ks_runtime.core.au import DISFA
+from ks_runtime.core.errors import DataError
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.data.folds import standard_parts
 from ks_train.data.layout import attach_frames, check_missing_frames, natural_key

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ks_runtime.errors import DataError
+from ks_runtime.core.errors import DataError
 from ks_train.data.base import N_FOLDS
 
 log = logging.getLogger(__name__)

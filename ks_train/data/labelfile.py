@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ks_runtime.au import au_column, parse_au_column
-from ks_runtime.errors import DataError
+from ks_runtime.core.au import au_column, parse_au_column
+from ks_runtime.core.errors import DataError
 
 UNKNOWN = -1
 # Header texts accepted for the first (frame number) column; BP4D's files vary.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from ks_runtime.errors import ConfigError
+from ks_runtime.core.errors import ConfigError
 from ks_train.data.base import AUDataset
 from ks_train.data.bp4d import read_bp4d, read_bp4dplus
 from ks_train.data.disfa import read_disfa

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ks_runtime.metrics import UNKNOWN
+from ks_runtime.core.metrics import UNKNOWN
 
 log = logging.getLogger(__name__)
 

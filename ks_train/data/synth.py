@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ks_runtime.au import get_au_set
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.au import get_au_set
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.data.generic import read_generic
 

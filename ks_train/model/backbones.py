@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ks_runtime.errors import CheckpointError, ConfigError
+from ks_runtime.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ks_runtime.errors import ConfigError
+from ks_runtime.core.errors import ConfigError
 from ks_train.model.backbones import create_backbone
 from ks_train.model.transformer import Encoder
 

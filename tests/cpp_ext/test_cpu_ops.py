@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import cpp_ext
-from ks_runtime import ops
-from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, to_network_input
+from ks_runtime.core import kernels
+from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, to_network_input
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_pack_frames_matches_numpy(rng, shape, swap_rb, out_dtype):
     assert got.dtype == out_dtype and got.shape == want.shape and got.flags.c_contiguous
     # float32 is bit-exact (no FMA contraction); float16 is the float32 value rounded to nearest even.
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(got, ops.pack_frames_numpy(frames, mean, std, swap_rb, out_dtype))
+    np.testing.assert_array_equal(got, kernels.pack_frames_numpy(frames, mean, std, swap_rb, out_dtype))
 
 
 @pytest.mark.parametrize("colour_in", ["RGB", "BGR"])
@@ -73,7 +73,7 @@ def test_pack_frames_float16_rounds_like_numpy_at_the_extremes():
     for mean, std in [((0, 0, 0), (1e-4, 1e-5, 1e-6)), ((0.1, 0.2, 0.3), (7e-6, 2e-5, 1e4)), ((0.5,) * 3, (3e4,) * 3)]:
         got = cpp_ext.pack_frames(frames, mean, std, out_dtype=np.float16)
         with np.errstate(over="ignore"):
-            want = ops.pack_frames_numpy(frames, mean, std, out_dtype=np.float16)
+            want = kernels.pack_frames_numpy(frames, mean, std, out_dtype=np.float16)
         np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
@@ -83,7 +83,7 @@ def test_pack_frames_from_threads(rng):
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda f: cpp_ext.pack_frames(f, IMAGENET_MEAN, IMAGENET_STD), batches))
     for frames, got in zip(batches, results, strict=True):
-        np.testing.assert_array_equal(got, ops.pack_frames_numpy(frames, IMAGENET_MEAN, IMAGENET_STD))
+        np.testing.assert_array_equal(got, kernels.pack_frames_numpy(frames, IMAGENET_MEAN, IMAGENET_STD))
 
 
 def test_thread_count_does_not_change_results(rng):
@@ -143,7 +143,7 @@ def test_gather_clips_matches_reference(rng, dtype, tail):
         got = cpp_ext.gather_clips(ring, first, count, ends, n, stream_start=stream_start)
         assert got.dtype == ring.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want, err_msg=f"R={ring_size} first={first} count={count} n={n}")
-        np.testing.assert_array_equal(ops.gather_clips_numpy(ring, first, count, ends, n, stream_start), want)
+        np.testing.assert_array_equal(kernels.gather_clips_numpy(ring, first, count, ends, n, stream_start), want)
 
 
 def test_gather_clips_wraps_and_replicates_edges():
@@ -163,7 +163,7 @@ def test_gather_clips_writes_into_out(rng):
 
 def test_gather_clips_names_the_overwritten_frame(rng):
     ring = rng.standard_normal((6, 2)).astype(np.float32)
-    for gather in (cpp_ext.gather_clips, ops.gather_clips_numpy):
+    for gather in (cpp_ext.gather_clips, kernels.gather_clips_numpy):
         with pytest.raises(IndexError, match=r"clip 1 .*needs frame 8.*holds frames 10\.\.15"):
             gather(ring, 10, 6, np.array([15, 10, 12]), 3, stream_start=0)
 
@@ -225,7 +225,7 @@ def test_warp_crop_outside_the_frame_is_border(rng):
 
 BACKENDS = {
     "cpp_ext": (cpp_ext.pack_frames, cpp_ext.gather_clips, cpp_ext.warp_crop),
-    "numpy": (ops.pack_frames_numpy, ops.gather_clips_numpy, ops.warp_crop_numpy),
+    "numpy": (kernels.pack_frames_numpy, kernels.gather_clips_numpy, kernels.warp_crop_numpy),
 }
 FRAMES = np.zeros((2, 8, 8, 3), np.uint8)
 RING = np.zeros((6, 4), np.float32)
@@ -319,16 +319,16 @@ def test_read_only_out_is_refused():
 
 
 # ---------------------------------------------------------------------------------------------------
-# ks_runtime.ops: which backend
+# ks_runtime.core.kernels: which backend
 
 
 def test_ops_uses_cpp_ext_when_it_imports():
-    assert ops.backend() == "cpp_ext", ops.BACKEND_REASON
-    assert ops.pack_frames.__module__ == "ks_runtime.ops"
+    assert kernels.backend() == "cpp_ext", kernels.BACKEND_REASON
+    assert kernels.pack_frames.__module__ == "ks_runtime.core.kernels"
 
 
 def test_ops_disable_switch_forces_numpy():
-    code = "from ks_runtime import ops; print(ops.backend())"
+    code = "from ks_runtime.core import kernels; print(kernels.backend())"
     env = {**os.environ, "KS_DISABLE_CPP_EXT": "1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "numpy"

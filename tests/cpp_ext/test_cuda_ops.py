@@ -15,7 +15,7 @@ import pytest
 
 import cpp_ext
 import cpp_ext.cuda as kcuda
-from ks_runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 NOT_BUILT = None if kcuda.library_path() is not None else kcuda.unavailable_reason()
 NO_GPU = kcuda.unavailable_reason()

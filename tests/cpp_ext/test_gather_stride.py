@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cpp_ext
-from ks_runtime import ops
+from ks_runtime.core import kernels
 
 INT64 = np.iinfo(np.int64)
 
@@ -56,7 +56,7 @@ def test_strided_clips_match_reference(rng, stride, dtype, tail):
             got, want, err_msg=f"R={len(ring)} first={first} count={count} n={n} start={start} ends={ends}"
         )
         # the runtime's numpy fallback (KS_DISABLE_CPP_EXT=1) takes the same clips
-        np.testing.assert_array_equal(ops.gather_clips_numpy(ring, first, count, ends, n, start, stride=stride), want)
+        np.testing.assert_array_equal(kernels.gather_clips_numpy(ring, first, count, ends, n, start, stride=stride), want)
 
 
 def test_strided_clips_wrap_and_replicate_edges():
@@ -75,7 +75,7 @@ def test_extreme_ends_and_strides_clamp_without_overflow(rng, stride):
     ends = np.array([INT64.min, -(2**62), 2**62, INT64.max, 25])  # frames 20..29 held, stream from 20
     got = cpp_ext.gather_clips(ring, 20, 10, ends, 4, stride=stride)
     np.testing.assert_array_equal(got, reference_clips(ring, 20, 10, ends, 4, 20, stride))
-    np.testing.assert_array_equal(ops.gather_clips_numpy(ring, 20, 10, ends, 4, stride=stride), got)
+    np.testing.assert_array_equal(kernels.gather_clips_numpy(ring, 20, 10, ends, 4, stride=stride), got)
     np.testing.assert_array_equal(got[0], ring[[0, 0, 0, 0]])
     np.testing.assert_array_equal(got[3], ring[[9, 9, 9, 9]])
 

@@ -23,11 +23,11 @@ from ks_export.onnx_export import (
     simplify_if_equal,
 )
 from ks_export.verify import PROB_TOL, verify_graphs
-from ks_runtime import bundle as B
-from ks_runtime.errors import BundleError
-from ks_runtime.ort_graphs import BundleGraphs
-from ks_runtime.policy import dense_clip_indices
-from ks_runtime.preprocess import to_network_input
+from ks_runtime.core import bundle as B
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import dense_clip_indices
+from ks_runtime.core.preprocess import to_network_input
+from ks_runtime.engine.ort_graphs import BundleGraphs
 from ks_runtime.synth.generate import SynthConfig, generate_sequence
 from tests.checkpoint_edit import with_config
 

@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ks_export import ExportError
 from ks_export.fp16 import FP16_MAX, FP16_PROB_TOL, FP16_TINY, convert_file, half_array, to_float16, verify_fp16
-from ks_runtime.bundle import read_manifest
-from ks_runtime.preprocess import to_network_input
+from ks_runtime.core.bundle import read_manifest
+from ks_runtime.core.preprocess import to_network_input
 
 F, H = TensorProto.FLOAT, TensorProto.FLOAT16
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ks_export.manifest import history_summary, jsonable
-from ks_runtime import bundle as B
-from ks_runtime.errors import BundleError
-from ks_runtime.policy import POLICIES
+from ks_runtime.core import bundle as B
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import POLICIES
 from ks_train.checkpoint import load_checkpoint
 
 

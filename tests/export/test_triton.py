@@ -7,7 +7,7 @@ from tritonclient.grpc import model_config_pb2
 
 from ks_export import ExportError
 from ks_export.triton import config_text, parse_config
-from ks_runtime import bundle as B
+from ks_runtime.core import bundle as B
 
 
 def parse(text):

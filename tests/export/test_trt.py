@@ -22,9 +22,16 @@ from ks_export import tensorrt as X
 from ks_export.cli import export_parser
 from ks_export.fp16 import FP16_PROB_TOL
 from ks_export.triton import write_plan_repository
-from ks_runtime import engine_trt as T
-from ks_runtime import gpu
-from ks_runtime.bundle import ENCODER_INT8, ENCODER_INT8_TRT, FP16_VARIANTS, graph_specs, read_manifest, sha256_file
+from ks_runtime.core.bundle import (
+    ENCODER_INT8,
+    ENCODER_INT8_TRT,
+    FP16_VARIANTS,
+    graph_specs,
+    read_manifest,
+    sha256_file,
+)
+from ks_runtime.engine import gpu_probe
+from ks_runtime.engine import trt as T
 from tests.export.conftest import one_torch_thread
 from tests.gpu_skip import needs
 
@@ -222,7 +229,7 @@ def test_the_recipe_follows_the_tensorrt_release(recipe_bundle, tmp_path):
 
 def test_the_recipe_probes_gpu_and_release_itself(recipe_bundle, tmp_path):
     """No overrides: the GPU name from nvidia-smi (where no driver answers first), the release from trtexec."""
-    if gpu.cuda_devices() or gpu.tensorrt_reason() is None:
+    if gpu_probe.cuda_devices() or gpu_probe.tensorrt_reason() is None:
         pytest.skip("a real driver or TensorRT here would answer the probes instead of the stand-ins")
     result, calls = run_recipe(recipe_bundle, tmp_path)
     assert result.returncode == 0, result.stderr

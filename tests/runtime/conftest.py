@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ks_runtime.engines import Engine
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.engine.base import Engine
 
 # clip_stride 1: the base bundle streams adjacent frames; strided_bundle below covers a stride.
 OVERRIDES = ["data.synth_size=tiny", "data.image_size=32", "model.clip_len=3", "model.clip_stride=1",
@@ -20,7 +20,7 @@ CLIP_LEN, SIZE = 3, 32
 
 
 def toy_dataset():
-    from ks_runtime.au import BP4D
+    from ks_runtime.core.au import BP4D
     from ks_train.data.base import AUDataset, VideoSequence
 
     rng = np.random.default_rng(0)
@@ -112,8 +112,8 @@ class FakeEngine(Engine):
 
 def fake_dense(engine: FakeEngine, frames: np.ndarray, preprocess: Preprocess, policy: str) -> np.ndarray:
     """Dense testing with the fake engine, as ks_train/evaluate.py does it: [T, U]."""
-    from ks_runtime.policy import dense_clip_indices
-    from ks_runtime.preprocess import to_network_input
+    from ks_runtime.core.policy import dense_clip_indices
+    from ks_runtime.core.preprocess import to_network_input
 
     sa, students = engine.encode(to_network_input(frames, preprocess))
     index, slots = dense_clip_indices(len(frames), engine.clip_len, policy, engine.clip_stride)  # (T,k,n), (T,k)

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ks_runtime import bundle as B
-from ks_runtime.errors import BundleError
-from ks_runtime.ort_graphs import BundleGraphs
-from ks_runtime.policy import POLICIES, clips_for_frame
-from ks_runtime.preprocess import Preprocess, to_network_input
+from ks_runtime.core import bundle as B
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import POLICIES, clips_for_frame
+from ks_runtime.core.preprocess import Preprocess, to_network_input
+from ks_runtime.engine.ort_graphs import BundleGraphs
 
 N, U, S = 3, 2, 8
 W_SA = np.array([1.5, -2.0], np.float32)                                   # sa_logits = mean(frame) * W_SA

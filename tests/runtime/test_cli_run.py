@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ks_runtime.cli import input_stem, main
-from ks_runtime.report import write_lossless_video
-from ks_runtime.sinks import csv_columns, read_results_csv
+from ks_runtime.io.table import csv_columns, read_results_csv
+from ks_runtime.tools.policy_report import write_lossless_video
 from tests.runtime.conftest import synth_frames
 
 SPEC = "synthau:tiny:S05:T1"
@@ -79,7 +79,7 @@ def test_input_stems():
 def test_ks_run_on_a_synthau_video_gives_ks_train_evals_f1(bundle, checkpoint, tmp_path, capsys):
     import torch
 
-    from ks_runtime.sources import SynthAUSource
+    from ks_runtime.io.sources import SynthAUSource
     from ks_train import checkpoint as ckpt
     from ks_train.config import ExperimentConfig
     from ks_train.data.base import VideoSequence

@@ -7,13 +7,13 @@ import logging
 import numpy as np
 import pytest
 
+from ks_runtime.core.errors import BundleError, ConfigError
+from ks_runtime.core.metrics import f1_report
 from ks_runtime.detector import Detector
-from ks_runtime.engines import EngineError
-from ks_runtime.errors import BundleError, ConfigError
-from ks_runtime.metrics import f1_report
-from ks_runtime.report import with_labels, write_lossless_video
-from ks_runtime.sinks import read_results_csv
-from ks_runtime.sources import SourceError, VideoSource
+from ks_runtime.engine.base import EngineError
+from ks_runtime.io.sources import SourceError, VideoSource
+from ks_runtime.io.table import read_results_csv
+from ks_runtime.tools.policy_report import with_labels, write_lossless_video
 from tests.runtime.conftest import synth_frames
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import cpp_ext.cuda as kcuda
-from ks_runtime import engine_trt as T
-from ks_runtime import gpu, ops
-from ks_runtime.bundle import MANIFEST, graph_specs, read_manifest
-from ks_runtime.engines import EngineError, create_engine
-from ks_runtime.ort_graphs import BundleGraphs, open_session
+from ks_runtime.core import kernels
+from ks_runtime.core.bundle import MANIFEST, graph_specs, read_manifest
+from ks_runtime.engine import create_engine, gpu_probe
+from ks_runtime.engine import trt as T
+from ks_runtime.engine.base import EngineError
+from ks_runtime.engine.ort_graphs import BundleGraphs, open_session
 from tests.gpu_skip import needs
 from tests.runtime.conftest import synth_frames
 
@@ -96,13 +97,13 @@ class HostOps:
 
     def pack_frames(self, src, shape, dst, dtype, mean, std, swap_rb) -> None:
         frames = np.ascontiguousarray(self.arena.view(src, shape, np.uint8))
-        pack = kcuda.emulate_pack_frames if EMULATED else ops.pack_frames
+        pack = kcuda.emulate_pack_frames if EMULATED else kernels.pack_frames
         out = pack(frames, mean, std, swap_rb=swap_rb, out_dtype=dtype)
         self.arena.view(dst, out.shape, dtype)[...] = out
 
     def gather_clips(self, ring, ring_shape, dtype, first, count, ends, n, dst, stride=1) -> None:
         rows = np.ascontiguousarray(self.arena.view(ring, ring_shape, dtype))
-        gather = kcuda.emulate_gather_clips if EMULATED else ops.gather_clips
+        gather = kcuda.emulate_gather_clips if EMULATED else kernels.gather_clips
         out = gather(rows, first, count, ends, n, stream_start=0, stride=stride)
         self.arena.view(dst, out.shape, dtype)[...] = out
 
@@ -222,7 +223,7 @@ def test_no_engine_for_this_gpu_lists_what_there_is_and_how_to_build(bundle, tmp
 
 
 def test_a_badly_named_listed_engine_is_a_bundle_error(bundle, tmp_path):
-    from ks_runtime.errors import BundleError
+    from ks_runtime.core.errors import BundleError
 
     manifest = _with_engines(bundle, tmp_path, listed=["encoder.plan"])
     with pytest.raises(BundleError, match="tensorrt.engines"):
@@ -351,18 +352,19 @@ def test_frames_and_clips_of_two_streams_share_batches(device, bundle):
 
 @pytest.mark.parametrize("policy", ["last", "shift", "center", "ensemble"])
 def test_stream_engine_keeps_the_rings_on_the_device(device, bundle, policy):
-    """StreamEngine over the device path: two interleaved streams (one with a face gap, so three streams),
+    """StreamScheduler over the device path: two interleaved streams (one with a face gap, so three streams),
     small batches so the rings wrap; every result equals dense testing, nothing but the probabilities comes
     back to the host, and every ring is freed when its stream is done."""
-    from ks_runtime.faces import NO_FACE, AlignedFaces
-    from ks_runtime.sources import SourceFrame
-    from ks_runtime.stream import StreamConfig, StreamEngine
+    from ks_runtime.core.results import NO_FACE
+    from ks_runtime.faces.base import AlignedFaces
+    from ks_runtime.io.sources import SourceFrame
+    from ks_runtime.stream import StreamConfig, StreamScheduler
 
     engine, host, arena = device
     manifest = engine.manifest
     a, _ = synth_frames(19, subject=0)
     b, _ = synth_frames(11, subject=1)
-    streamer = StreamEngine(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
+    streamer = StreamScheduler(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
     assert streamer.device_rings
     stage, live, results = AlignedFaces(manifest.preprocess), dict(arena.live), []
     gap = 8  # frame 8 of `a` has no face: it ends a's first stream
@@ -388,9 +390,9 @@ def test_stream_engine_keeps_the_rings_on_the_device(device, bundle, policy):
 def test_a_strided_bundle_gathers_strided_clips_on_the_device(strided_bundle, policy):
     """A model with clip_stride 2: the gather kernel cuts slots 2 frames apart, densely and while streaming
     through wrapping device rings, equal to onnxruntime's dense run (which test_export ties to PyTorch)."""
-    from ks_runtime.faces import AlignedFaces
-    from ks_runtime.sources import SourceFrame
-    from ks_runtime.stream import StreamConfig, StreamEngine
+    from ks_runtime.faces.base import AlignedFaces
+    from ks_runtime.io.sources import SourceFrame
+    from ks_runtime.stream import StreamConfig, StreamScheduler
 
     manifest = read_manifest(strided_bundle)
     host = HostOps(Arena())
@@ -400,7 +402,7 @@ def test_a_strided_bundle_gathers_strided_clips_on_the_device(strided_bundle, po
     frames, _ = synth_frames(21)
     want = BundleGraphs(strided_bundle, roles=("encoder", "head")).dense_probabilities(frames, policy)
     np.testing.assert_allclose(engine.dense_probabilities(frames, policy), want, atol=1e-5)
-    streamer = StreamEngine(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
+    streamer = StreamScheduler(engine, manifest.preprocess, StreamConfig(policy, batch_size=3))
     assert streamer.device_rings and streamer.ring_rows < len(frames)
     stage, results = AlignedFaces(manifest.preprocess), []
     for i, frame in enumerate(frames):
@@ -430,7 +432,7 @@ def test_device_path_refuses_bad_arguments(device):
 # --- the real thing ------------------------------------------------------------------------------------------------
 
 def test_trt_engine_without_tensorrt_says_why(bundle):
-    reason = gpu.missing("tensorrt", "cuda-python")
+    reason = gpu_probe.missing("tensorrt", "cuda-python")
     if reason is None:
         pytest.skip("tensorrt and cuda-python are installed here")
     with pytest.raises(EngineError, match="engine 'trt' .*not available in this build: " + reason.split(" (")[0]):

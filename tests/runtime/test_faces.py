@@ -1,4 +1,4 @@
-"""Face stages on raw video (ks_runtime/faces.py, tracking.py, face_haar.py, face_dlib.py, face_eval.py): the
+"""Face stages on raw video (ks_runtime/faces/ and tools/face_eval.py): the
 alignment maths, the template from the manifest, `auto`, and each backend scored against SynthAU scene-mode
 ground truth; and a raw video whose face leaves the frame, streamed through a real bundle."""
 
@@ -8,15 +8,20 @@ import cv2
 import numpy as np
 import pytest
 
-from ks_runtime import face_eval, faces, ops
-from ks_runtime.errors import BundleError, ConfigError
-from ks_runtime.face_dlib import dlib_missing
-from ks_runtime.face_haar import CONFIDENCE_EYES, CONFIDENCE_RATIOS, EYE_RATIOS, HaarFaces, eyes_from_box, pick_eyes
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core import kernels
+from ks_runtime.core.errors import BundleError, ConfigError
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.core.results import NO_FACE
+from ks_runtime.core.template import TEMPLATE_POINTS, default_template, template_from_alignment, template_pixels
+from ks_runtime.faces.align import align_crop, align_matrix, similarity
+from ks_runtime.faces.dlib import dlib_missing
+from ks_runtime.faces.haar import CONFIDENCE_EYES, CONFIDENCE_RATIOS, EYE_RATIOS, HaarFaces, eyes_from_box, pick_eyes
+from ks_runtime.faces.registry import align_frames, auto_face_stage, create_face_stage
+from ks_runtime.faces.tracking import TrackerConfig
 from ks_runtime.synth.face import alignment_template
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import SceneOptions, render_scene_sequence
-from ks_runtime.tracking import TrackerConfig
+from ks_runtime.tools import face_eval
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +44,27 @@ def test_similarity_recovers_a_known_transform_from_two_or_five_points():
     for k in (2, 5):
         src = rng.uniform(0, 640, size=(k, 2))
         dst = src @ truth[:, :2].T + truth[:, 2]
-        np.testing.assert_allclose(faces.similarity(src, dst), truth, atol=1e-9)
+        np.testing.assert_allclose(similarity(src, dst), truth, atol=1e-9)
     mirrored = src * np.array([-1.0, 1.0])  # a reflection is not a similarity: the best fit leaves a residual
-    fit = faces.similarity(src, mirrored)
+    fit = similarity(src, mirrored)
     assert np.linalg.det(fit[:, :2]) > 0
     with pytest.raises(ValueError, match="coincide"):
-        faces.similarity(np.ones((2, 2)), np.zeros((2, 2)))
+        similarity(np.ones((2, 2)), np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize("face_px", [40.0, 300.0])  # the crop magnifies, or shrinks by more than 2 (area path)
 def test_align_crop_puts_the_eyes_on_the_template(face_px):
     size = 64
-    template = faces.default_template()
+    template = default_template()
     frame = np.full((480, 640, 3), 90, np.uint8)
     eyes = np.array([[300.0, 200.0], [300.0 + face_px * 0.35, 200.0 + face_px * 0.06]])  # some roll
     radius = max(2, int(face_px * 0.04))
     for x, y in eyes:
         cv2.circle(frame, (int(round(x)), int(round(y))), radius, (255, 255, 255), -1)
-    crop = faces.align_crop(frame, faces.align_matrix(eyes, template, size), size)
+    crop = align_crop(frame, align_matrix(eyes, template, size), size)
     assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
     bright = crop[..., 0].astype(float) - 90
-    for target in faces.template_pixels(template[:2], size):
+    for target in template_pixels(template[:2], size):
         x, y = int(round(target[0])), int(round(target[1]))
         patch = np.clip(bright[y - 3:y + 4, x - 3:x + 4], 0, None)
         yy, xx = np.mgrid[y - 3:y + 4, x - 3:x + 4]
@@ -70,24 +75,24 @@ def test_align_crop_puts_the_eyes_on_the_template(face_px):
 def test_align_crop_is_warp_crop_when_the_face_is_not_much_larger_than_the_crop():
     frame = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     matrix = rotation(5.0, 0.8, (-20.0, 3.0))
-    np.testing.assert_array_equal(faces.align_crop(frame, matrix, 48),
-                                  ops.warp_crop(frame, matrix, (48, 48), border="replicate"))
+    np.testing.assert_array_equal(align_crop(frame, matrix, 48),
+                                  kernels.warp_crop(frame, matrix, (48, 48), border="replicate"))
 
 
 def test_the_template_comes_from_the_manifest_and_falls_back_to_synthau():
-    expected = np.array([alignment_template()[name] for name in faces.TEMPLATE_POINTS])
-    np.testing.assert_array_equal(faces.template_from_alignment({}), expected)
-    np.testing.assert_array_equal(faces.template_from_alignment({"mode": "aligned_crops", "template": None}), expected)
+    expected = np.array([alignment_template()[name] for name in TEMPLATE_POINTS])
+    np.testing.assert_array_equal(template_from_alignment({}), expected)
+    np.testing.assert_array_equal(template_from_alignment({"mode": "aligned_crops", "template": None}), expected)
     moved = {name: [x + 0.01, y] for name, (x, y) in alignment_template().items()}
-    np.testing.assert_allclose(faces.template_from_alignment({"template": moved}), expected + [0.01, 0.0])
+    np.testing.assert_allclose(template_from_alignment({"template": moved}), expected + [0.01, 0.0])
     for bad in ({"left_eye": [0.3, 0.4]}, {**moved, "nose_tip": ["x", 0.5]}, {**moved, "nose_tip": [1.5, 0.5]},
                 {**moved, "left_eye": [0.7, 0.4]}):
         with pytest.raises(BundleError, match="alignment.template"):
-            faces.template_from_alignment({"template": bad})
+            template_from_alignment({"template": bad})
 
 
 def test_the_exported_bundle_carries_the_synthau_template(bundle):
-    from ks_runtime.bundle import read_manifest
+    from ks_runtime.core.bundle import read_manifest
 
     manifest = read_manifest(bundle)
     assert manifest.alignment["template"] == alignment_template()
@@ -95,20 +100,20 @@ def test_the_exported_bundle_carries_the_synthau_template(bundle):
 
 
 def test_auto_takes_small_squares_as_aligned_crops_and_raw_frames_to_haar():
-    assert faces.auto_face_stage((64, 64, 3), 32) == "aligned"
-    assert faces.auto_face_stage((224, 224, 3), 224) == "aligned"
-    assert faces.auto_face_stage((480, 640, 3), 64) == "haar"
-    assert faces.auto_face_stage((720, 720, 3), 64) == "haar"
-    stage = faces.create_face_stage("auto", Preprocess(size=32))
+    assert auto_face_stage((64, 64, 3), 32) == "aligned"
+    assert auto_face_stage((224, 224, 3), 224) == "aligned"
+    assert auto_face_stage((480, 640, 3), 64) == "haar"
+    assert auto_face_stage((720, 720, 3), 64) == "haar"
+    stage = create_face_stage("auto", Preprocess(size=32))
     face = stage(np.zeros((48, 48, 3), np.uint8), 0)
     assert face.success and face.crop.shape == (32, 32, 3) and stage.chosen.name == "aligned"
     stage.reset()
-    assert stage(np.zeros((240, 320, 3), np.uint8), 0) is faces.NO_FACE and stage.chosen.name == "haar"
+    assert stage(np.zeros((240, 320, 3), np.uint8), 0) is NO_FACE and stage.chosen.name == "haar"
 
 
 def test_unknown_stages_are_refused_naming_the_known_ones():
     with pytest.raises(ConfigError, match="face stage 'mtcnn' is not known; known: aligned, auto, dlib, haar"):
-        faces.create_face_stage("mtcnn", Preprocess(size=32))
+        create_face_stage("mtcnn", Preprocess(size=32))
 
 
 # --- haar ------------------------------------------------------------------------------------------------------
@@ -164,11 +169,11 @@ def test_dlib_finds_and_aligns_scene_faces(scenes):
 
 
 def test_dlib_missing_is_refused_with_what_to_install(monkeypatch):
-    from ks_runtime import face_dlib
+    from ks_runtime.faces import dlib as face_dlib
 
     monkeypatch.setattr(face_dlib, "dlib", None)
     with pytest.raises(ConfigError, match="pip install dlib-bin face_recognition_models"):
-        faces.create_face_stage("dlib", Preprocess(size=32))
+        create_face_stage("dlib", Preprocess(size=32))
 
 
 def test_the_face_report_prints_a_row_per_backend(capsys):
@@ -179,7 +184,7 @@ def test_the_face_report_prints_a_row_per_backend(capsys):
 
 def test_a_track_is_lost_when_the_face_goes_and_found_again_when_it_comes_back(scenes):
     seq = scenes[0]
-    stage = faces.create_face_stage("haar", Preprocess(size=32))
+    stage = create_face_stage("haar", Preprocess(size=32))
     success = np.array([stage(image, t).success for t, image in enumerate(seq.frames)])
     gone = np.flatnonzero(~seq.face_visible)
     assert len(gone) > 10
@@ -189,9 +194,9 @@ def test_a_track_is_lost_when_the_face_goes_and_found_again_when_it_comes_back(s
 
 
 def test_align_frames_aligns_a_raw_video_for_training(scenes):
-    crops, success, confidence = faces.align_frames(scenes[0].frames[:6], 40)
+    crops, success, confidence = align_frames(scenes[0].frames[:6], 40)
     assert crops.shape == (6, 40, 40, 3) and success.all() and (confidence > 0.5).all()
-    crops, success, _ = faces.align_frames(np.zeros((3, 120, 160, 3), np.uint8), 40)
+    crops, success, _ = align_frames(np.zeros((3, 120, 160, 3), np.uint8), 40)
     assert not success.any() and not crops.any()
 
 
@@ -201,7 +206,7 @@ def test_raw_video_with_the_face_leaving_gives_no_face_rows_and_edge_replicated_
     """A face that leaves the frame ends the stream (success=0 rows, empty AUs); each face stream's results
     equal dense testing of that stream's crops alone (edges replicated at both ends), under a look-ahead policy."""
     from ks_runtime.detector import Detector
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.engine.ort_graphs import BundleGraphs
     from ks_runtime.synth.scene import write_scene_video
 
     cfg = SynthConfig(size="tiny", frames=90, seed=11)

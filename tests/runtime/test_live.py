@@ -8,11 +8,11 @@ import pytest
 
 from ks_runtime.cli import input_stem, main
 from ks_runtime.detector import Detector
-from ks_runtime.engines import Engine
-from ks_runtime.faces import AlignedFaces
-from ks_runtime.sinks import read_results_csv
-from ks_runtime.sources import ArraySource, CameraSource, SimulatedCamera, SourceError, is_camera_spec, open_source
-from ks_runtime.stream import Runner, StreamConfig, StreamEngine
+from ks_runtime.engine.base import Engine
+from ks_runtime.faces.base import AlignedFaces
+from ks_runtime.io.sources import ArraySource, CameraSource, SimulatedCamera, SourceError, is_camera_spec, open_source
+from ks_runtime.io.table import read_results_csv
+from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 from tests.runtime.conftest import FakeEngine, synth_frames
 
 
@@ -74,7 +74,7 @@ def test_a_slow_reader_of_a_camera_finds_only_the_newest_frames(frames):
 def test_a_live_source_faster_than_the_engine_drops_the_oldest_and_counts_them(frames):
     engine = FakeEngine(delay=0.03)  # about 30 batches a second, the camera gives 200 frames a second
     preprocess = _pre()
-    streamer = StreamEngine(engine, preprocess, StreamConfig(batch_size=2, queue_size=4, max_wait_ms=1))
+    streamer = StreamScheduler(engine, preprocess, StreamConfig(batch_size=2, queue_size=4, max_wait_ms=1))
     runner = Runner(streamer)
     camera = SimulatedCamera(frames, fps=200)
     results = [r for batch in runner.run({"cam": (camera, AlignedFaces(preprocess))}) for r in batch]
@@ -89,7 +89,7 @@ def test_a_live_source_faster_than_the_engine_drops_the_oldest_and_counts_them(f
 
 def test_a_file_source_never_drops_however_slow_the_engine(frames):
     engine = FakeEngine(delay=0.01)
-    streamer = StreamEngine(engine, _pre(), StreamConfig(batch_size=2, queue_size=2, max_wait_ms=1))
+    streamer = StreamScheduler(engine, _pre(), StreamConfig(batch_size=2, queue_size=2, max_wait_ms=1))
     runner = Runner(streamer)
     results = [r for batch in runner.run({"file": (ArraySource(frames[:20], fps=25), AlignedFaces(_pre()))})
                for r in batch]
@@ -111,7 +111,7 @@ def test_the_detector_reports_the_frames_a_camera_dropped(bundle, frames, tmp_pa
 
 
 def _pre():
-    from ks_runtime.preprocess import Preprocess
+    from ks_runtime.core.preprocess import Preprocess
 
     return Preprocess(size=16)
 
@@ -151,7 +151,7 @@ def test_webcam_indices_open_a_camera_source(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "0").mkdir()
     assert not is_camera_spec("0")  # a folder named 0 is a folder
-    monkeypatch.setattr("ks_runtime.sources.cv2.VideoCapture", FakeCapture)
+    monkeypatch.setattr("ks_runtime.io.sources.cv2.VideoCapture", FakeCapture)
     camera = open_source(1 - 1)
     assert isinstance(camera, CameraSource) and camera.live and camera.fps == 30.0
     items = []
@@ -173,7 +173,7 @@ def test_no_camera_here_is_a_clear_error():
 def test_openface_device_flag_reads_the_webcam(bundle, monkeypatch, tmp_path, capsys):
     """`-device 0` as OpenFace: raw camera frames go through the face detector (`auto`); a frame without a face
     still gets its row; the rows read before the camera went away are written, then exit 1."""
-    monkeypatch.setattr("ks_runtime.sources.cv2.VideoCapture", FakeCapture)
+    monkeypatch.setattr("ks_runtime.io.sources.cv2.VideoCapture", FakeCapture)
     code = main([str(bundle), "-device", "0", "-out_dir", str(tmp_path), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1 and "webcam 0: frame 6" in captured.err and "dropped" in captured.out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ks_runtime.metrics import f1_report
+from ks_runtime.core.metrics import f1_report
 
 
 def test_f1_against_a_hand_computed_case():

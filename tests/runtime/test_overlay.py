@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 
 from ks_runtime.cli import main
-from ks_runtime.errors import ConfigError
-from ks_runtime.faces import Face
-from ks_runtime.sinks import (
-    FACE_COLOUR,
-    OFF,
-    ON,
-    OVERLAY_MIN_HEIGHT,
-    PANEL_WIDTH,
-    FrameTap,
-    LiveView,
-    OverlaySink,
-    display_problem,
-    draw_overlay,
-    read_results_csv,
-)
-from ks_runtime.stream import FrameResult
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.faces.tap import FrameTap
+from ks_runtime.io.live_view import LiveView, display_problem
+from ks_runtime.io.overlay import FACE_COLOUR, OFF, ON, OVERLAY_MIN_HEIGHT, PANEL_WIDTH, OverlaySink, draw_overlay
+from ks_runtime.io.table import read_results_csv
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import SceneOptions, read_scene_csv, render_scene_sequence, write_scene_video
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ks_runtime.policy import POLICIES, clips_for_frame, dense_clip_indices, key_slots, lookahead
+from ks_runtime.core.policy import POLICIES, clips_for_frame, dense_clip_indices, key_slots, lookahead
 
 
 def test_last_is_causal_and_replicates_the_first_frame():

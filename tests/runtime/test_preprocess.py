@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ks_runtime.preprocess import Preprocess, as_uint8_colour, crop_box, to_network_input
+from ks_runtime.core.preprocess import Preprocess, as_uint8_colour, crop_box, to_network_input
 
 
 def test_network_input_normalises_each_channel_in_nchw():

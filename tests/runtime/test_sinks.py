@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ks_runtime.errors import OutputError
-from ks_runtime.sinks import CsvSink, RunStats, csv_columns, read_results_csv, results_table, timeline_png
-from ks_runtime.stream import FrameResult
+from ks_runtime.core.errors import OutputError
+from ks_runtime.core.results import FrameResult
+from ks_runtime.io.summary import RunStats
+from ks_runtime.io.table import CsvSink, csv_columns, read_results_csv, results_table
+from ks_runtime.io.timeline import timeline_png
 
 COLUMNS = ("AU01", "AU02", "AU12")
 THRESHOLDS = (0.5, 0.3, 0.7)
@@ -107,7 +109,7 @@ def test_the_summary_reports_latency_percentiles_drops_and_f1():
 
 
 def test_latency_reservoir_is_exact_below_capacity_and_bounded_above():
-    from ks_runtime.sinks import LatencyReservoir
+    from ks_runtime.io.summary import LatencyReservoir
 
     small = LatencyReservoir(capacity=1000)
     values = np.random.default_rng(1).exponential(0.02, 500)
@@ -126,7 +128,7 @@ def test_latency_reservoir_is_exact_below_capacity_and_bounded_above():
 
 
 def test_latency_reservoir_rejects_zero_capacity():
-    from ks_runtime.sinks import LatencyReservoir
+    from ks_runtime.io.summary import LatencyReservoir
 
     with pytest.raises(ValueError, match="capacity"):
         LatencyReservoir(capacity=0)

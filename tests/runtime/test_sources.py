@@ -8,20 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from ks_runtime.faces import AlignedFaces
-from ks_runtime.sources import (
+from ks_runtime.faces.base import AlignedFaces
+from ks_runtime.io.queues import FrameQueue, QueueClosed
+from ks_runtime.io.sources import (
     ArraySource,
-    FrameQueue,
     ImageFolderSource,
     Paced,
-    QueueClosed,
     SourceError,
     SynthAUSource,
     SynthSpec,
     VideoSource,
     open_source,
 )
-from ks_runtime.stream import Runner, StreamConfig, StreamEngine
+from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 from tests.runtime.conftest import FakeEngine, synth_frames
 
 
@@ -175,10 +174,10 @@ def test_a_live_queue_drops_the_oldest_and_counts_them():
 
 
 def run_source(source, delay):
-    from ks_runtime.preprocess import Preprocess
+    from ks_runtime.core.preprocess import Preprocess
 
     engine, pre = FakeEngine(delay=delay), Preprocess(size=16)
-    runner = Runner(StreamEngine(engine, pre, StreamConfig("last", batch_size=2, queue_size=4)))
+    runner = Runner(StreamScheduler(engine, pre, StreamConfig("last", batch_size=2, queue_size=4)))
     results = [r for batch in runner.run({"cam": (source, AlignedFaces(pre))}) for r in batch]
     return results, runner.dropped["cam"]
 

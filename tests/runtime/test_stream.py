@@ -1,20 +1,21 @@
 """ks_runtime/stream.py: streamed outputs equal dense testing (clip.onnx) for every policy, batch size and
 interleaving; results become final exactly when the policy allows; streams end and restart on faceless frames;
-batches wait a bounded time; clips are cut from the ring by ops.gather_clips."""
+batches wait a bounded time; clips are cut from the ring by kernels.gather_clips."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from ks_runtime import ops
-from ks_runtime.errors import ConfigError
-from ks_runtime.faces import NO_FACE, AlignedFaces
-from ks_runtime.ort_graphs import BundleGraphs
-from ks_runtime.policy import POLICIES, dense_clip_indices, lookahead
-from ks_runtime.preprocess import to_network_input
-from ks_runtime.sources import ArraySource, SourceError, SourceFrame
-from ks_runtime.stream import Runner, StreamConfig, StreamEngine
+from ks_runtime.core import kernels
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.policy import POLICIES, dense_clip_indices, lookahead
+from ks_runtime.core.preprocess import to_network_input
+from ks_runtime.core.results import NO_FACE
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.faces.base import AlignedFaces
+from ks_runtime.io.sources import ArraySource, SourceError, SourceFrame
+from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 from tests.runtime.conftest import FakeEngine, fake_dense, synth_frames
 
 TOL = 1e-5
@@ -48,7 +49,7 @@ def graphs(bundle):
 
 @pytest.fixture(scope="module")
 def ort_engine(bundle):
-    from ks_runtime.engines import create_engine
+    from ks_runtime.engine import create_engine
 
     return create_engine(bundle)
 
@@ -62,7 +63,7 @@ def video():
 def test_streamed_outputs_equal_clip_onnx_run_densely(graphs, ort_engine, video, policy):
     reference = clip_dense(graphs, video, policy)
     for batch in (1, 7):
-        streamer = StreamEngine(ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=batch,
+        streamer = StreamScheduler(ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=batch,
                                                                                      head_batch=5))
         results = push_all(streamer, video)
         assert [r.index for r in results] == list(range(len(video)))
@@ -73,7 +74,7 @@ def test_streamed_outputs_equal_clip_onnx_run_densely(graphs, ort_engine, video,
 @pytest.mark.parametrize("policy", POLICIES)
 def test_two_interleaved_streams_each_equal_their_dense_run(graphs, ort_engine, video, policy):
     other = synth_frames(17, subject=1)[0]
-    streamer = StreamEngine(ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=7))
+    streamer = StreamScheduler(ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=7))
     stage = AlignedFaces(graphs.manifest.preprocess)
     results = []
     for i, (a, b) in enumerate(itertools.zip_longest(video, other)):
@@ -94,7 +95,7 @@ def test_two_interleaved_streams_each_equal_their_dense_run(graphs, ort_engine, 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_results_become_final_as_soon_as_the_policy_allows(fake_engine, small_preprocess, policy):
     n, frames = fake_engine.clip_len, synth_frames(11, size=16)[0]
-    streamer = StreamEngine(fake_engine, small_preprocess, StreamConfig(policy, batch_size=1))
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig(policy, batch_size=1))
     stage = AlignedFaces(small_preprocess)
     for t, frame in enumerate(frames):
         streamer.push("a", SourceFrame(frame, t / 25, t), stage(frame, t))
@@ -113,7 +114,7 @@ def test_a_faceless_frame_ends_the_stream_and_the_next_face_starts_one(fake_engi
     frames = synth_frames(20, size=16)[0]
     gap = range(8, 11)
     faces = [NO_FACE if i in gap else None for i in range(len(frames))]
-    results = push_all(StreamEngine(fake_engine, small_preprocess, StreamConfig(policy, batch_size=4)), frames,
+    results = push_all(StreamScheduler(fake_engine, small_preprocess, StreamConfig(policy, batch_size=4)), frames,
                        faces=faces)
     assert [r.index for r in results] == list(range(len(frames)))
     for r in results:
@@ -134,7 +135,7 @@ def test_a_strided_model_streams_its_dense_clips(small_preprocess, policy):
     gap = range(30, 32)
     faces = [NO_FACE if i in gap else None for i in range(len(frames))]
     for batch in (1, 5):
-        streamer = StreamEngine(engine, small_preprocess, StreamConfig(policy, batch_size=batch))
+        streamer = StreamScheduler(engine, small_preprocess, StreamConfig(policy, batch_size=batch))
         assert streamer.ring_rows < 30  # the first stream wraps the ring
         results = push_all(streamer, frames, faces=faces)
         assert [r.index for r in results] == list(range(len(frames)))
@@ -153,7 +154,7 @@ def test_a_strided_model_finalises_once_its_farthest_slot_is_encoded(small_prepr
     # The frame each frame waits for, written out per policy: the clip holding t at slot m ends (n-1-m)*S later.
     reach = {"last": lambda t: t, "center": lambda t: t + (n - 1 - n // 2) * stride,
              "shift": lambda t: t + (n - 1 - t % n) * stride, "ensemble": lambda t: t + (n - 1) * stride}[policy]
-    streamer = StreamEngine(engine, small_preprocess, StreamConfig(policy, batch_size=1))
+    streamer = StreamScheduler(engine, small_preprocess, StreamConfig(policy, batch_size=1))
     stage = AlignedFaces(small_preprocess)
     done = 0
     for t, frame in enumerate(frames):
@@ -168,15 +169,15 @@ def test_a_strided_model_finalises_once_its_farthest_slot_is_encoded(small_prepr
 
 
 def test_clips_are_cut_from_the_ring_by_ops_gather_clips(fake_engine, small_preprocess, monkeypatch):
-    calls, original = [], ops.gather_clips
+    calls, original = [], kernels.gather_clips
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ops, "gather_clips", spy)
+    monkeypatch.setattr(kernels, "gather_clips", spy)
     frames = synth_frames(30, size=16)[0]
-    streamer = StreamEngine(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=4))
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=4))
     results = push_all(streamer, frames)
     assert len(results) == 30 and calls
     assert all(shape[0] == streamer.ring_rows < 30 for shape in calls)  # a ring, not the whole video
@@ -186,7 +187,7 @@ def test_clips_are_cut_from_the_ring_by_ops_gather_clips(fake_engine, small_prep
 
 def test_an_encoder_batch_waits_at_most_max_wait(fake_engine, small_preprocess):
     now = [0.0]
-    streamer = StreamEngine(fake_engine, small_preprocess, StreamConfig(batch_size=4, max_wait_ms=10.0),
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig(batch_size=4, max_wait_ms=10.0),
                             clock=lambda: now[0])
     frame = synth_frames(2, size=16)[0][0]
     streamer.push("a", SourceFrame(frame, 0.0, 0), AlignedFaces(small_preprocess)(frame, 0))
@@ -205,7 +206,7 @@ def test_an_encoder_batch_waits_at_most_max_wait(fake_engine, small_preprocess):
 
 def test_runner_batches_two_sources_and_keeps_each_in_order(fake_engine, small_preprocess):
     a, b = synth_frames(25, size=16)[0], synth_frames(19, size=16, subject=1)[0]
-    streamer = StreamEngine(fake_engine, small_preprocess, StreamConfig("center", batch_size=6, queue_size=4))
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("center", batch_size=6, queue_size=4))
     stage = AlignedFaces(small_preprocess)
     results = [r for batch in Runner(streamer).run({"a": (ArraySource(a, fps=25), stage),
                                                     "b": (ArraySource(b, fps=25), AlignedFaces(small_preprocess))})
@@ -225,7 +226,7 @@ def test_a_source_error_is_raised_after_every_frame_read_before_it(fake_engine, 
         yield from frames[:6]
         raise SourceError("clip.avi: frame 6 cannot be decoded")
 
-    streamer = StreamEngine(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=4))
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=4))
     seen = []
     with pytest.raises(SourceError, match="frame 6"):
         for batch in Runner(streamer).run({"a": (ArraySource(broken(), fps=25), AlignedFaces(small_preprocess))}):
@@ -242,10 +243,10 @@ def test_stream_config_refuses_bad_values(bad):
 
 
 def test_a_crop_of_the_wrong_size_is_refused_naming_the_frame(fake_engine, small_preprocess):
-    from ks_runtime.errors import DataError
-    from ks_runtime.faces import Face
+    from ks_runtime.core.errors import DataError
+    from ks_runtime.core.results import Face
 
-    streamer = StreamEngine(fake_engine, small_preprocess)
+    streamer = StreamScheduler(fake_engine, small_preprocess)
     with pytest.raises(DataError, match="frame 4"):
         streamer.push("a", SourceFrame(np.zeros((8, 8, 3), np.uint8), 0.0, 4), Face(np.zeros((8, 8, 3), np.uint8), 1))
     # the refused frame left nothing behind: the stream still closes cleanly
@@ -255,7 +256,7 @@ def test_a_crop_of_the_wrong_size_is_refused_naming_the_frame(fake_engine, small
 def test_fake_engine_is_a_faithful_reference():
     # the dense reference itself depends on the frames' order and the slot (else the tests above prove little)
     engine = FakeEngine()
-    from ks_runtime.preprocess import Preprocess
+    from ks_runtime.core.preprocess import Preprocess
 
     frames = synth_frames(9, size=16)[0]
     pre = Preprocess(size=16)
@@ -265,7 +266,7 @@ def test_fake_engine_is_a_faithful_reference():
 
 def test_the_numpy_fallback_of_ops_streams_the_same_numbers(fake_engine, small_preprocess, monkeypatch):
     frames = synth_frames(17, size=16)[0]
-    built = push_all(StreamEngine(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=5)), frames)
-    monkeypatch.setattr(ops, "_CPP_EXT", None)  # as when cpp_ext is not built
-    fallback = push_all(StreamEngine(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=5)), frames)
+    built = push_all(StreamScheduler(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=5)), frames)
+    monkeypatch.setattr(kernels, "_CPP_EXT", None)  # as when cpp_ext is not built
+    fallback = push_all(StreamScheduler(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=5)), frames)
     assert np.abs(np.stack([r.probs for r in built]) - np.stack([r.probs for r in fallback])).max() <= 1e-6

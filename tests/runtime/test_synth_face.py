@@ -6,7 +6,7 @@ from dataclasses import asdict, fields, replace
 import numpy as np
 import pytest
 
-from ks_runtime.synth import _draw, face
+from ks_runtime.synth import drawing, face
 
 ALL = face.ALL_AUS
 OFF = face.NuisanceStrengths(head_pose_deg=0.0, jitter_px=0.0, lighting=0.0, noise=0.0, colour_cast=0.0,
@@ -210,7 +210,7 @@ def test_head_pose_moves_the_face():
 
 
 def test_au_grid_has_a_row_per_au():
-    from ks_runtime.au import get_au_set
+    from ks_runtime.core.au import get_au_set
     from ks_runtime.synth.preview import au_grid
 
     size = 64
@@ -399,7 +399,7 @@ def test_draw_face_into_a_larger_canvas_matches_the_aligned_crop():
     size, ox, oy = 96, 57, 83
     crop = face.render_frame(identity, ALL, values, still, 0, size, np.random.default_rng(0))
     canvas = np.zeros((300, 400, 3), np.uint8)
-    canvas[oy:oy + size, ox:ox + size] = _draw._background(face._model(identity)[1].background, size)
+    canvas[oy:oy + size, ox:ox + size] = drawing._background(face._model(identity)[1].background, size)
     geometry = face.draw_face_into(canvas, identity, ALL, values, still, 0, size, (size / 2 - 0.5 + ox,
                                                                                    size / 2 - 0.5 + oy))
     inner = slice(2, size - 2)  # polygons clipped at the crop's border anti-alias a little differently

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ks_runtime.au import BP4D, DISFA, AUSet
+from ks_runtime.core.au import BP4D, DISFA, AUSet
 from ks_runtime.synth import labels, stats
 
 

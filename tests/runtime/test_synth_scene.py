@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.synth import face, labels, scene
 from ks_runtime.synth.generate import (
     GENERATOR_VERSION,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ks_runtime.errors import CheckpointError, ConfigError
+from ks_runtime.core.errors import CheckpointError, ConfigError
 from ks_train.model.backbones import (
     BACKBONES,
     Backbone,

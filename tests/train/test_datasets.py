@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ks_runtime.au import BP4D, DISFA
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.au import BP4D, DISFA
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_train.data.bp4d import read_bp4d, read_bp4dplus
 from ks_train.data.disfa import read_disfa
 from ks_train.data.generic import read_generic

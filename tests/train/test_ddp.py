@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ks_runtime.au import BP4D
+from ks_runtime.core.au import BP4D
 from ks_train.config import load_config
 from ks_train.data.base import AUDataset, VideoSequence
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ks_runtime.errors import DataError
+from ks_runtime.core.errors import DataError
 from ks_train.data.folds import (
     BP4D_PARTS,
     DISFA_PARTS,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ks_runtime.errors import DataError
+from ks_runtime.core.errors import DataError
 from ks_train.data.labelfile import read_label_csv
 
 

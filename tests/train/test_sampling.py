@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core.preprocess import Preprocess
 from ks_train.data.augment import AugmentConfig, apply_clip_augment, draw_clip_augment
 from ks_train.data.base import VideoSequence
 from ks_train.data.clips import ClipBatchBuilder

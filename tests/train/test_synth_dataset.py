@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from ks_runtime.errors import ConfigError, DataError
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.synth.generate import GENERATOR_VERSION, SynthConfig, generate_sequence, synth_parts, write_dataset
 from ks_train.data.registry import open_dataset
 from ks_train.data.synth import SynthAUDataset, read_synth, synth_dataset

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ks_runtime.au import BP4D, DISFA
-from ks_runtime.errors import CheckpointError, ConfigError
+from ks_runtime.core.au import BP4D, DISFA
+from ks_runtime.core.errors import CheckpointError, ConfigError
 from ks_train import checkpoint
 from ks_train.config import load_config
 from ks_train.data.base import AUDataset, VideoSequence

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ks_runtime.au import au_set_from_numbers, parse_au_column
-from ks_runtime.errors import BundleError
-from ks_runtime.policy import POLICIES
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core.au import au_set_from_numbers, parse_au_column
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import POLICIES
+from ks_runtime.core.preprocess import Preprocess
 
 MANIFEST = "manifest.json"
 FORMAT = "ks-bundle"

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ks_runtime import gpu
-from ks_runtime.bundle import (
+from ks_runtime.core.bundle import (
     FRAMES,
     KEY_SLOT,
     MANIFEST,
@@ -39,10 +38,11 @@ from ks_runtime.bundle import (
     Manifest,
     read_manifest,
 )
-from ks_runtime.engines import Engine, EngineError, parse_device
-from ks_runtime.errors import BundleError
-from ks_runtime.policy import check_policy, dense_clip_indices
-from ks_runtime.preprocess import resize_square
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import check_policy, dense_clip_indices
+from ks_runtime.core.preprocess import resize_square
+from ks_runtime.engine import gpu_probe
+from ks_runtime.engine.base import Engine, EngineError, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -394,18 +394,18 @@ class TrtEngine(Engine):
                  precision: str = "fp16") -> None:
         manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         kind, index = parse_device(device)
-        reason = gpu.missing("tensorrt", "cuda-python")
+        reason = gpu_probe.missing("tensorrt", "cuda-python")
         if reason is not None:
             raise EngineError(f"engine 'trt' (native TensorRT) is not available in this build: {reason}")
         if kind != "cuda":
             raise EngineError(f"engine 'trt' runs on a CUDA device; use --device cuda or cuda:N (got {device!r}), "
                               f"or --engine ort on the CPU")
-        reason = gpu.cuda_device_reason(index) or gpu.missing("cuda-kernels")
+        reason = gpu_probe.cuda_device_reason(index) or gpu_probe.missing("cuda-kernels")
         if reason is not None:
             raise EngineError(f"engine 'trt' on {device}: {reason}")
         import tensorrt as trt
 
-        info = gpu.device_info(index)
+        info = gpu_probe.device_info(index)
         paths = select_engines(manifest, info.name, trt.__version__, precision)
         ops = CudaOps(index)
         self._trt_logger = trt.Logger(trt.Logger.WARNING)

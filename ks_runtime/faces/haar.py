@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.errors import ConfigError
-from ks_runtime.faces import register_face_stage
-from ks_runtime.tracking import Measurement, TrackedFaces, box_width, clip_region, scaled_region
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.faces.base import register_face_stage
+from ks_runtime.faces.tracking import Measurement, TrackedFaces, box_width, clip_region, scaled_region
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
 
 # Eye centres in a Haar face box, as fractions of the box (x from its left edge over its width, y from its top
-# over its height), image-left eye first. Measured by `python -m ks_runtime.face_eval --measure-ratios
+# over its height), image-left eye first. Measured by `python -m ks_runtime.tools.face_eval --measure-ratios
 # --sequences 6 --frames 300`: the median over 341 frames (every 5th frame of six SynthAU 2.0 scene videos,
 # size small, seed 11, no exits) of the true eye centres relative to the whole-frame Haar box; the spread over
 # frames is 0.02-0.03 of the box, so placed eyes are off by about 0.08 of the inter-ocular distance.

@@ -17,12 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ks_runtime.au import au_set_from_numbers
-from ks_runtime.bundle import Manifest, read_manifest
-from ks_runtime.errors import ConfigError
-from ks_runtime.metrics import f1_report
-from ks_runtime.policy import POLICIES, lookahead
-from ks_runtime.sources import ArraySource, ImageFolderSource, Paced, Source, SynthAUSource, VideoSource
+from ks_runtime.core.au import au_set_from_numbers
+from ks_runtime.core.bundle import Manifest, read_manifest
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.metrics import f1_report
+from ks_runtime.core.policy import POLICIES, lookahead
+from ks_runtime.io.sources import ArraySource, ImageFolderSource, Paced, Source, SynthAUSource, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def demo_stream(bundle: Path | str, out_dir: Path | str, policy: str | None = No
     lossless video, stream it through the bundle (policy: the manifest's default), write the CSV and the
     timeline PNG into `out_dir`, and print the streamed F1, the dense F1 beside it, and the fps."""
     from ks_runtime.detector import Detector
-    from ks_runtime.ort_graphs import BundleGraphs
+    from ks_runtime.engine.ort_graphs import BundleGraphs
 
     out_dir = Path(out_dir)
     manifest = read_manifest(bundle)

@@ -144,7 +144,7 @@ def missing(*needs: str) -> str | None:
 
 
 def report() -> str:
-    """One line per GPU feature: available, or why not (`python -m ks_runtime.gpu`)."""
+    """One line per GPU feature: available, or why not (`python -m ks_runtime.engine.gpu_probe`)."""
     lines = [f"{need:<16}{REASONS[need]() or 'available'}" for need in REASONS]
     lines += [f"cuda:{d.index:<11}{d.name} ({d.sm})" for d in cuda_devices()]
     return "\n".join(lines)

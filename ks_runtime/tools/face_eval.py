@@ -1,6 +1,6 @@
 """How well each face backend finds and aligns faces, scored against SynthAU scene-mode ground truth.
 
-    python -m ks_runtime.face_eval [--sequences 4] [--frames 300] [--backends haar,dlib] [--out table.md]
+    python -m ks_runtime.tools.face_eval [--sequences 4] [--frames 300] [--backends haar,dlib] [--out table.md]
 
 Scene videos (synth/scene.py) place a SynthAU face in a 640x480 frame, moving and now and then leaving it,
 with the true face box and eye centres per frame. Per backend: the detection rate (frames with a visible
@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ks_runtime.errors import ConfigError
-from ks_runtime.faces import align_matrix, create_face_stage, template_pixels
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.core.template import template_pixels
+from ks_runtime.faces.align import align_matrix
+from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import SceneOptions, SceneSequence, render_scene_sequence
 
@@ -175,7 +177,7 @@ def markdown(scores: Sequence[FaceScore], scenes: Sequence[SceneSequence], missi
 def measure_eye_ratios(scenes: Sequence[SceneSequence], step: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
     """haar's EYE_RATIOS: the median and spread [2, 2] of the true eye centres relative to the whole-frame Haar
     box, over every `step`-th frame with a visible, detected face; and how many frames that was."""
-    from ks_runtime.face_haar import HaarFaces
+    from ks_runtime.faces.haar import HaarFaces
 
     stage = HaarFaces(Preprocess(size=64))
     ratios = []
@@ -193,7 +195,7 @@ def measure_eye_ratios(scenes: Sequence[SceneSequence], step: int = 5) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ks_runtime.face_eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ks_runtime.tools.face_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sequences", type=int, default=4, help="scene videos (subject i, task i)")
     p.add_argument("--frames", type=int, default=300, help="frames of each")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ks_runtime.bundle import (
+from ks_runtime.core.bundle import (
     CLIPS,
     FRAMES,
     GRAPH_ROLES,
@@ -24,9 +24,9 @@ from ks_runtime.bundle import (
     check_io,
     read_manifest,
 )
-from ks_runtime.errors import BundleError
-from ks_runtime.policy import dense_clip_indices
-from ks_runtime.preprocess import to_network_input
+from ks_runtime.core.errors import BundleError
+from ks_runtime.core.policy import dense_clip_indices
+from ks_runtime.core.preprocess import to_network_input
 
 log = logging.getLogger(__name__)
 

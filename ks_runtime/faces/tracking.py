@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ks_runtime.faces import NO_FACE, Face, FaceStage, align_crop, align_matrix
-from ks_runtime.preprocess import Preprocess
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.core.results import NO_FACE, Face
+from ks_runtime.faces.align import align_crop, align_matrix
+from ks_runtime.faces.base import FaceStage
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,17 @@
-"""Inference engines by name: what runs a bundle's encoder (once per frame) and head (once per clip).
-
-`ort` is onnxruntime through ks_runtime.ort_graphs: the CPU provider, or on `cuda`/`cuda:N` the CUDA provider
-(onnxruntime-gpu) with IOBinding, so inputs already on the device are bound in place; `ort-trt` is the same
-with onnxruntime's TensorRT provider first (engine and timing caches under the bundle's trt/ folder); `trt`
-is native TensorRT with our CUDA batching kernels (engine_trt.py). On a GPU provider the FP16 encoder variant
-is used when the bundle has one. Every engine has the two calls of `Engine`; the streaming runtime
-(stream.py) needs nothing else. The GPU paths are written against the documented APIs and not yet run here.
+"""The onnxruntime engine: the CPU provider, or on `cuda`/`cuda:N` the CUDA provider (onnxruntime-gpu) with
+IOBinding, so inputs already on the device are bound in place; with `tensorrt=True` onnxruntime's TensorRT
+provider first (engine and timing caches under the bundle's trt/ folder). On a GPU provider the FP16 encoder
+variant is used when the bundle has one. The GPU paths are written against the documented APIs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ks_runtime import gpu
-from ks_runtime.bundle import (
+from ks_runtime.core.bundle import (
     FP16_VARIANTS,
     FRAMES,
     KEY_SLOT,
@@ -27,53 +21,11 @@ from ks_runtime.bundle import (
     Manifest,
     read_manifest,
 )
-from ks_runtime.errors import ConfigError
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.engine import gpu_probe
+from ks_runtime.engine.base import Engine, EngineError, parse_device
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(ConfigError):
-    """An engine or device that this build or machine cannot provide; the message says what to install."""
-
-
-class Engine:
-    """A bundle's encoder and head. Shapes: frames [B, 3, S, S] -> sa [B, U], students [B, n, U];
-    head(sa [B, n, U], students [B, n, n, U], key_slot [B]) -> probs [B, U]."""
-
-    name = ""
-    manifest: Manifest
-    device = "cpu"
-
-    def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def head(self, sa_logits: np.ndarray, student_logits: np.ndarray, key_slot: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    @property
-    def clip_len(self) -> int:
-        return self.manifest.clip_len
-
-    @property
-    def clip_stride(self) -> int:
-        return self.manifest.clip_stride
-
-    @property
-    def n_aus(self) -> int:
-        return self.manifest.n_aus
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.device}"
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """'cpu' -> ('cpu', 0); 'cuda' -> ('cuda', 0); 'cuda:1' -> ('cuda', 1)."""
-    kind, _, index = device.strip().lower().partition(":")
-    if kind == "cpu" and not index:
-        return "cpu", 0
-    if kind in ("cuda", "gpu") and (not index or index.isdigit()):
-        return "cuda", int(index or 0)
-    raise ConfigError(f"device {device!r}: use cpu, cuda or cuda:N")
 
 
 def trt_provider_options(index: int, cache_dir: Path | None, fp16: bool) -> dict:
@@ -111,12 +63,12 @@ def ort_providers(device: str, tensorrt: bool = False, cache_dir: Path | None = 
             raise EngineError("engine 'ort-trt' (onnxruntime's TensorRT provider) runs on a GPU: use --device cuda "
                               "or cuda:N")
         return ["CPUExecutionProvider"]
-    reason = gpu.ort_gpu_reason("CUDAExecutionProvider")
+    reason = gpu_probe.ort_gpu_reason("CUDAExecutionProvider")
     if reason is not None:
         raise EngineError(f"device {device!r}: {reason}")
     providers: list = []
     if tensorrt:
-        reason = gpu.ort_gpu_reason("TensorrtExecutionProvider")
+        reason = gpu_probe.ort_gpu_reason("TensorrtExecutionProvider")
         if reason is not None:
             raise EngineError(f"engine 'ort-trt' on {device!r}: {reason}")
         providers.append(("TensorrtExecutionProvider", trt_provider_options(index, cache_dir, fp16)))
@@ -152,7 +104,7 @@ class OrtEngine(Engine):
 
     def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", threads: int = 0, tensorrt: bool = False,
                  precision: str = "auto") -> None:
-        from ks_runtime.ort_graphs import BundleGraphs
+        from ks_runtime.engine.ort_graphs import BundleGraphs
 
         if precision not in ("auto", "fp32"):
             raise ConfigError(f"ort precision {precision!r}: auto or fp32")
@@ -225,25 +177,3 @@ def _feed(value: object, dtype: type) -> object:
     return np.ascontiguousarray(value, dtype)
 
 
-def _ort_trt(bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0) -> Engine:
-    return OrtEngine(bundle, device=device, threads=threads, tensorrt=True)
-
-
-def _trt(bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0) -> Engine:
-    from ks_runtime.engine_trt import TrtEngine
-
-    return TrtEngine(bundle, device=device, threads=threads)
-
-
-ENGINES: dict[str, Callable[..., Engine]] = {"ort": OrtEngine, "ort-trt": _ort_trt, "trt": _trt}
-
-
-def create_engine(bundle: Manifest | Path | str, engine: str = "ort", device: str = "cpu", threads: int = 0) -> Engine:
-    """The engine registered as `engine`, on `device` ('cpu', 'cuda', 'cuda:N'), with `threads` intra-op
-    threads (0: the engine's default)."""
-    if engine not in ENGINES:
-        raise ConfigError(f"engine {engine!r}: known engines are {', '.join(ENGINES)}")
-    parse_device(device)
-    if threads < 0:
-        raise ConfigError(f"threads must be >= 0, got {threads}")
-    return ENGINES[engine](bundle, device=device, threads=threads)

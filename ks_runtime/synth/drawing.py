@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ks_runtime.synth._model import TEXTURES
+from ks_runtime.synth.face_model import TEXTURES
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ks_runtime.errors import ConfigError
-from ks_runtime.faces import register_face_stage
-from ks_runtime.tracking import Measurement, TrackedFaces
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.faces.base import register_face_stage
+from ks_runtime.faces.tracking import Measurement, TrackedFaces
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,78 @@
+"""The face stage: a frame in, the aligned face crop the network reads out, or "no face".
+
+Every face stage has one call, `stage(image, index) -> Face`, and a registry name:
+- `aligned`: frames are already aligned face crops (SynthAU, pre-cropped datasets); resized, always a face.
+- `haar` (face_haar.py): OpenCV's bundled cascades on raw video, tracked between detections.
+- `dlib` (face_dlib.py, the optional `dlib` extra): dlib's HOG detector and 68 landmarks, tracked the same way.
+- `auto` (the default): `aligned` when the first frame is a square of at most AUTO_ALIGNED_MAX_PX pixels or
+  of the network's size (an aligned crop), `haar` otherwise (raw video, cameras).
+A detector stage maps the face's eyes (or five points) onto the bundle's alignment template with a similarity
+transform and cuts the crop with `kernels.warp_crop`; on a frame without a face it returns NO_FACE, and the engine
+ends the stream there and starts a new one at the next face. Training aligns raw datasets with the same
+stages (`align_frames`), so train and deploy see the same crops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Face:
+    """One frame's face: the RGB uint8 crop [S, S, 3] at the network's size (None when there is no face),
+    the stage's confidence in [0, 1], the face box in frame pixels (x0, y0, x1, y1) when known, and the
+    points the crop was aligned on, float [k, 2] in frame pixels: the eye centres (image-left first), then the
+    nose tip and mouth corners when the stage finds them (None for `aligned`)."""
+
+    crop: np.ndarray | None
+    confidence: float
+    box: tuple[float, float, float, float] | None = None
+    points: np.ndarray | None = None
+
+    @property
+    def eyes(self) -> np.ndarray | None:
+        """The eye centres [2, 2] (image-left, image-right) in frame pixels, when the stage found them."""
+        return None if self.points is None else self.points[:2]
+
+    @property
+    def success(self) -> bool:
+        return self.crop is not None
+
+
+NO_FACE = Face(None, 0.0)
+
+
+@dataclass
+class FrameResult:
+    """One frame's output. `probs` [U] is None where no face was found; `arrival` is when the source
+    yielded the frame and `final` when its result became final (clock seconds); `stream` numbers the
+    source's face streams (a run of frames with a face), -1 for a frame without one; `box` is the face's
+    box in frame pixels when the face stage knows it (for overlays)."""
+
+    source: str
+    index: int
+    timestamp: float
+    success: bool
+    confidence: float
+    probs: np.ndarray | None
+    arrival: float
+    final: float = math.nan
+    stream: int = -1
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def frame(self) -> int:
+        """The CSV's frame number: 1-based, as OpenFace counts."""
+        return self.index + 1
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the frame's arrival to its final result."""
+        return self.final - self.arrival
+
+    @property
+    def done(self) -> bool:
+        return not math.isnan(self.final)

@@ -1,0 +1,86 @@
+"""The face stage interface: a frame in, the aligned face crop the network reads out, or "no face".
+
+Every face stage has one call, `stage(image, index) -> Face`, and a registry name (`registry.py` lists them). A
+detector stage maps the face's eyes (or five points) onto the bundle's alignment template with a similarity
+transform and cuts the crop (`align.py`); on a frame without a face it returns NO_FACE, and the scheduler ends
+the stream there and starts a new one at the next face.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from ks_runtime.core.preprocess import Preprocess, resize_square
+from ks_runtime.core.results import Face
+from ks_runtime.core.template import default_template
+
+log = logging.getLogger(__name__)
+
+
+
+class FaceStage:
+    """Base of every face stage. Stateful stages (trackers) forget their state in `reset`.
+
+    `template` [5, 2] is where the aligned crop's five points sit, as fractions of the crop side (TEMPLATE_POINTS
+    order); the bundle's manifest carries it (`template_from_alignment`).
+    """
+
+    name = ""
+
+    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
+        self.preprocess = preprocess
+        self.template = default_template() if template is None else np.asarray(template, np.float64)
+
+    def __call__(self, image: np.ndarray, index: int) -> Face:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Start over, e.g. at a new source."""
+
+
+FACE_STAGES: dict[str, type[FaceStage]] = {}
+
+
+def register_face_stage(name: str) -> Callable[[type[FaceStage]], type[FaceStage]]:
+    def decorate(cls: type[FaceStage]) -> type[FaceStage]:
+        cls.name = name
+        FACE_STAGES[name] = cls
+        return cls
+
+    return decorate
+
+
+@register_face_stage("aligned")
+class AlignedFaces(FaceStage):
+    """Frames are aligned face crops already: resize to the network's size; success 1, confidence 1.
+
+    A crop that changes size mid-stream is resized like any other, and the change is logged once.
+    """
+
+    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
+        super().__init__(preprocess, template)
+        self.reset()
+
+    def reset(self) -> None:
+        self._shape: tuple[int, ...] | None = None
+        self._warned = False
+
+    def __call__(self, image: np.ndarray, index: int) -> Face:
+        if self._shape is None:
+            self._shape = image.shape
+        elif image.shape != self._shape and not self._warned:
+            log.warning("frame %d is %dx%d, earlier frames %dx%d: each aligned crop is resized to %d px",
+                        index, image.shape[1], image.shape[0], self._shape[1], self._shape[0], self.preprocess.size)
+            self._warned = True
+        crop = resize_square(image, self.preprocess.size)
+        h, w = image.shape[:2]
+        return Face(np.ascontiguousarray(crop), 1.0, (0.0, 0.0, float(w), float(h)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The alignment template and the crop
+
+

@@ -1,0 +1,123 @@
+"""The overlay: each frame with its face box, the points it was aligned on, and a bar per AU (probability, green
+at or above the AU's threshold), drawn with OpenCV, written to a video file.
+
+Results come out of the scheduler after their frames (look-ahead policies), so a frame keeper around the face
+stage (`ks_runtime.faces.tap.FrameTap`) holds each frame until its result is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from ks_runtime.core.errors import ConfigError, OutputError
+from ks_runtime.core.results import Face, FrameResult
+
+log = logging.getLogger(__name__)
+
+OVERLAY_CODECS = {".mp4": "mp4v", ".avi": "FFV1", ".mkv": "FFV1"}  # FFV1 is lossless; mp4v plays anywhere
+OVERLAY_MIN_HEIGHT = 360  # smaller frames (aligned crops) are scaled up so the drawing is legible
+PANEL_WIDTH = 220
+FACE_COLOUR, POINT_COLOUR, ON, OFF, PANEL = (60, 220, 60), (0, 200, 255), (60, 190, 60), (150, 150, 150), (32, 32, 32)
+
+
+class FrameKeeper(Protocol):
+    """What the overlay needs of a frame tap: the frame `index` and its Face, once its result is final."""
+
+    def take(self, index: int) -> tuple[np.ndarray, Face] | None: ...
+
+def draw_overlay(image: np.ndarray, result: FrameResult, face: Face | None, au_columns: Sequence[str],
+                 thresholds: Sequence[float]) -> np.ndarray:
+    """One overlay frame, BGR uint8: the RGB frame (scaled up to OVERLAY_MIN_HEIGHT if smaller) with the face box
+    and points, and beside it a panel with one bar per AU and the frame's number, time and confidence."""
+    h, w = image.shape[:2]
+    zoom = max(1, math.ceil(OVERLAY_MIN_HEIGHT / h))
+    frame = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if zoom > 1:
+        frame = cv2.resize(frame, (w * zoom, h * zoom), interpolation=cv2.INTER_NEAREST)
+    height, width = frame.shape[:2]
+    canvas = np.full((height, width + PANEL_WIDTH, 3), PANEL, np.uint8)
+    canvas[:, :width] = frame
+    thick = max(1, round(height / 240))
+    if result.success and result.box is not None:
+        x0, y0, x1, y1 = (int(round((v + 0.5) * zoom - 0.5)) for v in result.box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
+    if result.success and face is not None and face.points is not None:
+        for k, (x, y) in enumerate((face.points + 0.5) * zoom - 0.5):
+            cv2.circle(canvas, (int(round(x)), int(round(y))), thick + (2 if k < 2 else 1), POINT_COLOUR, -1,
+                       cv2.LINE_AA)
+    font, left = cv2.FONT_HERSHEY_SIMPLEX, width + 10
+    status = f"conf {result.confidence:.2f}" if result.success else "no face"
+    cv2.putText(canvas, f"frame {result.frame}  {result.timestamp:.2f}s", (left, 18), font, 0.45, (230, 230, 230), 1,
+                cv2.LINE_AA)
+    cv2.putText(canvas, status, (left, 36), font, 0.45, (230, 230, 230) if result.success else (80, 80, 240), 1,
+                cv2.LINE_AA)
+    u = len(au_columns)
+    row = max(10, min(26, (height - 50) // max(u, 1)))
+    bar_x, bar_w = left + 44, PANEL_WIDTH - 90
+    for j, column in enumerate(au_columns):
+        y = 48 + j * row
+        cv2.putText(canvas, column, (left, y + row - 4), font, 0.38, (230, 230, 230), 1, cv2.LINE_AA)
+        cv2.rectangle(canvas, (bar_x, y + 2), (bar_x + bar_w, y + row - 3), (70, 70, 70), -1)
+        if result.probs is not None:
+            p = float(result.probs[j])
+            cv2.rectangle(canvas, (bar_x, y + 2), (bar_x + int(round(p * bar_w)), y + row - 3),
+                          ON if p >= thresholds[j] else OFF, -1)
+            cv2.putText(canvas, f"{p:.2f}", (bar_x + bar_w + 4, y + row - 4), font, 0.36, (230, 230, 230), 1,
+                        cv2.LINE_AA)
+        tick = bar_x + int(round(float(thresholds[j]) * bar_w))
+        cv2.line(canvas, (tick, y), (tick, y + row - 1), (80, 80, 240), 1)
+    return canvas
+
+
+def overlay_frames(results: Iterable[FrameResult], tap: FrameKeeper, au_columns: Sequence[str],
+                   thresholds: Sequence[float]) -> Iterable[np.ndarray]:
+    """The overlay frame (BGR) of each result whose frame the tap kept, in the results' order."""
+    for result in results:
+        kept = tap.take(result.index)
+        if kept is not None:
+            yield draw_overlay(kept[0], result, kept[1], au_columns, thresholds)
+
+
+class OverlaySink:
+    """Writes the overlay video (codec by suffix: .mp4 mp4v; .mkv / .avi FFV1, lossless), one frame per result
+    in the order results come; the size is the first frame's (later frames of another size are resized)."""
+
+    def __init__(self, path: Path | str, fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.fourcc = OVERLAY_CODECS.get(self.path.suffix.lower())
+        if self.fourcc is None:
+            raise ConfigError(f"{self.path}: overlay video suffix {self.path.suffix!r} is not one of "
+                              f"{', '.join(OVERLAY_CODECS)}")
+        self.fps = fps or 30.0
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write_frame(self, canvas: np.ndarray) -> None:
+        """Append one overlay frame (BGR, as draw_overlay makes it)."""
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = (canvas.shape[1], canvas.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise OutputError(f"{self.path}: OpenCV cannot write codec {self.fourcc!r} here "
+                                  f"(try .mkv, .avi or .mp4)")
+        if (canvas.shape[1], canvas.shape[0]) != self._size:
+            canvas = cv2.resize(canvas, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(canvas)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+

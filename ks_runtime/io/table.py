@@ -1,0 +1,113 @@
+"""The per-frame results as the OpenFace-compatible CSV and as a pandas table.
+
+CSV layout: `frame,face_id,timestamp,confidence,success,AU01_c,...,AU01_p,...`: every `_c` column (0/1 at the
+AU's threshold from the manifest) and then every `_p` column (the probability, our extension), AUs in the
+bundle's order. `frame` counts from 1 as OpenFace does; `timestamp` is the source's, in seconds; a frame without
+a face has success=0 and empty AU values. The file is flushed after every batch of rows, so a run that stops on
+bad input leaves a complete file of what it processed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ks_runtime.core.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
+
+
+
+def csv_columns(au_columns: Sequence[str]) -> list[str]:
+    """The CSV's header: the id columns, then every AU's _c, then every AU's _p."""
+    return [*ID_COLUMNS, *(f"{c}_c" for c in au_columns), *(f"{c}_p" for c in au_columns)]
+
+
+def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> str:
+    """One CSV line (no newline): empty AU values and success=0 where there is no face."""
+    ids = [str(result.frame), "0", f"{result.timestamp:.3f}", f"{result.confidence:.2f}",
+           "1" if result.success else "0"]
+    if result.probs is None:
+        values = [""] * (2 * len(thresholds))
+    else:
+        probs = np.asarray(result.probs, np.float64)
+        values = [str(int(p >= t)) for p, t in zip(probs, thresholds, strict=True)] + [f"{p:.6f}" for p in probs]
+    return sep.join(ids + values)
+
+
+class CsvSink:
+    """Writes results as they come, one OpenFace-style row per frame, flushed after every write.
+
+    `sep=", "` writes OpenFace 2's own separator, for parsers that expect it; the default has no spaces.
+    """
+
+    def __init__(self, path: Path | str, au_columns: Sequence[str], thresholds: Sequence[float], sep: str = ","):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.thresholds = np.asarray(thresholds, np.float64)
+        if len(self.thresholds) != len(au_columns):
+            raise ValueError(f"{len(au_columns)} AU columns but {len(self.thresholds)} thresholds")
+        self.sep = sep
+        self.rows = 0
+        self._file: io.TextIOBase | None = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self._file.write(sep.join(csv_columns(au_columns)) + "\n")
+        self._file.flush()
+
+    def write(self, results: Iterable[FrameResult]) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path}: the CSV sink is closed")
+        lines = [format_row(r, self.thresholds, self.sep) + "\n" for r in results]
+        self._file.writelines(lines)
+        self._file.flush()
+        self.rows += len(lines)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> CsvSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def results_table(results: Sequence[FrameResult], au_columns: Sequence[str], thresholds: Sequence[float]
+                  ) -> pd.DataFrame:
+    """The CSV's rows as a DataFrame (same columns; NaN where no face)."""
+    u = len(au_columns)
+    probs = np.full((len(results), u), np.nan)
+    for i, r in enumerate(results):
+        if r.probs is not None:
+            probs[i] = r.probs
+    present = ~np.isnan(probs)
+    with np.errstate(invalid="ignore"):
+        labels = np.where(present, probs >= np.asarray(thresholds, np.float64), np.nan)
+    data: dict[str, object] = {
+        "frame": np.array([r.frame for r in results], np.int64),
+        "face_id": np.zeros(len(results), np.int64),
+        "timestamp": np.array([r.timestamp for r in results], np.float64),
+        "confidence": np.array([r.confidence for r in results], np.float64),
+        "success": np.array([int(r.success) for r in results], np.int64),
+    }
+    for j, c in enumerate(au_columns):
+        data[f"{c}_c"] = pd.array(labels[:, j], dtype="Int64") if not present[:, j].all() else labels[:, j].astype(
+            np.int64)
+    for j, c in enumerate(au_columns):
+        data[f"{c}_p"] = probs[:, j]
+    return pd.DataFrame(data, columns=csv_columns(au_columns))
+
+
+def read_results_csv(path: Path | str) -> pd.DataFrame:
+    """Read a runtime CSV, or one with OpenFace 2's ", " separators, with stripped column names."""
+    table = pd.read_csv(path, skipinitialspace=True)
+    table.columns = [c.strip() for c in table.columns]
+    return table

@@ -1,0 +1,1 @@
+"""Command-line tools beside ks-run: the key-slot policy report and the face-stage evaluation."""
