@@ -176,12 +176,6 @@ def test_dlib_missing_is_refused_with_what_to_install(monkeypatch):
         create_face_stage("dlib", Preprocess(size=32))
 
 
-def test_the_face_report_prints_a_row_per_backend(capsys):
-    assert face_eval.main(["--sequences", "1", "--frames", "20", "--backends", "haar,dlib"]) == 0
-    out = capsys.readouterr().out
-    assert "| haar | " in out and "| dlib | " in out and "detection rate" in out
-
-
 def test_a_track_is_lost_when_the_face_goes_and_found_again_when_it_comes_back(scenes):
     seq = scenes[0]
     stage = create_face_stage("haar", Preprocess(size=32))
