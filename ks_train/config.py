@@ -13,6 +13,7 @@ from pathlib import Path
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from ks_runtime.synth.face import NuisanceStrengths, TextureStrengths
+from ks_runtime.synth.generate import synth_config_from_data
 from ks_train import configio
 from ks_train.data.augment import AugmentConfig
 from ks_train.losses import AU_WEIGHTINGS, POSITIVE_WEIGHTINGS
@@ -113,8 +114,6 @@ class ExperimentConfig:
     @property
     def synth(self):
         """The SynthAU set this config trains on (in-memory SynthAU only)."""
-        from ks_runtime.synth.generate import synth_config_from_data
-
         return synth_config_from_data(configio.to_dict(self.data))
 
     @property

@@ -17,6 +17,7 @@ from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import clip_frames
 from ks_train.methods import Method
+from ks_train.model.ks import one_hot_slot
 
 
 @torch.no_grad()
@@ -90,8 +91,6 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
     """Score every training key frame's clip (slot = key number mod n, so slots are balanced), take TT's
     pseudo labels on its unlabelled slots, and compare them with the hidden labels for the clips that
     PPL accepts, for all clips (naive), and for the most confident clips in the same number."""
-    from ks_train.model.ks import one_hot_slot
-
     model.eval()
     n, stride = model.cfg.clip_len, model.cfg.clip_stride
     p_perturbed, confidence, correct, total = [], [], [], []

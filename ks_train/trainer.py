@@ -28,6 +28,7 @@ from ks_train import __version__, checkpoint, losses
 from ks_train.config import ExperimentConfig
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.data.clips import ClipBatch, ClipBatchBuilder, EpochBatches
+from ks_train.data.registry import open_dataset
 from ks_train.data.sampling import ClipBatches, build_sparse_index, every_k_from_ratio
 from ks_train.evaluate import evaluate
 from ks_train.methods import Method, StepResult, create_method, summarise_counts
@@ -42,8 +43,6 @@ class TrainingError(KSError):
 def load_experiment_data(cfg: ExperimentConfig, progress: bool = False,
                          subjects: list[str] | None = None) -> AUDataset:
     """The dataset a config names: SynthAU in memory when no root is given, else the adapter's reader."""
-    from ks_train.data.registry import open_dataset
-
     data = cfg.data
     if data.dataset == "synth" and not data.root:
         return open_dataset("synth", None, config=cfg.synth, progress=progress, subjects=subjects)

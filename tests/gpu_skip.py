@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ks_runtime import gpu
+from ks_runtime.engine import gpu_probe
 
 
 def needs(*what: str):
-    """Decorator: mark a test `gpu` and skip it, naming why, unless every need (keys of gpu.REASONS) is met."""
-    reason = gpu.missing(*what)
+    """Decorator: mark a test `gpu` and skip it, naming why, unless every need (keys of gpu_probe.REASONS) is met."""
+    reason = gpu_probe.missing(*what)
 
     def mark(test):
         return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=str(reason))(test))

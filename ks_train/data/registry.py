@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ks_runtime.core.errors import ConfigError
+from ks_runtime.synth.generate import SynthConfig
 from ks_train.data.base import AUDataset
 from ks_train.data.bp4d import read_bp4d, read_bp4dplus
 from ks_train.data.disfa import read_disfa
@@ -35,8 +36,6 @@ def open_dataset(kind: str, root: str | Path | None, **options) -> AUDataset:
         if config is None:
             raise ConfigError("dataset kind 'synth' without a root needs config=SynthConfig(...)")
         if isinstance(config, dict):
-            from ks_runtime.synth.generate import SynthConfig
-
             config = SynthConfig.from_dict(config)
         reader: Callable[..., AUDataset] = synth_dataset
         _check_options(kind, reader, options, skip=1)

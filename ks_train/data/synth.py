@@ -17,6 +17,7 @@ import numpy as np
 
 from ks_runtime.core.au import get_au_set
 from ks_runtime.core.errors import ConfigError, DataError
+from ks_runtime.synth.generate import GENERATOR_VERSION, SynthConfig, generate_sequence, subject_id, synth_parts
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.data.generic import read_generic
 
@@ -44,8 +45,6 @@ def read_synth(root: Path | str, missing_frames: str = "error") -> SynthAUDatase
     if not meta_path.is_file():
         raise DataError(f"no {META_FILE} under {root}: not a SynthAU set (write one with write_dataset, or "
                         f"open other data in the generic layout as kind 'generic')")
-    from ks_runtime.synth.generate import GENERATOR_VERSION, SynthConfig
-
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
@@ -74,8 +73,6 @@ def synth_dataset(cfg: SynthConfig, progress: bool = False,
     one test part; `parts` stays the set's full synth_parts either way."""
     from tqdm import tqdm
 
-    from ks_runtime.synth.generate import GENERATOR_VERSION, subject_id, synth_parts
-
     shape = cfg.shape
     known = [subject_id(i) for i in range(shape.subjects)]
     wanted = known if subjects is None else list(dict.fromkeys(subjects))
@@ -92,8 +89,6 @@ def synth_dataset(cfg: SynthConfig, progress: bool = False,
 
 def synth_sequence(cfg: SynthConfig, subject_index: int, task_index: int) -> VideoSequence:
     """One generated SynthAU video as an in-memory VideoSequence (frames [T, S, S, 3] RGB uint8)."""
-    from ks_runtime.synth.generate import generate_sequence
-
     generated = generate_sequence(cfg, subject_index, task_index, render=True)
     n = len(generated.labels)
     return VideoSequence(generated.subject, generated.task, np.asarray(generated.labels, dtype=np.int8),
