@@ -27,10 +27,10 @@ __all__ = ["Detector", "__version__"]
 
 
 def __getattr__(name: str) -> object:
-    """`ks_runtime.Detector`, imported on first use: it needs onnxruntime (the `cpu` or `gpu` extra), which
-    `ks_runtime.core` and `ks_runtime.synth` do not."""
+    """`ks_runtime.Detector`, imported on first use, so that `import ks_runtime.core` (all that training needs)
+    does not load the engines, face stages and pandas (about a second)."""
     if name == "Detector":
-        from ks_runtime.detector import Detector
+        from ks_runtime.detector import Detector  # deferred: the runtime stack, on first use
 
         return Detector
     raise AttributeError(f"module 'ks_runtime' has no attribute {name!r}")

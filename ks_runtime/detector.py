@@ -25,9 +25,10 @@ from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
 from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.faces.tap import FrameTap
+from ks_runtime.inputs import open_source
 from ks_runtime.io.live_view import LiveView
 from ks_runtime.io.overlay import OverlaySink, overlay_frames
-from ks_runtime.io.sources import Source, SourceFrame, open_source, to_rgb
+from ks_runtime.io.sources import Source, SourceFrame, to_rgb
 from ks_runtime.io.summary import RunStats, RunSummary
 from ks_runtime.io.table import CsvSink, results_table
 from ks_runtime.io.timeline import timeline_png

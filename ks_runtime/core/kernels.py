@@ -24,7 +24,7 @@ def _load_cpp_ext():
     if os.environ.get("KS_DISABLE_CPP_EXT", "") not in ("", "0"):
         return None, "KS_DISABLE_CPP_EXT is set"
     try:
-        import cpp_ext
+        import cpp_ext  # deferred: cpp_ext (compiled; a pure-Python install falls back to numpy)
     except ImportError as exc:  # not built (e.g. a pure-Python install): numpy works, only slower
         log.warning("cpp_ext does not import (%s); using the numpy ops", exc)
         return None, f"cpp_ext does not import: {exc}"

@@ -122,7 +122,7 @@ def ort_gpu_reason(provider: str = "CUDAExecutionProvider") -> str | None:
 
 def cuda_kernels_reason() -> str | None:
     """Why cpp_ext's CUDA kernels (libks_cuda.so) cannot run here."""
-    from cpp_ext import cuda as kcuda
+    from cpp_ext import cuda as kcuda  # deferred: cpp_ext's CUDA library (built only where nvcc was found)
 
     return kcuda.unavailable_reason()
 

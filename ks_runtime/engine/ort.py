@@ -104,7 +104,7 @@ class OrtEngine(Engine):
 
     def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", threads: int = 0, tensorrt: bool = False,
                  precision: str = "auto") -> None:
-        from ks_runtime.engine.ort_graphs import BundleGraphs
+        from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
         if precision not in ("auto", "fp32"):
             raise ConfigError(f"ort precision {precision!r}: auto or fp32")

@@ -201,7 +201,7 @@ class CudaOps:
             from cuda.bindings import runtime as cudart
         except ImportError:  # cuda-python < 12.6 kept the runtime at cuda.cudart
             from cuda import cudart
-        from cpp_ext import cuda as kcuda
+        from cpp_ext import cuda as kcuda  # deferred: cpp_ext's CUDA library (built only where nvcc was found)
 
         self.rt, self.kcuda, self.index = cudart, kcuda, index
         self.call(cudart.cudaSetDevice(index), f"cudaSetDevice({index})")

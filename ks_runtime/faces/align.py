@@ -59,6 +59,7 @@ def align_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
             # resize maps pixel centres as frame = origin + (small + 0.5) / f - 0.5; then crop = matrix @ frame
             to_frame = np.array([[1 / fx, 0, x0 + 0.5 / fx - 0.5], [0, 1 / fy, y0 + 0.5 / fy - 0.5], [0, 0, 1]])
             matrix, image = matrix @ to_frame, np.ascontiguousarray(small)
-    return kernels.warp_crop(np.ascontiguousarray(image), np.ascontiguousarray(matrix), (size, size), border="replicate")
+    image, matrix = np.ascontiguousarray(image), np.ascontiguousarray(matrix)
+    return kernels.warp_crop(image, matrix, (size, size), border="replicate")
 
 

@@ -1,8 +1,8 @@
-"""Where frames come from: video files, image folders, webcams, numpy iterators and SynthAU, (the bounded
-queue between a source and the scheduler is in `queues.py`).
+"""Where frames come from: video files, image folders, webcams and numpy iterators (`ks_runtime.inputs` opens
+any of them, or a SynthAU sequence, from what a user names; the bounded queue to the scheduler is `queues.py`).
 
 A source is an iterable of `SourceFrame(image, timestamp, index)` with RGB uint8 images, timestamps in
-seconds taken from the source, and a `live` flag. `FrameQueue` applies DESIGN.md's back-pressure rule: a file
+seconds taken from the source, and a `live` flag. `FrameQueue` (queues.py) applies the back-pressure rule: a file
 source never loses a frame (the reader waits), a live source drops the oldest frame and counts it. A live
 source (`CameraSource`, `SimulatedCamera`) stamps each frame with its wall-clock arrival, in seconds from the
 first, and numbers frames as the camera delivered them, so a dropped frame leaves a gap in the numbers.
@@ -18,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mp4", ".mov", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg", ".ts", ".flv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FOLDER_FPS = 30.0  # OpenFace's assumption for image sequences, whose files carry no time
-SYNTH_PREFIX = "synthau:"
 # A container whose frame count is an estimate (duration x fps) may list a few frames more than it holds.
 COUNT_SLACK_FRAMES, COUNT_SLACK_FRACTION = 2, 0.02
 
@@ -206,74 +204,6 @@ class ArraySource(Source):
             yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}", self.colour), float(stamp), index)
 
 
-@dataclass(frozen=True)
-class SynthSpec:
-    """`synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET]`, e.g. synthau:small:S05:T1."""
-
-    size: str
-    subject: str
-    task: str
-    seed: int = 0
-    au_set: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> SynthSpec:
-        if not text.startswith(SYNTH_PREFIX):
-            raise SourceError(f"{text!r}: a SynthAU input starts with {SYNTH_PREFIX!r}")
-        fields = text[len(SYNTH_PREFIX):].split(":")
-        if len(fields) < 3:
-            raise SourceError(f"{text!r}: expected synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET], "
-                              f"e.g. synthau:small:S05:T1")
-        extra: dict[str, Any] = {}
-        for item in fields[3:]:
-            key, _, value = item.partition("=")
-            if key == "seed" and value.lstrip("-").isdigit():
-                extra["seed"] = int(value)
-            elif key == "au" and value:
-                extra["au_set"] = value
-            else:
-                raise SourceError(f"{text!r}: unknown field {item!r} (known: seed=N, au=SET)")
-        return cls(fields[0], fields[1].upper(), fields[2].upper(), **extra)
-
-    def __str__(self) -> str:
-        return f"{SYNTH_PREFIX}{self.size}:{self.subject}:{self.task}:seed={self.seed}"
-
-
-class SynthAUSource(Source):
-    """One SynthAU sequence generated in memory, with its ground-truth labels; timestamps index / fps."""
-
-    def __init__(self, spec: SynthSpec | str, au_set: str | None = None) -> None:
-        from ks_runtime.synth.generate import SynthConfig, generate_sequence, subject_id, task_id, task_profiles
-
-        spec = SynthSpec.parse(spec) if isinstance(spec, str) else spec
-        try:
-            cfg = SynthConfig(size=spec.size, au_set=spec.au_set or au_set or "bp4d", seed=spec.seed)
-        except ValueError as error:
-            raise SourceError(f"{spec}: {error}") from None
-        subjects = [subject_id(i) for i in range(cfg.shape.subjects)]
-        tasks = [task_id(p) for p in task_profiles(cfg.shape.tasks)]
-        if spec.subject not in subjects:
-            raise SourceError(f"{spec}: subject {spec.subject} is not in SynthAU {spec.size} "
-                              f"({subjects[0]}..{subjects[-1]})")
-        if spec.task not in tasks:
-            raise SourceError(f"{spec}: task {spec.task} is not in SynthAU {spec.size} (tasks {', '.join(tasks)})")
-        self.spec, self.config = spec, cfg
-        self.name = str(spec)
-        self.sequence = generate_sequence(cfg, subjects.index(spec.subject), tasks.index(spec.task))
-        self.fps, self.length = cfg.fps, len(self.sequence.labels)
-        self.labels = self.sequence.labels
-        self.label_columns = tuple(cfg.aus.columns)
-
-    @property
-    def frames(self) -> np.ndarray:
-        """RGB uint8 [T, S, S, 3]."""
-        return self.sequence.frames
-
-    def __iter__(self) -> Iterator[SourceFrame]:
-        for index, image in enumerate(self.sequence.frames):
-            yield SourceFrame(image, index / self.fps, index)
-
-
 class CameraSource(Source):
     """A webcam (OpenCV capture device `index`), live: frames come at the camera's rate whether or not the engine
     keeps up. Timestamps are wall-clock arrival times from the first frame; `max_frames` ends it (None: never,
@@ -408,30 +338,6 @@ def is_camera_spec(spec: object) -> bool:
     if isinstance(spec, bool):
         return False
     return isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit() and not Path(spec).exists())
-
-
-def open_source(spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None,
-                colour: str = "RGB") -> Source:
-    """A Source from a path (video file or image folder), a webcam index (0 or "0"), a `synthau:` spec, a
-    Source, or frames."""
-    if isinstance(spec, Source):
-        return spec
-    if is_camera_spec(spec):
-        return CameraSource(int(spec))
-    if isinstance(spec, str) and spec.startswith(SYNTH_PREFIX):
-        return SynthAUSource(spec, au_set=au_set)
-    if isinstance(spec, str | Path):
-        path = Path(spec)
-        if path.is_dir():
-            return ImageFolderSource(path, fps=fps)
-        if path.is_file():
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                raise SourceError(f"{path}: a single image; give the folder of frames it belongs to")
-            return VideoSource(path)
-        raise SourceError(f"{path}: no such file or folder")
-    if isinstance(spec, np.ndarray) or isinstance(spec, Iterable):
-        return ArraySource(spec, fps=fps, colour=colour)
-    raise SourceError(f"cannot read frames from a {type(spec).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.core.template import template_pixels
 from ks_runtime.faces.align import align_matrix
+from ks_runtime.faces.haar import HaarFaces
 from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import SceneOptions, SceneSequence, render_scene_sequence
@@ -177,8 +178,6 @@ def markdown(scores: Sequence[FaceScore], scenes: Sequence[SceneSequence], missi
 def measure_eye_ratios(scenes: Sequence[SceneSequence], step: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
     """haar's EYE_RATIOS: the median and spread [2, 2] of the true eye centres relative to the whole-frame Haar
     box, over every `step`-th frame with a visible, detected face; and how many frames that was."""
-    from ks_runtime.faces.haar import HaarFaces
-
     stage = HaarFaces(Preprocess(size=64))
     ratios = []
     for seq in scenes:

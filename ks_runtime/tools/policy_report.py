@@ -22,7 +22,11 @@ from ks_runtime.core.bundle import Manifest, read_manifest
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.metrics import f1_report
 from ks_runtime.core.policy import POLICIES, lookahead
-from ks_runtime.io.sources import ArraySource, ImageFolderSource, Paced, Source, SynthAUSource, VideoSource
+from ks_runtime.detector import Detector
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.inputs import SynthAUSource
+from ks_runtime.io.sources import ArraySource, ImageFolderSource, Paced, Source, VideoSource
+from ks_runtime.synth.generate import SynthConfig, synth_config_from_data, synth_parts, task_id, task_profiles
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,6 @@ LOSSLESS = (("FFV1", ".mkv"), ("FFV1", ".avi"), ("png ", ".avi"))
 
 def held_out_specs(manifest: Manifest) -> list[str]:
     """`synthau:` specs of every sequence in the test part of the fold the bundle's checkpoint trained on."""
-    from ks_runtime.synth.generate import SynthConfig, synth_config_from_data, synth_parts, task_id, task_profiles
-
     data = manifest.raw.get("training", {}).get("config", {}).get("data", {})
     if data.get("dataset") != "synth" or data.get("root"):
         raise ConfigError(f"{manifest.root}: trained on {data.get('dataset', 'unknown data')!r}, not in-memory "
@@ -89,9 +91,6 @@ def demo_stream(bundle: Path | str, out_dir: Path | str, policy: str | None = No
     """`make demo`'s last step: write held-out SynthAU test sequence `sequence` of the bundle's fold as a
     lossless video, stream it through the bundle (policy: the manifest's default), write the CSV and the
     timeline PNG into `out_dir`, and print the streamed F1, the dense F1 beside it, and the fps."""
-    from ks_runtime.detector import Detector
-    from ks_runtime.engine.ort_graphs import BundleGraphs
-
     out_dir = Path(out_dir)
     manifest = read_manifest(bundle)
     spec = held_out_specs(manifest)[sequence]
@@ -172,8 +171,6 @@ def policy_report(bundle: Path | str, inputs: Sequence[str] | None = None, devic
     streaming flat out, latency percentiles replaying the first sequence (its first `latency_frames`
     frames; 0: all) at its frame rate."""
     from tqdm import tqdm
-
-    from ks_runtime.detector import Detector
 
     manifest = read_manifest(bundle)
     specs = list(inputs) if inputs else held_out_specs(manifest)

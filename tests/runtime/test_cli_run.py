@@ -79,7 +79,7 @@ def test_input_stems():
 def test_ks_run_on_a_synthau_video_gives_ks_train_evals_f1(bundle, checkpoint, tmp_path, capsys):
     import torch
 
-    from ks_runtime.io.sources import SynthAUSource
+    from ks_runtime.inputs import SynthAUSource
     from ks_train import checkpoint as ckpt
     from ks_train.config import ExperimentConfig
     from ks_train.data.base import VideoSequence

@@ -10,7 +10,8 @@ from ks_runtime.cli import input_stem, main
 from ks_runtime.detector import Detector
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import AlignedFaces
-from ks_runtime.io.sources import ArraySource, CameraSource, SimulatedCamera, SourceError, is_camera_spec, open_source
+from ks_runtime.inputs import open_source
+from ks_runtime.io.sources import ArraySource, CameraSource, SimulatedCamera, SourceError, is_camera_spec
 from ks_runtime.io.table import read_results_csv
 from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 from tests.runtime.conftest import FakeEngine, synth_frames

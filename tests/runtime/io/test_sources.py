@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from ks_runtime.faces.base import AlignedFaces
+from ks_runtime.inputs import open_source
 from ks_runtime.io.queues import FrameQueue, QueueClosed
-from ks_runtime.io.sources import (
-    ArraySource,
-    ImageFolderSource,
-    Paced,
-    SourceError,
-    SynthAUSource,
-    SynthSpec,
-    VideoSource,
-    open_source,
-)
+from ks_runtime.io.sources import ArraySource, ImageFolderSource, Paced, SourceError, VideoSource
 from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 from tests.runtime.conftest import FakeEngine, synth_frames
 
@@ -105,30 +97,6 @@ def test_array_sources_convert_colour_and_refuse_float_frames(frames):
     assert stamped[0].timestamp == 7.5
     with pytest.raises(SourceError, match="frame 1.*dtype float32"):
         list(ArraySource([frames[0], frames[1].astype(np.float32)], name="cam"))
-
-
-def test_synthau_specs_generate_the_named_sequence_with_labels():
-    spec = SynthSpec.parse("synthau:tiny:s02:t1:seed=4")
-    assert (spec.size, spec.subject, spec.task, spec.seed) == ("tiny", "S02", "T1", 4)
-    source = open_source("synthau:tiny:S02:T1:seed=4")
-    assert isinstance(source, SynthAUSource) and source.labels.shape == (120, 12) and source.fps == 25
-    first = next(iter(source))
-    assert first.index == 0 and first.image.shape == (64, 64, 3)
-    for bad, message in (("synthau:tiny:S02", "expected"), ("synthau:tiny:S99:T1", "S99"),
-                         ("synthau:tiny:S01:T5", "T5"), ("synthau:huge:S01:T1", "huge"),
-                         ("synthau:tiny:S01:T1:colour=red", "colour")):
-        with pytest.raises(SourceError, match=message):
-            open_source(bad)
-
-
-def test_open_source_names_what_it_cannot_open(tmp_path):
-    with pytest.raises(SourceError, match="no such file"):
-        open_source(tmp_path / "missing.mp4")
-    with pytest.raises(SourceError, match="webcam"):
-        open_source(0)
-    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
-    with pytest.raises(SourceError, match="junk.mp4"):
-        open_source(tmp_path / "junk.mp4")
 
 
 def test_paced_replays_at_the_frame_rate(frames):
