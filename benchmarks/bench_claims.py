@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_streaming import naive_network, streamed_network
+from benchmarks.conftest import say
 from benchmarks.harness import R50_MODEL, VGG_MODEL, Row, Target, interleaved
+from benchmarks.models import VGG16AU, parameters, vgg16_onnx
+from ks_runtime.engine.ort_graphs import open_session
+from ks_train.methods import create_method
 
 BATCH = 8
 # The claim: streaming makes the 25M video model cheaper per output frame than the 138M per-frame model.
@@ -19,17 +23,13 @@ CLAIM = Target(">=", 1.0, "x")
 
 @pytest.fixture(scope="module")
 def vgg_path(request):
-    from benchmarks.conftest import say
-    from benchmarks.models import vgg16_onnx
-
     say(request, "VGG-16 AU detector: exporting to ONNX when not cached ...")
     return vgg16_onnx()
 
 
 def test_parameters(benchmark, record):
-    from benchmarks.models import VGG16AU, parameters
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_train.config import load_config
-    from ks_train.methods import create_method
     from ks_train.model.ks import parameter_breakdown
 
     counts = {}
@@ -51,6 +51,7 @@ def test_parameters(benchmark, record):
 
 
 def test_flops(benchmark, record, r50_bundle, vgg_path):
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.flops import count_flops
 
     counts = {}
@@ -76,8 +77,6 @@ def test_flops(benchmark, record, r50_bundle, vgg_path):
 
 
 def test_speed(benchmark, record, r50_graphs, r50_inputs, vgg_path):
-    from ks_runtime.engine.ort_graphs import open_session
-
     vgg = open_session(vgg_path)
     frames = np.ascontiguousarray(r50_inputs[:BATCH])
     name = vgg.get_inputs()[0].name

@@ -14,6 +14,8 @@ import pytest
 
 from benchmarks.harness import DEMO_MODEL, R50_MODEL, ROOT, Row, Target, interleaved, quick
 from benchmarks.models import checkpoint_of, demo_bundle
+from ks_runtime.core.bundle import ENCODER_INT8, read_manifest
+from ks_runtime.engine.ort_graphs import BundleGraphs
 
 INT8_SPEED = Target(">=", 2.5, "x")
 INT8_F1_DROP = Target("<=", 0.5, " points")
@@ -25,6 +27,7 @@ def torch_encoder(r50_bundle):
     """KSModel.encode_frames of the checkpoint the bundle was exported from, eval mode, torch's CPU threads."""
     import torch
 
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.graphs import load_ks_checkpoint
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -61,9 +64,6 @@ def test_ort_vs_torch(benchmark, record, r50_graphs, r50_inputs, torch_encoder, 
 
 @pytest.mark.parametrize("batch", [1, 8])
 def test_int8_speed(benchmark, record, r50_bundle, r50_inputs, batch):
-    from ks_runtime.core.bundle import ENCODER_INT8
-    from ks_runtime.engine.ort_graphs import BundleGraphs
-
     fp32 = BundleGraphs(r50_bundle, roles=("encoder",))
     int8 = BundleGraphs(r50_bundle, roles=("encoder",), encoder_variant=ENCODER_INT8)
     frames = np.ascontiguousarray(r50_inputs[:batch])
@@ -91,8 +91,8 @@ def test_int8_f1(benchmark, record):
                    unit=" points", target=INT8_F1_DROP, model=DEMO_MODEL, status="skipped: run `make demo` first",
                    boundary="dense testing on SynthAU's test fold"))
         pytest.skip("no runs/demo/bundle: run `make demo` first")
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.export import evaluate_variants, experiment_sequences
-    from ks_runtime.core.bundle import ENCODER_INT8, read_manifest
     from ks_train.config import ExperimentConfig
 
     manifest = read_manifest(bundle)

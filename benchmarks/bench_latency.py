@@ -14,15 +14,14 @@ import time
 import numpy as np
 
 from benchmarks.harness import R50_MODEL, Row, budget, quick
+from ks_runtime.core.policy import POLICIES, lookahead
+from ks_runtime.detector import Detector
 
 SOURCE_FPS = 25.0
 WARMUP_FRAMES = 8
 
 
 def test_policy_latency(benchmark, record, r50_bundle, aligned_frames):
-    from ks_runtime.core.policy import POLICIES, lookahead
-    from ks_runtime.detector import Detector
-
     detectors = {p: Detector(r50_bundle, policy=p, face="aligned", batch_size=1, max_wait_ms=0) for p in POLICIES}
     seconds: dict[str, list[float]] = {p: [] for p in POLICIES}
     produced: dict[str, int] = dict.fromkeys(POLICIES, 0)

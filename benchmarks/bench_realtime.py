@@ -12,6 +12,12 @@ import numpy as np
 import pytest
 
 from benchmarks.harness import R50_MODEL, Row, Target, interleaved, quick
+from ks_runtime.core.bundle import ENCODER_INT8
+from ks_runtime.detector import Detector
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.io.sources import ArraySource, VideoSource
+from ks_runtime.synth.generate import SynthConfig
+from ks_runtime.synth.scene import render_scene_sequence, write_scene_video
 
 BOUNDARY = ("decoded RGB frames in memory -> per-frame AU probabilities through the runtime (Detector.stream over an "
             "ArraySource: face stage, preprocessing, encoder batches of up to 8, ring, head, its threads); output "
@@ -21,17 +27,12 @@ BOUNDARY = ("decoded RGB frames in memory -> per-frame AU probabilities through 
 @pytest.fixture(scope="module")
 def scene():
     """SynthAU scene video (tiny set, subject 0, task 0: the face stays in view): 120 frames of 640 x 480."""
-    from ks_runtime.synth.generate import SynthConfig
-    from ks_runtime.synth.scene import render_scene_sequence
-
     return render_scene_sequence(SynthConfig(size="tiny"), 0, 0, (640, 480))
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, scene, aligned_frames):
     """The scene and the aligned frames written as video files: FFV1 (lossless) and mp4v (MPEG-4 part 2)."""
-    from ks_runtime.synth.scene import write_scene_video
-
     folder = tmp_path_factory.mktemp("videos")
     paths = {}
     for suffix in (".mkv", ".mp4"):
@@ -44,8 +45,6 @@ def videos(tmp_path_factory, scene, aligned_frames):
 
 def streamer(detector, frames: np.ndarray, last: list):
     """One end-to-end run over `frames`; the latest run's results are kept in `last` (to count faces)."""
-    from ks_runtime.io.sources import ArraySource
-
     def run() -> None:
         last[:] = list(detector.stream(ArraySource(frames, fps=25.0)))
 
@@ -54,10 +53,6 @@ def streamer(detector, frames: np.ndarray, last: list):
 
 def int8_detector(bundle, **kwargs):
     """A Detector whose ort engine runs the bundle's INT8 encoder (the runtime picks FP32 on the CPU by default)."""
-    from ks_runtime.core.bundle import ENCODER_INT8
-    from ks_runtime.detector import Detector
-    from ks_runtime.engine.ort_graphs import BundleGraphs
-
     detector = Detector(bundle, **kwargs)
     engine = detector.engine
     engine.graphs = BundleGraphs(detector.manifest, roles=("encoder", "head"), encoder_variant=ENCODER_INT8)
@@ -66,6 +61,7 @@ def int8_detector(bundle, **kwargs):
 
 
 def encoder_gflops(bundle) -> float:
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.flops import count_flops
 
     return count_flops(bundle / "encoder.onnx").gflops
@@ -102,8 +98,6 @@ def frames_for_run(frames: np.ndarray) -> np.ndarray:
 
 
 def test_aligned_fp32(benchmark, record, recorder, r50_bundle, aligned_frames):
-    from ks_runtime.detector import Detector
-
     detector = Detector(r50_bundle, policy="last", face="aligned", batch_size=8)
     target = Target(">=", 40, " fps")
     run_row(benchmark, record, "5a", "Real time, aligned 224 px, FP32", detector, frames_for_run(aligned_frames),
@@ -112,8 +106,6 @@ def test_aligned_fp32(benchmark, record, recorder, r50_bundle, aligned_frames):
 
 
 def test_raw_video_fp32(benchmark, record, recorder, r50_bundle, scene):
-    from ks_runtime.detector import Detector
-
     detector = Detector(r50_bundle, policy="last", face="haar", batch_size=8)
     target = Target(">=", 30, " fps")
     run_row(benchmark, record, "5b", "Real time, raw 640 x 480 video with haar tracking, FP32", detector,
@@ -132,8 +124,6 @@ def test_aligned_int8(benchmark, record, recorder, r50_bundle, aligned_frames):
 
 
 def test_decoding(benchmark, record, videos):
-    from ks_runtime.io.sources import VideoSource
-
     def decode(path):
         return lambda: sum(1 for _ in VideoSource(path))
 
@@ -147,7 +137,7 @@ def test_decoding(benchmark, record, videos):
         record(Row(
             key=key, item=item, name=f"Decoding, {size} video (reported on its own)", figure=mp4.fps, unit=" fps",
             model="none (OpenCV's video decoder)",
-            boundary=f"ks_runtime.io.sources.VideoSource over a {counts[f'{kind}.mp4']}-frame {size} file, open to last "
+            boundary=f"io.sources.VideoSource over a {counts[f'{kind}.mp4']}-frame {size} file, open to last "
                      f"frame, BGR -> RGB; figure: mp4v (MPEG-4 part 2); details: FFV1 (lossless) too",
             details={"mp4v": summary[f"{kind}.mp4"], "ffv1": summary[f"{kind}.mkv"]},
             note=f"mp4v {mp4.fps:.0f} fps, FFV1 {mkv.fps:.0f} fps"))

@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 
 from benchmarks.harness import R50_MODEL, Row, Target, interleaved, quick
+from ks_runtime.core.policy import dense_clip_indices
+from ks_runtime.core.preprocess import to_network_input
+from ks_runtime.detector import Detector
+from ks_runtime.io.sources import ArraySource
 
 TARGET = Target(">=", 4.5, "x")
 E2E_FRAMES = 40  # output frames per end-to-end call
@@ -51,6 +55,7 @@ def naive_network(graphs, inputs: np.ndarray, batch: int):
 
 @pytest.mark.parametrize("batch", [1, 8])
 def test_network(benchmark, record, r50_graphs, r50_inputs, r50_bundle, batch):
+    # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.flops import count_flops
 
     n = r50_graphs.clip_len
@@ -86,9 +91,6 @@ class NaiveDense:
         self.graphs, self.preprocess, self.policy, self.batch = graphs, preprocess, policy, batch
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        from ks_runtime.core.policy import dense_clip_indices
-        from ks_runtime.core.preprocess import to_network_input
-
         x = to_network_input(frames, self.preprocess)  # (T, 3, S, S)
         clip_frames, slots = dense_clip_indices(len(x), self.graphs.clip_len, self.policy)  # (T, 1, n), (T, 1)
         out = [self.graphs.clip(x[clip_frames[s : s + self.batch, 0]], slots[s : s + self.batch, 0])
@@ -97,9 +99,6 @@ class NaiveDense:
 
 
 def test_end_to_end(benchmark, record, r50_bundle, r50_graphs, aligned_frames):
-    from ks_runtime.detector import Detector
-    from ks_runtime.io.sources import ArraySource
-
     frames = aligned_frames[: 16 if quick() else E2E_FRAMES]
     detector = Detector(r50_bundle, policy="last", face="aligned", batch_size=8)
     naive = NaiveDense(r50_graphs, detector.manifest.preprocess, "last", batch=8)

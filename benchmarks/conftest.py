@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 
 from benchmarks.harness import Recorder, Row, machine_busy_seconds, own_cpu_seconds, quick
+from benchmarks.models import cached_bundle
+from ks_runtime.core.bundle import read_manifest
+from ks_runtime.core.preprocess import to_network_input
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
 log = logging.getLogger("benchmarks")
 
@@ -70,8 +75,6 @@ def record(recorder, request):
 @pytest.fixture(scope="session")
 def r50_bundle(request):
     """The untrained paper-r50 bundle (encoder, head, clip, INT8 encoder), exported once and cached."""
-    from benchmarks.models import cached_bundle
-
     started = time.perf_counter()
     say(request, "paper-r50 bundle: exporting when not cached (a few minutes the first time) ...")
     bundle = cached_bundle("paper-r50", int8=True)
@@ -82,8 +85,6 @@ def r50_bundle(request):
 @pytest.fixture(scope="session")
 def small_bundle(request):
     """An untrained synth-cpu-sized bundle (tiny CNN at 96 px), for the long memory stream."""
-    from benchmarks.models import cached_bundle
-
     say(request, "synth-cpu-sized bundle: exporting when not cached ...")
     return cached_bundle("synth-cpu", int8=False)
 
@@ -91,23 +92,16 @@ def small_bundle(request):
 @pytest.fixture(scope="session")
 def r50_graphs(r50_bundle):
     """paper-r50's encoder, head and clip graphs in onnxruntime (the runtime's session options)."""
-    from ks_runtime.engine.ort_graphs import BundleGraphs
-
     return BundleGraphs(r50_bundle)
 
 
 @pytest.fixture(scope="session")
 def aligned_frames() -> np.ndarray:
     """120 aligned SynthAU frames at 224 px, RGB uint8 [120, 224, 224, 3]: what paper-r50 reads."""
-    from ks_runtime.synth.generate import SynthConfig, generate_sequence
-
     return generate_sequence(SynthConfig(size="tiny", image_size=224), 0, 0).frames
 
 
 @pytest.fixture(scope="session")
 def r50_inputs(r50_bundle, aligned_frames) -> np.ndarray:
     """The aligned frames preprocessed for paper-r50: float32 [120, 3, 224, 224]."""
-    from ks_runtime.core.bundle import read_manifest
-    from ks_runtime.core.preprocess import to_network_input
-
     return to_network_input(aligned_frames, read_manifest(r50_bundle).preprocess)

@@ -27,6 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ks_export.export import export_bundle
+from ks_runtime.core.bundle import read_manifest
+from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ks_runtime.engine import create_engine, gpu_probe
+from ks_runtime.engine.ort_graphs import BundleGraphs
+from ks_runtime.synth.generate import SynthConfig, generate_sequence
+from ks_train.config import load_config
+from ks_train.methods import create_method
+from ks_train.trainer import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -133,8 +143,7 @@ def run_tests(session: Session) -> None:
 def kernel_speed(session: Session, quick: bool) -> None:
     import torch
 
-    import cpp_ext.cuda as kcuda
-    from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    import cpp_ext.cuda as kcuda  # deferred: cpp_ext's CUDA library (built only where nvcc was found)
 
     stream = torch.cuda.current_stream().cuda_stream
     mean = torch.tensor(IMAGENET_MEAN, device="cuda").view(1, 3, 1, 1)
@@ -166,9 +175,6 @@ def kernel_speed(session: Session, quick: bool) -> None:
 # --- (3) a training step -------------------------------------------------------------------------------------------
 
 def train_step(session: Session, work: Path) -> Path:
-    from ks_train.config import load_config
-    from ks_train.trainer import Trainer
-
     overrides = ["data.synth_size=tiny", "data.image_size=64", "train.epochs=1", "train.batches_per_epoch=8",
                  "train.workers=0", "model.backbone=tiny"]
     trainer = Trainer(load_config("synth-cpu", overrides), work / "run", device="cuda", progress=False)
@@ -187,9 +193,6 @@ def train_step(session: Session, work: Path) -> Path:
 
 def encoder_timings(session: Session, quick: bool) -> None:
     import torch
-
-    from ks_train.config import load_config
-    from ks_train.methods import create_method
 
     rows = ["| profile | backbone | size | batch | eager ms | graph ms | graph frames/s | speed-up |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -224,12 +227,6 @@ def encoder_timings(session: Session, quick: bool) -> None:
 # --- (5) export --trt and the engines --------------------------------------------------------------------------------
 
 def engines(session: Session, checkpoint: Path, work: Path) -> None:
-    from ks_export.export import export_bundle
-    from ks_runtime.core.bundle import read_manifest
-    from ks_runtime.engine import create_engine, gpu_probe
-    from ks_runtime.engine.ort_graphs import BundleGraphs
-    from ks_runtime.synth.generate import SynthConfig, generate_sequence
-
     bundle = work / "bundle"
     report = export_bundle(checkpoint, bundle, int8=True, triton=True, calib=64, evaluate=False, trt=True)
     built = read_manifest(bundle).raw["tensorrt"]["engines"]
@@ -276,8 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one batch size per timing")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
-
-    from ks_runtime.engine import gpu_probe
 
     print(gpu_probe.report(), flush=True)
     devices = gpu_probe.cuda_devices()

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ks_runtime.core.bundle import read_manifest
+from ks_runtime.detector import Detector
+from ks_runtime.io.sources import ArraySource
+from ks_runtime.synth.generate import SynthConfig, generate_sequence
+
 
 def rss_kib() -> int:
     """This process's resident set size, KiB."""
@@ -37,11 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--every", type=int, default=500)
     args = parser.parse_args(argv)
-
-    from ks_runtime.core.bundle import read_manifest
-    from ks_runtime.detector import Detector
-    from ks_runtime.io.sources import ArraySource
-    from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
     manifest = read_manifest(args.bundle)
     frames = generate_sequence(SynthConfig(size="tiny", image_size=manifest.preprocess.size), 0, 0).frames

@@ -18,6 +18,14 @@ import torch
 from torch import nn
 
 from benchmarks.harness import CACHE, ROOT, code_key
+from ks_export.export import export_bundle
+from ks_export.onnx_export import DEFAULT_OPSET, check_graph, export_module
+from ks_runtime.core.bundle import read_manifest
+from ks_runtime.core.errors import BundleError
+from ks_train import __version__
+from ks_train.checkpoint import save_checkpoint
+from ks_train.config import load_config
+from ks_train.methods import create_method
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,6 @@ DEMO_BUNDLE = ROOT / "runs" / "demo" / "bundle"
 
 def untrained_checkpoint(profile: str, path: Path, seed: int = 0) -> Path:
     """A checkpoint of a freshly initialised KS model of `profile`, in the format ks-export reads."""
-    from ks_train import __version__
-    from ks_train.checkpoint import save_checkpoint
-    from ks_train.config import load_config
-    from ks_train.methods import create_method
 
     cfg = load_config(profile, DATA_OVERRIDES)
     # The trainer resolves clip_stride 0 (the label spacing); an untrained model has none: 10, the profiles' 10%.
@@ -57,10 +61,6 @@ def untrained_checkpoint(profile: str, path: Path, seed: int = 0) -> Path:
 def cached_bundle(profile: str, int8: bool = True) -> Path:
     """The untrained `profile` bundle under benchmarks/.cache/<profile>-<code key>/, exported when missing or stale
     (ResNet-50 takes a few minutes on 2 cores: three dynamo exports, verification, INT8 calibration)."""
-    from ks_export.export import export_bundle
-    from ks_runtime.core.bundle import read_manifest
-    from ks_runtime.core.errors import BundleError
-
     folder = CACHE / f"{profile}-{'int8-' if int8 else ''}{code_key(EXPORT_SOURCES, RECIPE)}"
     bundle = folder / "bundle"
     if (bundle / "manifest.json").is_file():
@@ -123,8 +123,6 @@ class VGG16AU(nn.Module):
 
 def vgg16_onnx() -> Path:
     """The VGG-16 AU detector as ONNX (legacy exporter, dynamic batch), cached like the bundles (~540 MB)."""
-    from ks_export.onnx_export import DEFAULT_OPSET, check_graph, export_module
-
     path = CACHE / f"vgg16-au-{code_key(['ks_export/onnx_export.py'], RECIPE)}.onnx"
     if path.is_file():
         return path

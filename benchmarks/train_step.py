@@ -17,11 +17,11 @@ import time
 import numpy as np
 import torch
 
+from ks_train.config import load_config
+from ks_train.trainer import Trainer
+
 
 def seconds_per_step(config: str, amp: bool, steps: int) -> tuple[float, str]:
-    from ks_train.config import load_config
-    from ks_train.trainer import Trainer
-
     cfg = load_config(config, ["data.synth_size=tiny", "train.warmup_fraction=0.0", "train.workers=0",
                                f"train.amp={str(amp).lower()}"])
     with tempfile.TemporaryDirectory() as out:

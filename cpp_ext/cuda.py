@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cpp_ext import BORDERS
+
 log = logging.getLogger(__name__)
 
 LIB_NAME = "libks_cuda.so"
@@ -478,8 +480,6 @@ def gather_clips(
 
 
 def _warp_args(shape: tuple, dtype: np.dtype, M: object, out_size: Sequence[int], border: str, fn: str):
-    from . import BORDERS
-
     if dtype != np.uint8:
         raise TypeError(f"{fn}: frame must be uint8, got {dtype}")
     if len(shape) not in (3, 4) or shape[-1] != 3:

@@ -1,16 +1,26 @@
-"""DESIGN.md's dependency direction: ks_runtime imports no torch and none of our other packages."""
+"""The architecture, enforced: the dependency direction between packages, the layers inside ks_runtime, no import
+cycles, function-level imports only to defer an optional dependency, and short functions."""
 
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.architecture import (
+    ROOT,
+    Import,
+    cycles,
+    function_lengths,
+    imports,
+    layer_violations,
+    undeclared_deferred_imports,
+)
+
 FORBIDDEN = ("torch", "ks_train", "ks_export")
+MAX_FUNCTION_LINES = 60
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def imported_roots(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -20,7 +30,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_runtime_imports_no_torch_and_no_training_code():
     offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_modules(path) & set(FORBIDDEN))
+        str(path.relative_to(ROOT)): sorted(imported_roots(path) & set(FORBIDDEN))
         for path in (ROOT / "ks_runtime").rglob("*.py")
     }
     offenders = {k: v for k, v in offenders.items() if v}
@@ -28,5 +38,49 @@ def test_runtime_imports_no_torch_and_no_training_code():
 
 
 def test_train_does_not_import_export():
-    offenders = [str(p) for p in (ROOT / "ks_train").rglob("*.py") if "ks_export" in imported_modules(p)]
+    offenders = [str(p) for p in (ROOT / "ks_train").rglob("*.py") if "ks_export" in imported_roots(p)]
     assert not offenders, f"imports flow ks_export -> ks_train, never back: {offenders}"
+
+
+def test_runtime_layers_import_only_what_they_may():
+    bad = layer_violations(imports(("ks_runtime",)))
+    assert not bad, "core imports no other layer; engine, faces, io and synth import core only:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    found = cycles(imports())
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_function_level_imports_say_what_they_defer():
+    bad = undeclared_deferred_imports(imports())
+    assert not bad, "import at module level, or say `# deferred: <optional dependency>`:\n" + "\n".join(bad)
+
+
+def test_no_product_function_is_over_60_lines():
+    long = [f"{where} ({n} lines)" for where, n in function_lengths() if n > MAX_FUNCTION_LINES]
+    assert not long, "break these up:\n" + "\n".join(long)
+
+
+# The checks themselves, on made-up imports: each must catch what it is there to catch.
+
+
+def fake(importer: str, target: str, in_function: bool = False) -> Import:
+    return Import(importer, target, ROOT / "tests" / "test_layering.py", 1, in_function, False)
+
+
+def test_the_layer_check_catches_io_reaching_into_synth_and_core_into_engine():
+    edges = [fake("ks_runtime.io.table", "ks_runtime.synth.face"), fake("ks_runtime.core.au", "ks_runtime.engine"),
+             fake("ks_runtime.faces.base", "ks_runtime.core.results"), fake("ks_runtime.detector", "ks_runtime.synth")]
+    bad = layer_violations(edges)
+    assert len(bad) == 2 and "io/ imports ks_runtime.synth.face" in bad[0] and "core/ imports" in bad[1]
+
+
+def test_the_cycle_check_finds_a_three_module_cycle_and_ignores_deferred_edges():
+    edges = [fake("a", "b"), fake("b", "c"), fake("c", "a"), fake("c", "d"), fake("d", "c", in_function=True)]
+    assert cycles(edges) == [["a", "b", "c"]]
+
+
+def test_the_deferred_check_flags_a_function_import_without_a_reason():
+    edge = fake("ks_runtime.x", "ks_runtime.y", in_function=True)
+    assert undeclared_deferred_imports([edge]) and not undeclared_deferred_imports([fake("x", "y")])
