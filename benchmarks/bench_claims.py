@@ -41,13 +41,20 @@ def test_parameters(benchmark, record):
     benchmark.group = "6 claims: parameters"
     benchmark.pedantic(count, rounds=1)
     ks, vgg = counts["ks"]["total"], counts["vgg"]
-    record(Row(
-        key="6a", item=6, name="Parameters: KS (paper-r50) against the VGG-16 AU detector", figure=ks / 1e6, unit="M",
-        model=f"{R50_MODEL}; {VGG_MODEL}",
-        boundary="trainable parameters of the torch modules (KS: parameter_breakdown of KSModel, every module "
-                 "including the Temporal Teacher and PPL)",
-        details={"ks": counts["ks"], "vgg16": vgg, "vgg16_over_ks": vgg / ks},
-        note=f"KS {ks / 1e6:.1f}M against VGG-16 {vgg / 1e6:.1f}M ({vgg / ks:.1f}x more)"))
+    record(
+        Row(
+            key="6a",
+            item=6,
+            name="Parameters: KS (paper-r50) against the VGG-16 AU detector",
+            figure=ks / 1e6,
+            unit="M",
+            model=f"{R50_MODEL}; {VGG_MODEL}",
+            boundary="trainable parameters of the torch modules (KS: parameter_breakdown of KSModel, every module "
+            "including the Temporal Teacher and PPL)",
+            details={"ks": counts["ks"], "vgg16": vgg, "vgg16_over_ks": vgg / ks},
+            note=f"KS {ks / 1e6:.1f}M against VGG-16 {vgg / 1e6:.1f}M ({vgg / ks:.1f}x more)",
+        )
+    )
 
 
 def test_flops(benchmark, record, r50_bundle, vgg_path):
@@ -64,16 +71,30 @@ def test_flops(benchmark, record, r50_bundle, vgg_path):
     benchmark.pedantic(count, rounds=1)
     streamed = counts["encoder"].total + counts["head"].total
     naive, vgg = counts["clip"].total, counts["vgg"].total
-    record(Row(
-        key="6b", item=6, name="FLOPs per output frame: KS streamed / KS naive / VGG-16", figure=streamed / 1e9,
-        unit=" GFLOPs", model=f"{R50_MODEL}; {VGG_MODEL}",
-        boundary="2 x multiply-adds of Conv/Gemm/MatMul/Einsum counted from the ONNX graphs at batch 1 (other ops "
-                 "not counted); figure: KS streamed (encoder.onnx + head.onnx per output frame)",
-        details={"ks_streamed": streamed / 1e9, "ks_naive": naive / 1e9, "vgg16": vgg / 1e9,
-                 "by_graph": {k: {"gflops": c.gflops, "by_op": c.by_op, "unresolved": list(c.unresolved)}
-                              for k, c in counts.items()}},
-        note=f"KS streamed {streamed / 1e9:.2f}, KS naive {naive / 1e9:.2f}, VGG-16 {vgg / 1e9:.2f} GFLOPs per output "
-             f"frame"))
+    record(
+        Row(
+            key="6b",
+            item=6,
+            name="FLOPs per output frame: KS streamed / KS naive / VGG-16",
+            figure=streamed / 1e9,
+            unit=" GFLOPs",
+            model=f"{R50_MODEL}; {VGG_MODEL}",
+            boundary="2 x multiply-adds of Conv/Gemm/MatMul/Einsum counted from the ONNX graphs at batch 1 (other ops "
+            "not counted); figure: KS streamed (encoder.onnx + head.onnx per output frame)",
+            details={
+                "ks_streamed": streamed / 1e9,
+                "ks_naive": naive / 1e9,
+                "vgg16": vgg / 1e9,
+                "by_graph": {
+                    k: {"gflops": c.gflops, "by_op": c.by_op, "unresolved": list(c.unresolved)}
+                    for k, c in counts.items()
+                },
+            },
+            note=f"KS streamed {streamed / 1e9:.2f}, KS naive {naive / 1e9:.2f}, VGG-16 {vgg / 1e9:.2f} GFLOPs per "
+            "output "
+            f"frame",
+        )
+    )
 
 
 def test_speed(benchmark, record, r50_graphs, r50_inputs, vgg_path):
@@ -81,18 +102,36 @@ def test_speed(benchmark, record, r50_graphs, r50_inputs, vgg_path):
     frames = np.ascontiguousarray(r50_inputs[:BATCH])
     name = vgg.get_inputs()[0].name
     benchmark.group = "6 claims: output frames/s"
-    samples = interleaved(benchmark, {"ks_streamed": streamed_network(r50_graphs, r50_inputs, BATCH),
-                                      "ks_naive": naive_network(r50_graphs, r50_inputs, BATCH),
-                                      "vgg16": lambda: vgg.run(None, {name: frames})},
-                          budget_s=60, frames_per_call=dict.fromkeys(("ks_streamed", "ks_naive", "vgg16"), BATCH),
-                          min_rounds=3)
+    samples = interleaved(
+        benchmark,
+        {
+            "ks_streamed": streamed_network(r50_graphs, r50_inputs, BATCH),
+            "ks_naive": naive_network(r50_graphs, r50_inputs, BATCH),
+            "vgg16": lambda: vgg.run(None, {name: frames}),
+        },
+        budget_s=60,
+        frames_per_call=dict.fromkeys(("ks_streamed", "ks_naive", "vgg16"), BATCH),
+        min_rounds=3,
+    )
     s, n, v = samples["ks_streamed"], samples["ks_naive"], samples["vgg16"]
-    record(Row(
-        key="6c", item=6, name="Output frames/s: KS streamed against VGG-16 (KS naive beside them)",
-        figure=s.fps / v.fps, unit="x", target=CLAIM, model=f"{R50_MODEL}; {VGG_MODEL}",
-        boundary=f"ONNX graphs only, onnxruntime CPU, batch {BATCH}: KS streamed (encoder + head), KS naive "
-                 f"(clip.onnx, n = 5 frames per output frame), VGG-16 (one frame per output frame); median of "
-                 f"interleaved calls; target: the claim that streaming makes KS cheaper per output frame",
-        details={"ks_streamed": s.summary(), "ks_naive": n.summary(), "vgg16": v.summary(),
-                 "ks_naive_over_vgg16": n.fps / v.fps},
-        note=f"KS streamed {s.fps:.1f}, KS naive {n.fps:.1f}, VGG-16 {v.fps:.1f} output frames/s"))
+    record(
+        Row(
+            key="6c",
+            item=6,
+            name="Output frames/s: KS streamed against VGG-16 (KS naive beside them)",
+            figure=s.fps / v.fps,
+            unit="x",
+            target=CLAIM,
+            model=f"{R50_MODEL}; {VGG_MODEL}",
+            boundary=f"ONNX graphs only, onnxruntime CPU, batch {BATCH}: KS streamed (encoder + head), KS naive "
+            f"(clip.onnx, n = 5 frames per output frame), VGG-16 (one frame per output frame); median of "
+            f"interleaved calls; target: the claim that streaming makes KS cheaper per output frame",
+            details={
+                "ks_streamed": s.summary(),
+                "ks_naive": n.summary(),
+                "vgg16": v.summary(),
+                "ks_naive_over_vgg16": n.fps / v.fps,
+            },
+            note=f"KS streamed {s.fps:.1f}, KS naive {n.fps:.1f}, VGG-16 {v.fps:.1f} output frames/s",
+        )
+    )

@@ -50,21 +50,38 @@ def test_policy_latency(benchmark, record, r50_bundle, aligned_frames):
     benchmark.pedantic(one_round, rounds=rounds, iterations=1)
     n, stride = detectors["last"].manifest.clip_len, detectors["last"].manifest.clip_stride
     for key, policy in zip("abcd", POLICIES, strict=True):
-        ms = np.asarray(seconds[policy]) * 1e3
-        p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-        ahead = lookahead(n, policy, stride)  # the worst case; `shift` waits (n - 1 - slot) * stride frames
-        mean_ahead = (n - 1) / 2 * stride if policy == "shift" else ahead
-        ahead_ms = 1e3 * ahead / SOURCE_FPS
-        record(Row(
-            key=f"7{key}", item=7, name=f"Latency at batch 1, policy `{policy}` (compute p50)", figure=p50, unit=" ms",
-            model=R50_MODEL,
-            boundary=f"Detector.infer_frame(frame), batch size 1: aligned 224 px frame in memory -> the results final "
-                     f"with it; {len(ms)} frames; frame in to result out adds the look-ahead of {ahead} frame(s) at "
-                     f"{SOURCE_FPS:g} fps",
-            details={"compute_p50_ms": p50, "compute_p99_ms": p99, "lookahead_frames": ahead,
-                     "lookahead_mean_frames": mean_ahead,
-                     "lookahead_ms": ahead_ms, "total_p50_ms": p50 + ahead_ms, "total_p99_ms": p99 + ahead_ms,
-                     "frames": len(ms), "results": produced[policy]},
-            note=f"compute p50 {p50:.1f} ms, p99 {p99:.1f} ms; + look-ahead {'up to ' if mean_ahead != ahead else ''}"
-                 f"{ahead} frames ({ahead_ms:.0f} ms) = "
-                 f"{p50 + ahead_ms:.1f} / {p99 + ahead_ms:.1f} ms frame in to result out"))
+        record(latency_row(key, policy, np.asarray(seconds[policy]) * 1e3, produced[policy], n, stride))
+
+
+def latency_row(key: str, policy: str, ms: np.ndarray, produced: int, n: int, stride: int) -> Row:
+    """Row 7x: the policy's compute latency percentiles and its look-ahead at the source's frame rate."""
+    p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    ahead = lookahead(n, policy, stride)  # the worst case; `shift` waits (n - 1 - slot) * stride frames
+    mean_ahead = (n - 1) / 2 * stride if policy == "shift" else ahead
+    ahead_ms = 1e3 * ahead / SOURCE_FPS
+    return Row(
+        key=f"7{key}",
+        item=7,
+        name=f"Latency at batch 1, policy `{policy}` (compute p50)",
+        figure=p50,
+        unit=" ms",
+        model=R50_MODEL,
+        boundary="Detector.infer_frame(frame), batch size 1: aligned 224 px frame in memory -> the results final "
+        f"with it; {len(ms)} frames; frame in to result out adds the look-ahead of {ahead} frame(s) at "
+        f"{SOURCE_FPS:g} fps",
+        details={
+            "compute_p50_ms": p50,
+            "compute_p99_ms": p99,
+            "lookahead_frames": ahead,
+            "lookahead_mean_frames": mean_ahead,
+            "lookahead_ms": ahead_ms,
+            "total_p50_ms": p50 + ahead_ms,
+            "total_p99_ms": p99 + ahead_ms,
+            "frames": len(ms),
+            "results": produced,
+        },
+        note=f"compute p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+        f"+ look-ahead {'up to ' if mean_ahead != ahead else ''}"
+        f"{ahead} frames ({ahead_ms:.0f} ms) = "
+        f"{p50 + ahead_ms:.1f} / {p99 + ahead_ms:.1f} ms frame in to result out",
+    )

@@ -26,9 +26,9 @@ def test_memory_growth(benchmark, record, small_bundle):
     out = {}
 
     def probe():
-        done = subprocess.run([sys.executable, "-m", "benchmarks.memory_probe", str(small_bundle), "--frames",
-                               str(frames), "--every", str(every)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=1200, check=True)
+        command = [sys.executable, "-m", "benchmarks.memory_probe", str(small_bundle)]
+        command += ["--frames", str(frames), "--every", str(every)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True)
         out.update(json.loads(done.stdout.strip().splitlines()[-1]))
 
     benchmark.group = "8 memory"
@@ -38,15 +38,31 @@ def test_memory_growth(benchmark, record, small_bundle):
     baseline, last, peak = int(rss[warm]), int(rss[-1]), int(rss[warm:].max())
     growth = 100 * (last - baseline) / baseline
     slope = np.polyfit(index[warm:], rss[warm:], 1)[0] * 1000 if len(index) - warm > 1 else float("nan")
-    record(Row(
-        key="8a", item=8, name=f"Memory: resident growth over a {frames:,}-frame stream", figure=growth, unit="%",
-        target=TARGET, model=SMALL_MODEL,
-        boundary=f"VmRSS of a process running only the runtime (Detector.stream, policy last, batch 8, aligned 96 px "
-                 f"frames from a generator, results dropped); growth = last sample against the sample at frame "
-                 f"{int(index[warm])} (after warm-up)",
-        details={"frames": out["frames"], "seconds": out["seconds"], "fps": out["frames"] / out["seconds"],
-                 "rss_start_kib": int(rss[0]), "rss_after_warmup_kib": baseline, "rss_last_kib": last,
-                 "rss_peak_kib": peak, "slope_kib_per_1000_frames": slope, "samples": out["samples"],
-                 "engine": out["engine"]},
-        note=f"RSS {baseline / 1024:.1f} MiB after warm-up, {last / 1024:.1f} MiB at the end (peak {peak / 1024:.1f}); "
-             f"trend {slope:+.1f} KiB per 1000 frames"))
+    record(
+        Row(
+            key="8a",
+            item=8,
+            name=f"Memory: resident growth over a {frames:,}-frame stream",
+            figure=growth,
+            unit="%",
+            target=TARGET,
+            model=SMALL_MODEL,
+            boundary="VmRSS of a process running only the runtime (Detector.stream, policy last, batch 8, aligned "
+            "96 px frames from a generator, results dropped); growth = last sample against the sample at frame "
+            f"{int(index[warm])} (after warm-up)",
+            details={
+                "frames": out["frames"],
+                "seconds": out["seconds"],
+                "fps": out["frames"] / out["seconds"],
+                "rss_start_kib": int(rss[0]),
+                "rss_after_warmup_kib": baseline,
+                "rss_last_kib": last,
+                "rss_peak_kib": peak,
+                "slope_kib_per_1000_frames": slope,
+                "samples": out["samples"],
+                "engine": out["engine"],
+            },
+            note=f"RSS {baseline / 1024:.1f} MiB after warm-up, {last / 1024:.1f} MiB at the end "
+            f"(peak {peak / 1024:.1f}); trend {slope:+.1f} KiB per 1000 frames",
+        )
+    )

@@ -28,8 +28,15 @@ BATCH = 8
 def sgemm_peak(seconds: float, sizes: str, unset: bool = True) -> dict:
     """Run benchmarks/sgemm_peak.py in a fresh interpreter; `unset` removes the OpenBLAS kernel pins."""
     env = {k: v for k, v in os.environ.items() if not (unset and k in OPENBLAS_VARS)}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.sgemm_peak", "--sizes", sizes, "--seconds", str(seconds),
-                          "--torch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sgemm_peak", "--sizes", sizes, "--seconds", str(seconds), "--torch"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -64,17 +71,32 @@ def test_machine_limit(benchmark, record, r50_graphs, r50_inputs, r50_bundle):
     if any(as_set.values()):  # what numpy gets with the machine's pins left in place, for the record
         pinned = sgemm_peak(seconds, sizes, unset=False)
     kernel = peaks[-1]["blas"][0]["architecture"] if peaks[-1]["blas"] else "unknown"
-    record(Row(
-        key="4a", item=4, name="FP32 encoder against this machine's sgemm peak", figure=100 * achieved / peak, unit="%",
-        target=TARGET, model=R50_MODEL,
-        boundary=f"encoder.onnx at batch {BATCH} in onnxruntime ({flops / BATCH / 1e9:.2f} GFLOPs a frame, counted "
-                 f"from the graph; best call) against the best float32 n x n matmul (n in {sizes}) of numpy/OpenBLAS "
-                 f"and torch/MKL on {os.cpu_count()} threads and of numpy on one thread, in a subprocess with "
-                 f"{' and '.join(OPENBLAS_VARS)} unset",
-        details={"encoder_gflops_per_s": achieved,
-                 "encoder_median_gflops_per_s": flops / float(np.median(encoder_s)) / 1e9,
-                 "encoder_calls": len(encoder_s), "peak_gflops_per_s": peak, "peak_library": library,
-                 "peak_by_library": best, "openblas_kernel": kernel, "sgemm_runs": peaks,
-                 "openblas_vars_as_set": as_set, "sgemm_with_vars_as_set": pinned},
-        note=f"encoder {achieved:.0f} GFLOP/s; peak {peak:.0f} GFLOP/s ({library}; numpy {best['numpy']:.0f} on "
-             f"OpenBLAS kernel {kernel}, torch {best['torch']:.0f}, numpy on one thread {best['numpy_1_thread']:.0f})"))
+    record(
+        Row(
+            key="4a",
+            item=4,
+            name="FP32 encoder against this machine's sgemm peak",
+            figure=100 * achieved / peak,
+            unit="%",
+            target=TARGET,
+            model=R50_MODEL,
+            boundary=f"encoder.onnx at batch {BATCH} in onnxruntime ({flops / BATCH / 1e9:.2f} GFLOPs a frame, counted "
+            f"from the graph; best call) against the best float32 n x n matmul (n in {sizes}) of numpy/OpenBLAS "
+            f"and torch/MKL on {os.cpu_count()} threads and of numpy on one thread, in a subprocess with "
+            f"{' and '.join(OPENBLAS_VARS)} unset",
+            details={
+                "encoder_gflops_per_s": achieved,
+                "encoder_median_gflops_per_s": flops / float(np.median(encoder_s)) / 1e9,
+                "encoder_calls": len(encoder_s),
+                "peak_gflops_per_s": peak,
+                "peak_library": library,
+                "peak_by_library": best,
+                "openblas_kernel": kernel,
+                "sgemm_runs": peaks,
+                "openblas_vars_as_set": as_set,
+                "sgemm_with_vars_as_set": pinned,
+            },
+            note=f"encoder {achieved:.0f} GFLOP/s; peak {peak:.0f} GFLOP/s ({library}; numpy {best['numpy']:.0f} on "
+            f"OpenBLAS kernel {kernel}, torch {best['torch']:.0f}, numpy on one thread {best['numpy_1_thread']:.0f})",
+        )
+    )

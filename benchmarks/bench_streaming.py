@@ -60,27 +60,45 @@ def test_network(benchmark, record, r50_graphs, r50_inputs, r50_bundle, batch):
 
     n = r50_graphs.clip_len
     benchmark.group = f"1 streaming vs naive, network, B={batch}"
-    samples = interleaved(benchmark, {"streamed": streamed_network(r50_graphs, r50_inputs, batch),
-                                      "naive": naive_network(r50_graphs, r50_inputs, batch)},
-                          budget_s=25 if batch == 1 else 40, frames_per_call={"streamed": batch, "naive": batch},
-                          min_rounds=5 if batch == 1 else 4)
+    samples = interleaved(
+        benchmark,
+        {
+            "streamed": streamed_network(r50_graphs, r50_inputs, batch),
+            "naive": naive_network(r50_graphs, r50_inputs, batch),
+        },
+        budget_s=25 if batch == 1 else 40,
+        frames_per_call={"streamed": batch, "naive": batch},
+        min_rounds=5 if batch == 1 else 4,
+    )
     streamed, naive = samples["streamed"], samples["naive"]
     ratio = streamed.fps / naive.fps
     flops = {role: count_flops(r50_bundle / f"{role}.onnx").total for role in ("encoder", "head", "clip")}
     per_frame_streamed = flops["encoder"] + flops["head"]
-    record(Row(
-        key=f"1{'ab'[batch > 1]}", item=1, name=f"Streaming vs naive dense testing, network, batch {batch}",
-        figure=ratio, unit="x", target=TARGET, model=R50_MODEL,
-        boundary=f"ONNX graphs only (onnxruntime CPU): streamed = encoder.onnx on {batch} new frame(s) + head.onnx on "
-                 f"{batch} clip(s) cut from the ring; naive = clip.onnx on {batch} clip(s) of n = {n} frames; output "
-                 f"frames per second, median of interleaved calls",
-        details={"streamed": streamed.summary(), "naive": naive.summary(),
-                 "gflops_per_output_frame": {"streamed": per_frame_streamed / 1e9, "naive": flops["clip"] / 1e9},
-                 "flop_ratio": flops["clip"] / per_frame_streamed},
-        note=f"{streamed.fps:.1f} against {naive.fps:.1f} output frames/s ({streamed.ms_per_frame:.1f} against "
-             f"{naive.ms_per_frame:.1f} ms); FLOPs per output frame {per_frame_streamed / 1e9:.2f} against "
-             f"{flops['clip'] / 1e9:.2f} G (limit {flops['clip'] / per_frame_streamed:.2f}x at equal speed; achieved "
-             f"{per_frame_streamed * streamed.fps / 1e9:.0f} against {flops['clip'] * naive.fps / 1e9:.0f} GFLOP/s)"))
+    record(
+        Row(
+            key=f"1{'ab'[batch > 1]}",
+            item=1,
+            name=f"Streaming vs naive dense testing, network, batch {batch}",
+            figure=ratio,
+            unit="x",
+            target=TARGET,
+            model=R50_MODEL,
+            boundary=f"ONNX graphs only (onnxruntime CPU): streamed = encoder.onnx on {batch} new frame(s) + "
+            "head.onnx on "
+            f"{batch} clip(s) cut from the ring; naive = clip.onnx on {batch} clip(s) of n = {n} frames; output "
+            f"frames per second, median of interleaved calls",
+            details={
+                "streamed": streamed.summary(),
+                "naive": naive.summary(),
+                "gflops_per_output_frame": {"streamed": per_frame_streamed / 1e9, "naive": flops["clip"] / 1e9},
+                "flop_ratio": flops["clip"] / per_frame_streamed,
+            },
+            note=f"{streamed.fps:.1f} against {naive.fps:.1f} output frames/s ({streamed.ms_per_frame:.1f} against "
+            f"{naive.ms_per_frame:.1f} ms); FLOPs per output frame {per_frame_streamed / 1e9:.2f} against "
+            f"{flops['clip'] / 1e9:.2f} G (limit {flops['clip'] / per_frame_streamed:.2f}x at equal speed; achieved "
+            f"{per_frame_streamed * streamed.fps / 1e9:.0f} against {flops['clip'] * naive.fps / 1e9:.0f} GFLOP/s)",
+        )
+    )
 
 
 class NaiveDense:
@@ -93,8 +111,10 @@ class NaiveDense:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         x = to_network_input(frames, self.preprocess)  # (T, 3, S, S)
         clip_frames, slots = dense_clip_indices(len(x), self.graphs.clip_len, self.policy)  # (T, 1, n), (T, 1)
-        out = [self.graphs.clip(x[clip_frames[s : s + self.batch, 0]], slots[s : s + self.batch, 0])
-               for s in range(0, len(x), self.batch)]
+        out = [
+            self.graphs.clip(x[clip_frames[s : s + self.batch, 0]], slots[s : s + self.batch, 0])
+            for s in range(0, len(x), self.batch)
+        ]
         return np.concatenate(out)  # (T, U)
 
 
@@ -109,15 +129,28 @@ def test_end_to_end(benchmark, record, r50_bundle, r50_graphs, aligned_frames):
     # The two sides compute the same probabilities: the comparison is of the same work.
     np.testing.assert_allclose(streamed(), naive(frames), atol=1e-4)
     benchmark.group = "1 streaming vs naive, end to end"
-    samples = interleaved(benchmark, {"streamed": streamed, "naive": lambda: naive(frames)}, budget_s=60,
-                          frames_per_call={"streamed": len(frames), "naive": len(frames)}, min_rounds=3)
+    samples = interleaved(
+        benchmark,
+        {"streamed": streamed, "naive": lambda: naive(frames)},
+        budget_s=60,
+        frames_per_call={"streamed": len(frames), "naive": len(frames)},
+        min_rounds=3,
+    )
     s, v = samples["streamed"], samples["naive"]
-    record(Row(
-        key="1c", item=1, name="Streaming vs naive dense testing, end to end, batch 8", figure=s.fps / v.fps, unit="x",
-        model=R50_MODEL,
-        boundary=f"decoded aligned 224 px SynthAU frames in memory -> per-frame probabilities, {len(frames)} frames a "
-                 f"call: streamed = the runtime (Detector.stream: face stage `aligned`, preprocessing, encoder batches "
-                 f"of 8, ring, head; its threads); naive = preprocessing + clip.onnx on 8 clips a call. Decoding is "
-                 f"row 1d",
-        details={"streamed": s.summary(), "naive": v.summary()},
-        note=f"{s.fps:.1f} against {v.fps:.1f} output frames/s"))
+    record(
+        Row(
+            key="1c",
+            item=1,
+            name="Streaming vs naive dense testing, end to end, batch 8",
+            figure=s.fps / v.fps,
+            unit="x",
+            model=R50_MODEL,
+            boundary=f"decoded aligned 224 px SynthAU frames in memory -> per-frame probabilities, {len(frames)} "
+            "frames a "
+            f"call: streamed = the runtime (Detector.stream: face stage `aligned`, preprocessing, encoder batches "
+            f"of 8, ring, head; its threads); naive = preprocessing + clip.onnx on 8 clips a call. Decoding is "
+            f"row 1d",
+            details={"streamed": s.summary(), "naive": v.summary()},
+            note=f"{s.fps:.1f} against {v.fps:.1f} output frames/s",
+        )
+    )

@@ -78,6 +78,7 @@ class Session:
 
 def part(session: Session, key: str, title: str):
     """Run a part; an exception marks its feature failed with the error, and the session goes on."""
+
     def wrap(fn):
         def run(*args, **kwargs):
             started = time.perf_counter()
@@ -88,14 +89,21 @@ def part(session: Session, key: str, title: str):
                 session.section(f"{title}: FAILED", f"```\n{traceback.format_exc()[-3000:]}\n```")
             finally:
                 print(f"[{title}: {time.perf_counter() - started:.0f} s]", flush=True)
+
         return run
+
     return wrap
 
 
 def pytest_summary(args: list[str], timeout: int = 900) -> tuple[bool, str]:
     """Run pytest in a subprocess; (passed, its closing line)."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args],
-                            cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     tail = lines[-1] if lines else result.stderr[-300:]
     skipped = [line for line in lines if line.startswith("SKIPPED")]
@@ -125,6 +133,7 @@ def torch_pack(frames, mean, std):
 
 # --- (1) tests ---------------------------------------------------------------------------------------------------
 
+
 def run_tests(session: Session) -> None:
     ok, tail = pytest_summary(["-m", "gpu", "tests/cpp_ext/test_cuda_ops.py"])
     session.ran("kernels", ok and "passed" in tail and "skipped" not in tail.split("\n")[0], tail.split("\n")[0])
@@ -139,6 +148,7 @@ def run_tests(session: Session) -> None:
 
 
 # --- (2) kernel speed ----------------------------------------------------------------------------------------------
+
 
 def kernel_speed(session: Session, quick: bool) -> None:
     import torch
@@ -166,36 +176,50 @@ def kernel_speed(session: Session, quick: bool) -> None:
         ref = cuda_ms(partial(ring.__getitem__, index))
         gbps = 2 * out.numel() * 4 / (ks * 1e-3) / 1e9
         rows.append(f"| gather_clips n=5, U=12 | {b} | {ks:.3f} | {ref:.3f} | {gbps:.1f} |")
-    session.section(f"CUDA kernels on {session.gpu} (ms per call, CUDA events; for gather the ks kernel copies "
-                    "the clip ends from the host each call, PyTorch indexes with a device-resident index)",
-                    "\n".join(rows))
+    session.section(
+        f"CUDA kernels on {session.gpu} (ms per call, CUDA events; for gather the ks kernel copies "
+        "the clip ends from the host each call, PyTorch indexes with a device-resident index)",
+        "\n".join(rows),
+    )
     session.ran("kernel_speed", True)
 
 
 # --- (3) a training step -------------------------------------------------------------------------------------------
 
+
 def train_step(session: Session, work: Path) -> Path:
-    overrides = ["data.synth_size=tiny", "data.image_size=64", "train.epochs=1", "train.batches_per_epoch=8",
-                 "train.workers=0", "model.backbone=tiny"]
+    overrides = [
+        "data.synth_size=tiny",
+        "data.image_size=64",
+        "train.epochs=1",
+        "train.batches_per_epoch=8",
+        "train.workers=0",
+        "model.backbone=tiny",
+    ]
     trainer = Trainer(load_config("synth-cpu", overrides), work / "run", device="cuda", progress=False)
     started = time.perf_counter()
     history = trainer.fit()
     seconds = time.perf_counter() - started
     record = history[-1]
-    session.section("GPU training step (synth-cpu, tiny SynthAU at 64 px, 8 batches)",
-                    f"| AMP | loss | s/batch (epoch incl. warm-up) | fit incl. eval |\n|---|---:|---:|---:|\n"
-                    f"| {trainer.amp_dtype} | {record['loss']:.3f} | {record['seconds'] / 8:.3f} | {seconds:.1f} s |")
+    session.section(
+        "GPU training step (synth-cpu, tiny SynthAU at 64 px, 8 batches)",
+        f"| AMP | loss | s/batch (epoch incl. warm-up) | fit incl. eval |\n|---|---:|---:|---:|\n"
+        f"| {trainer.amp_dtype} | {record['loss']:.3f} | {record['seconds'] / 8:.3f} | {seconds:.1f} s |",
+    )
     session.ran("train_step", bool(np.isfinite(record["loss"])), f"loss {record['loss']:.3f}")
     return work / "run" / "last.pt"
 
 
 # --- (4) encoder eager vs CUDA graph -------------------------------------------------------------------------------
 
+
 def encoder_timings(session: Session, quick: bool) -> None:
     import torch
 
-    rows = ["| profile | backbone | size | batch | eager ms | graph ms | graph frames/s | speed-up |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| profile | backbone | size | batch | eager ms | graph ms | graph frames/s | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for profile in ("synth-cpu", "paper-r50"):
         cfg = load_config(profile, [])
         model = create_method(cfg).build_model().cuda().eval()
@@ -214,10 +238,13 @@ def encoder_timings(session: Session, quick: bool) -> None:
                 with torch.cuda.graph(graph):
                     static = model.encode_frames(x)
                 replay = cuda_ms(graph.replay, iters=30)
-                np.testing.assert_allclose(static[0].float().cpu().numpy(),
-                                           model.encode_frames(x)[0].float().cpu().numpy(), atol=1e-3)
-            rows.append(f"| {profile} | {cfg.model.backbone} | {size} | {b} | {eager:.2f} | {replay:.2f} | "
-                        f"{b / replay * 1e3:.0f} | {eager / replay:.2f}x |")
+                np.testing.assert_allclose(
+                    static[0].float().cpu().numpy(), model.encode_frames(x)[0].float().cpu().numpy(), atol=1e-3
+                )
+            rows.append(
+                f"| {profile} | {cfg.model.backbone} | {size} | {b} | {eager:.2f} | {replay:.2f} | "
+                f"{b / replay * 1e3:.0f} | {eager / replay:.2f}x |"
+            )
         del model
         torch.cuda.empty_cache()
     session.section(f"Encoder inference in PyTorch on {session.gpu} (fp32, CUDA events, 30 calls)", "\n".join(rows))
@@ -225,6 +252,7 @@ def encoder_timings(session: Session, quick: bool) -> None:
 
 
 # --- (5) export --trt and the engines --------------------------------------------------------------------------------
+
 
 def engines(session: Session, checkpoint: Path, work: Path) -> None:
     bundle = work / "bundle"
@@ -235,16 +263,24 @@ def engines(session: Session, checkpoint: Path, work: Path) -> None:
     if missing_trt is not None:  # nothing to judge: the export wrote the trtexec recipe instead
         session.status["trt_export"] = f"not run: {missing_trt}"
     else:
-        session.ran("trt_export", bool(built), f"{len(built)} engines" if built else
-                    str(read_manifest(bundle).raw["tensorrt"]["status"]))
+        session.ran(
+            "trt_export",
+            bool(built),
+            f"{len(built)} engines" if built else str(read_manifest(bundle).raw["tensorrt"]["status"]),
+        )
     frames = generate_sequence(SynthConfig(size="tiny", image_size=64, frames=600, seed=5), 0, 0).frames
     want = BundleGraphs(bundle, roles=("encoder", "head")).dense_probabilities(frames, "last")
-    rows = ["| engine | device | frames/s (dense, 600 frames, 64 px) | max abs vs ort CPU fp32 |",
-            "|---|---|---:|---:|"]
+    rows = [
+        "| engine | device | frames/s (dense, 600 frames, 64 px) | max abs vs ort CPU fp32 |",
+        "|---|---|---:|---:|",
+    ]
     for key, name in (("ort_cpu", "ort"), ("ort_cuda", "ort"), ("ort_trt", "ort-trt"), ("trt", "trt")):
         device = "cpu" if key == "ort_cpu" else "cuda:0"
-        needs = {"ort_cuda": ("onnxruntime-gpu",), "ort_trt": ("onnxruntime-trt", "tensorrt"),
-                 "trt": ("tensorrt", "cuda-python", "cuda-kernels")}.get(key, ())
+        needs = {
+            "ort_cuda": ("onnxruntime-gpu",),
+            "ort_trt": ("onnxruntime-trt", "tensorrt"),
+            "trt": ("tensorrt", "cuda-python", "cuda-kernels"),
+        }.get(key, ())
         reason = gpu_probe.missing(*needs) if needs else None
         if reason is not None:
             rows.append(f"| {name} | {device} | skipped: {reason} | |")

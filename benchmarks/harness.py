@@ -25,15 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 PYTEST_JSON = CACHE / "pytest-benchmark.json"  # written by `make bench`, read by report.py
-ROWS_JSON = CACHE / "rows.json"                # the rows the tests recorded, read by report.py
+ROWS_JSON = CACHE / "rows.json"  # the rows the tests recorded, read by report.py
 BENCH_COMMAND = "make bench"
 # The models rows are measured on: the description every row carries, and the short label of the table.
 R50_MODEL = "paper-r50 (KS, ResNet-50, 224 px, n = 5, 12 AUs), untrained weights"
 SMALL_MODEL = "synth-cpu-sized KS (tiny CNN, 96 px, n = 5, 12 AUs), untrained weights"
 DEMO_MODEL = "synth-cpu trained by `make demo`"
 VGG_MODEL = "VGG-16 AU detector (13 conv + 3 FC, 224 px, 12 AUs), built for the comparison, untrained"
-MODEL_LABELS = {R50_MODEL: "paper-r50", SMALL_MODEL: "synth-cpu size", DEMO_MODEL: "synth-cpu (demo)",
-                VGG_MODEL: "VGG-16 AU"}
+MODEL_LABELS = {
+    R50_MODEL: "paper-r50",
+    SMALL_MODEL: "synth-cpu size",
+    DEMO_MODEL: "synth-cpu (demo)",
+    VGG_MODEL: "VGG-16 AU",
+}
 # Environment variables this machine sets that hold numpy's OpenBLAS on an older, slower kernel.
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -50,6 +54,7 @@ def budget(seconds: float) -> float:
 
 # --- rows ----------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Target:
     """A figure's target, e.g. Target(">=", 4.5, "x")."""
@@ -60,7 +65,11 @@ class Target:
 
     def met(self, figure: float) -> bool:
         ops: dict[str, Callable[[float, float], bool]] = {
-            ">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+            ">=": lambda a, b: a >= b,
+            ">": lambda a, b: a > b,
+            "<=": lambda a, b: a <= b,
+            "<": lambda a, b: a < b,
+        }
         if self.op not in ops:
             raise ValueError(f"unknown target comparison {self.op!r}")
         return bool(ops[self.op](figure, self.value))
@@ -149,9 +158,14 @@ class Recorder:
         """Record the machine's busy CPU time over the session that was not this process or its children."""
         wall0, busy0, own0 = self._cpu_start
         wall, busy, own = time.perf_counter() - wall0, machine_busy_seconds() - busy0, own_cpu_seconds() - own0
-        self.contention = {"wall_s": wall, "own_cpu_s": own, "machine_busy_cpu_s": busy,
-                           "others_cores": max(0.0, busy - own) / wall if wall > 0 else float("nan"),
-                           "cores": cores(), "load_at_end": load_average()}
+        self.contention = {
+            "wall_s": wall,
+            "own_cpu_s": own,
+            "machine_busy_cpu_s": busy,
+            "others_cores": max(0.0, busy - own) / wall if wall > 0 else float("nan"),
+            "cores": cores(),
+            "load_at_end": load_average(),
+        }
         self._write()
 
     def add(self, row: Row, nodeid: str | None = None) -> Row:
@@ -166,14 +180,20 @@ class Recorder:
         return next((r for r in self.rows if r.key == key), None)
 
     def _write(self) -> None:
-        data = {"started": self.started, "quick": quick(), "load_at_start": self.load_at_start,
-                "contention": jsonable(self.contention), "rows": [r.to_dict() for r in self.rows]}
+        data = {
+            "started": self.started,
+            "quick": quick(),
+            "load_at_start": self.load_at_start,
+            "contention": jsonable(self.contention),
+            "rows": [r.to_dict() for r in self.rows],
+        }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.path)
 
 
 # --- timing --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Samples:
@@ -201,9 +221,15 @@ class Samples:
 
     def summary(self) -> dict:
         s = self.seconds
-        return {"calls": int(len(s)), "frames_per_call": self.frames_per_call, "median_s": self.median,
-                "best_s": self.best, "p90_s": float(np.percentile(s, 90)), "fps": self.fps,
-                "ms_per_frame": self.ms_per_frame}
+        return {
+            "calls": int(len(s)),
+            "frames_per_call": self.frames_per_call,
+            "median_s": self.median,
+            "best_s": self.best,
+            "p90_s": float(np.percentile(s, 90)),
+            "fps": self.fps,
+            "ms_per_frame": self.ms_per_frame,
+        }
 
 
 def rounds_for(seconds_per_round: float, budget_s: float, min_rounds: int, max_rounds: int) -> int:
@@ -213,9 +239,14 @@ def rounds_for(seconds_per_round: float, budget_s: float, min_rounds: int, max_r
     return min(rounds, 3) if quick() else rounds
 
 
-def interleaved(benchmark, sides: Mapping[str, Callable[[], object]], budget_s: float,
-                frames_per_call: Mapping[str, int] | None = None, min_rounds: int = 5,
-                max_rounds: int = 500) -> dict[str, Samples]:
+def interleaved(
+    benchmark,
+    sides: Mapping[str, Callable[[], object]],
+    budget_s: float,
+    frames_per_call: Mapping[str, int] | None = None,
+    min_rounds: int = 5,
+    max_rounds: int = 500,
+) -> dict[str, Samples]:
     """Time every side once per round, in A B .. / .. B A order, for as many rounds as fit `budget_s`.
 
     `benchmark` (pytest-benchmark's fixture) times the rounds, so its statistics are of one whole round;
@@ -247,6 +278,7 @@ def interleaved(benchmark, sides: Mapping[str, Callable[[], object]], budget_s: 
 
 
 # --- the machine ---------------------------------------------------------------------------------------------
+
 
 def cpu_model() -> str:
     """The CPU's model name, as lscpu and /proc/cpuinfo give it."""
@@ -309,8 +341,10 @@ def own_cpu_seconds() -> float:
     """CPU seconds of this process and of its children that have ended."""
     import resource
 
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def memory_gib() -> float:
@@ -335,11 +369,14 @@ def blas_info() -> list[dict]:
 
 def machine_info() -> dict:
     """What the results were measured on: CPU, cores, memory, OS and the library versions that set the speed."""
-    packages = ("numpy", "onnxruntime", "onnx", "torch", "opencv-python-headless", "pytest-benchmark",
-                "threadpoolctl")
+    packages = ("numpy", "onnxruntime", "onnx", "torch", "opencv-python-headless", "pytest-benchmark", "threadpoolctl")
     return {
-        "cpu": cpu_model(), "cores": cores(), "memory_gib": round(memory_gib(), 1), "cpu_flags": cpu_flags(),
-        "os": platform.platform(), "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": cores(),
+        "memory_gib": round(memory_gib(), 1),
+        "cpu_flags": cpu_flags(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
         "versions": {p: version(p) for p in packages},
         "blas": blas_info(),
         "environment": {k: os.environ.get(k) for k in (*OPENBLAS_VARS, "OMP_NUM_THREADS")},
@@ -349,8 +386,10 @@ def machine_info() -> dict:
 
 # --- cache keys ----------------------------------------------------------------------------------------------
 
-def code_key(paths: list[str], recipe: str = "",
-             packages: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "onnxscript")) -> str:
+
+def code_key(
+    paths: list[str], recipe: str = "", packages: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "onnxscript")
+) -> str:
     """12 hex digits over the named source files (globs under the repository), a recipe version and package
     versions: a cached artefact made by other code is not reused."""
     digest = hashlib.sha256(recipe.encode())

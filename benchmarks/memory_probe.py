@@ -49,13 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     samples = [(0, rss_kib())]
     started = time.perf_counter()
     count = 0
-    for count, _ in enumerate(detector.stream(ArraySource(repeated(frames, args.frames), fps=25.0,
-                                                          length=args.frames)), start=1):
+    for count, _ in enumerate(
+        detector.stream(ArraySource(repeated(frames, args.frames), fps=25.0, length=args.frames)), start=1
+    ):
         if count % args.every == 0:
             samples.append((count, rss_kib()))
     seconds = time.perf_counter() - started
-    print(json.dumps({"frames": count, "seconds": seconds, "samples": samples, "engine": detector.engine.describe(),
-                      "size": manifest.preprocess.size}))
+    print(
+        json.dumps(
+            {
+                "frames": count,
+                "seconds": seconds,
+                "samples": samples,
+                "engine": detector.engine.describe(),
+                "size": manifest.preprocess.size,
+            }
+        )
+    )
     return 0
 
 

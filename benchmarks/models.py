@@ -32,14 +32,19 @@ log = logging.getLogger(__name__)
 # What a bundle's export depends on: a change to any of these makes the cached bundle stale. RECIPE stands for
 # this file's own recipe (untrained_checkpoint, cached_bundle, VGG16AU): bump it when changing them.
 RECIPE = "1"
-EXPORT_SOURCES = ["ks_export/*.py", "ks_train/model/*.py", "ks_train/config.py", "ks_train/checkpoint.py",
-                  "ks_train/methods.py", "ks_runtime/bundle.py"]
+EXPORT_SOURCES = [
+    "ks_export/*.py",
+    "ks_train/model/*.py",
+    "ks_train/config.py",
+    "ks_train/checkpoint.py",
+    "ks_train/methods.py",
+    "ks_runtime/bundle.py",
+]
 # The untrained bundles verify and calibrate on SynthAU `tiny` (at the profile's image size): the network is the
 # profile's, and rendering the profile's own test part (SynthAU full at 224 px for paper-r50) would take minutes.
 DATA_OVERRIDES = ["data.synth_size=tiny"]
 CALIB_FRAMES = 32  # INT8 calibration frames; speed does not depend on how well the ranges fit
 DEMO_BUNDLE = ROOT / "runs" / "demo" / "bundle"
-
 
 
 def untrained_checkpoint(profile: str, path: Path, seed: int = 0) -> Path:
@@ -51,9 +56,16 @@ def untrained_checkpoint(profile: str, path: Path, seed: int = 0) -> Path:
         cfg = replace(cfg, model=replace(cfg.model, clip_stride=10))
     torch.manual_seed(seed)
     model = create_method(cfg).build_model().eval()
-    state = {"config": cfg.to_dict(), "au_columns": list(cfg.synth.aus.columns), "preprocess": cfg.preprocess.to_dict(),
-             "model": model.state_dict(), "metrics": {}, "epoch": 0, "package_version": __version__,
-             "dataset": {"name": "none: untrained, for speed measurements"}}
+    state = {
+        "config": cfg.to_dict(),
+        "au_columns": list(cfg.synth.aus.columns),
+        "preprocess": cfg.preprocess.to_dict(),
+        "model": model.state_dict(),
+        "metrics": {},
+        "epoch": 0,
+        "package_version": __version__,
+        "dataset": {"name": "none: untrained, for speed measurements"},
+    }
     save_checkpoint(state, path)
     return path
 
@@ -112,9 +124,15 @@ class VGG16AU(nn.Module):
                 layers += [nn.Conv2d(channels, spec, 3, padding=1), nn.ReLU(inplace=True)]
                 channels = spec
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                                        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                                        nn.Linear(4096, n_aus))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(4096, n_aus),
+        )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.features(frames)  # (B, 512, 7, 7) at 224 px

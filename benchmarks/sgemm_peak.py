@@ -61,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             a, b = torch.randn(n, n), torch.randn(n, n)
             c = torch.empty(n, n)
             result["torch"][n] = best_gflops(lambda a=a, b=b, c=c: torch.matmul(a, b, out=c), n, args.seconds)
-        result["torch_blas"] = [line.strip() for line in torch.__config__.show().splitlines()
-                                if "Math Kernel" in line or "CPU capability" in line]
+        result["torch_blas"] = [
+            line.strip()
+            for line in torch.__config__.show().splitlines()
+            if "Math Kernel" in line or "CPU capability" in line
+        ]
         result["torch_threads"] = torch.get_num_threads()
-    result["environment"] = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                             "OMP_NUM_THREADS")}
+    result["environment"] = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
     print(json.dumps(result))
     return 0
 

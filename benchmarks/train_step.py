@@ -22,8 +22,10 @@ from ks_train.trainer import Trainer
 
 
 def seconds_per_step(config: str, amp: bool, steps: int) -> tuple[float, str]:
-    cfg = load_config(config, ["data.synth_size=tiny", "train.warmup_fraction=0.0", "train.workers=0",
-                               f"train.amp={str(amp).lower()}"])
+    cfg = load_config(
+        config,
+        ["data.synth_size=tiny", "train.warmup_fraction=0.0", "train.workers=0", f"train.amp={str(amp).lower()}"],
+    )
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out, device="cpu", progress=False)
         batches = list(trainer.batches.epoch(np.random.default_rng(0), with_unlabelled=True, count=steps + 2))

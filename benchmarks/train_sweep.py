@@ -45,9 +45,25 @@ class Run:
         return f"{self.method}-{self.labels:g}-s{self.seed}"
 
     def command(self, args: argparse.Namespace) -> list[str]:
-        cmd = [sys.executable, "-m", "ks_train.cli", "fit", "--config", args.config, "--method", self.method,
-               "--labels", f"{self.labels:g}", "--device", args.device, "--no-progress",
-               "--set", f"train.seed={self.seed}", "--out", str(self.out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ks_train.cli",
+            "fit",
+            "--config",
+            args.config,
+            "--method",
+            self.method,
+            "--labels",
+            f"{self.labels:g}",
+            "--device",
+            args.device,
+            "--no-progress",
+            "--set",
+            f"train.seed={self.seed}",
+            "--out",
+            str(self.out),
+        ]
         for item in args.set:
             cmd += ["--set", item]
         return cmd
@@ -68,10 +84,18 @@ def launch(run: Run, args: argparse.Namespace) -> None:
 
 
 def summarise(runs: list[Run], args: argparse.Namespace) -> tuple[str, dict]:
-    rows = ["| method | labels | seeds | per seed (final mean F1) | mean | sd | minutes a run |",
-            "|---|---:|---:|---|---:|---:|---:|"]
-    data: dict = {"config": args.config, "device": args.device, "jobs": args.jobs, "threads": args.threads,
-                  "set": args.set, "runs": []}
+    rows = [
+        "| method | labels | seeds | per seed (final mean F1) | mean | sd | minutes a run |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    data: dict = {
+        "config": args.config,
+        "device": args.device,
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "set": args.set,
+        "runs": [],
+    }
     for method in args.methods:
         for labels in args.labels:
             group = [r for r in runs if r.method == method and r.labels == labels]
@@ -88,14 +112,23 @@ def summarise(runs: list[Run], args: argparse.Namespace) -> tuple[str, dict]:
                     cells.append(f"({last['mean_f1']:.3f} at epoch {last['epoch']}, unfinished)")
                 else:
                     cells.append("unfinished" if r.stopped or r.process is None else f"failed ({r.name}.log)")
-                data["runs"].append({"name": r.name, "method": method, "labels": labels, "seed": r.seed,
-                                     "finished": bool(done), "seconds": round(r.seconds, 1),
-                                     "evals": [{"epoch": e["epoch"], "mean_f1": e["mean_f1"]} for e in r.evals]})
+                data["runs"].append(
+                    {
+                        "name": r.name,
+                        "method": method,
+                        "labels": labels,
+                        "seed": r.seed,
+                        "finished": bool(done),
+                        "seconds": round(r.seconds, 1),
+                        "evals": [{"epoch": e["epoch"], "mean_f1": e["mean_f1"]} for e in r.evals],
+                    }
+                )
             mean = f"{statistics.mean(finals):.3f}" if finals else "-"
             sd = f"{statistics.stdev(finals):.3f}" if len(finals) > 1 else "-"
             wall = f"{statistics.mean(minutes):.1f}" if minutes else "-"
-            rows.append(f"| {method} | {labels:g} | {len(finals)}/{len(group)} | {' / '.join(cells)} | {mean} | "
-                        f"{sd} | {wall} |")
+            rows.append(
+                f"| {method} | {labels:g} | {len(finals)}/{len(group)} | {' / '.join(cells)} | {mean} | {sd} | {wall} |"
+            )
     return "\n".join(rows), data
 
 
@@ -108,11 +141,16 @@ def tabulate(paths: list[Path]) -> str:
         variant = " ".join(data.get("set") or []) or "defaults"
         keys = dict.fromkeys((r["method"], r["labels"]) for r in data["runs"] if r["method"] == (only or r["method"]))
         for method, labels in keys:
-            finals = [r["evals"][-1]["mean_f1"] for r in data["runs"]
-                      if r["method"] == method and r["labels"] == labels and r["finished"] and r["evals"]]
+            finals = [
+                r["evals"][-1]["mean_f1"]
+                for r in data["runs"]
+                if r["method"] == method and r["labels"] == labels and r["finished"] and r["evals"]
+            ]
             groups.append((f"{method}, {variant}", labels, finals))
-    rows = ["| run | labels | seeds | mean F1 | sd | vs first | standard error |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| run | labels | seeds | mean F1 | sd | vs first | standard error |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     _, _, ref = groups[0]
     for name, labels, finals in groups:
         if len(finals) < 2:  # no spread to judge by: a sweep cut short by its deadline
@@ -124,7 +162,7 @@ def tabulate(paths: list[Path]) -> str:
             rows.append(f"| {name} | {labels:g} | {len(finals)} | {mean:.3f} | {sd:.3f} | - | - |")
             continue
         diff = mean - statistics.mean(ref)
-        se = (sd ** 2 / len(finals) + statistics.stdev(ref) ** 2 / len(ref)) ** 0.5
+        se = (sd**2 / len(finals) + statistics.stdev(ref) ** 2 / len(ref)) ** 0.5
         rows.append(f"| {name} | {labels:g} | {len(finals)} | {mean:.3f} | {sd:.3f} | {diff:+.3f} | {se:.3f} |")
     return "\n".join(rows)
 
@@ -174,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             if run.process.poll() is not None:
                 run.seconds = time.perf_counter() - run.started
                 running.remove(run)
-                print(f"{'stopped' if run.stopped else 'finished'} {run.name} "
-                      f"(exit {run.process.returncode}, {run.seconds / 60:.1f} min)", flush=True)
+                print(
+                    f"{'stopped' if run.stopped else 'finished'} {run.name} "
+                    f"(exit {run.process.returncode}, {run.seconds / 60:.1f} min)",
+                    flush=True,
+                )
         time.sleep(2)
     table, data = summarise(runs, args)
     data["wall_seconds"] = round(time.perf_counter() - began, 1)

@@ -48,13 +48,21 @@ class Detector:
     one; threads: engine threads.
     """
 
-    def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", engine: str = "ort",
-                 policy: str | None = None, face: str = "auto", batch_size: int = 8, threads: int = 0,
-                 max_wait_ms: float = 10.0, queue_size: int = 16) -> None:
+    def __init__(
+        self,
+        bundle: Manifest | Path | str,
+        device: str = "cpu",
+        engine: str = "ort",
+        policy: str | None = None,
+        face: str = "auto",
+        batch_size: int = 8,
+        threads: int = 0,
+        max_wait_ms: float = 10.0,
+        queue_size: int = 16,
+    ) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         policy = policy or self.manifest.policy  # the bundle's default (export writes `last`)
-        self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                                   queue_size=queue_size)
+        self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms, queue_size=queue_size)
         self.face = face
         self.template = template_from_alignment(self.manifest.alignment, str(self.manifest.root / "manifest.json"))
         self.face_stage()  # an unknown or uninstalled stage fails here, not at the first frame
@@ -106,8 +114,9 @@ class Detector:
         for batch in self.stream_batches({k: self.open(s) for k, s in named.items()}):
             yield from batch
 
-    def stream_batches(self, sources: Mapping[str, Source], stages: Mapping[str, FaceStage] | None = None
-                       ) -> Iterator[list[FrameResult]]:
+    def stream_batches(
+        self, sources: Mapping[str, Source], stages: Mapping[str, FaceStage] | None = None
+    ) -> Iterator[list[FrameResult]]:
         """The results in the groups they became final in (each group one engine step); `stages` gives a source
         its own face stage (default: a new `face_stage()` each)."""
         if not sources:
@@ -116,8 +125,16 @@ class Detector:
         runner = Runner(streamer)
         first = next(iter(sources.values()))
         labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
-        stats = RunStats(self.policy, self.manifest.clip_len, self.au_columns, self.thresholds, first.fps,
-                         self.engine.describe(), labels, clip_stride=self.manifest.clip_stride)
+        stats = RunStats(
+            self.policy,
+            self.manifest.clip_len,
+            self.au_columns,
+            self.thresholds,
+            first.fps,
+            self.engine.describe(),
+            labels,
+            clip_stride=self.manifest.clip_stride,
+        )
         errors: list[str] = []
         stages = stages or {}
         try:
@@ -133,22 +150,35 @@ class Detector:
             dropped = {key: runner.dropped.get(key, 0) + getattr(s, "missed", 0) for key, s in sources.items()}
             for key, count in dropped.items():
                 if count:
-                    log.warning("%s: %d frames dropped: the engine fell behind the live source", sources[key].name,
-                                count)
+                    log.warning(
+                        "%s: %d frames dropped: the engine fell behind the live source", sources[key].name, count
+                    )
             self.summary = stats.summary(sum(dropped.values()), errors)
 
     def _labels_match(self, source: Source) -> bool:
         if source.labels is None:
             return False
         if tuple(source.label_columns or ()) != tuple(self.au_columns):
-            log.warning("%s: its labels are %s, the bundle predicts %s: no F1", source.name,
-                        ",".join(source.label_columns or ()), ",".join(self.au_columns))
+            log.warning(
+                "%s: its labels are %s, the bundle predicts %s: no F1",
+                source.name,
+                ",".join(source.label_columns or ()),
+                ",".join(self.au_columns),
+            )
             return False
         return True
 
-    def detect(self, source: SourceLike, csv: Path | str | None = None, plot: Path | str | None = None,
-               progress: bool = False, fps: float | None = None, csv_sep: str = ",", overlay: Path | str | None = None,
-               show: bool = False) -> pd.DataFrame:
+    def detect(
+        self,
+        source: SourceLike,
+        csv: Path | str | None = None,
+        plot: Path | str | None = None,
+        progress: bool = False,
+        fps: float | None = None,
+        csv_sep: str = ",",
+        overlay: Path | str | None = None,
+        show: bool = False,
+    ) -> pd.DataFrame:
         """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come), the timeline PNG
         and the overlay video when paths are given, and showing the overlay in a window when `show` (q or Esc
         stops the run there). On bad input every output holds every frame read, then the error is raised."""
@@ -165,8 +195,9 @@ class Detector:
                 outputs.append(OverlaySink(overlay, src.fps))
             sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
             tap = FrameTap(self.face_stage()) if outputs else None
-            bar = tqdm(total=src.length, disable=not progress or src.live, unit="frame",
-                       desc=Path(src.name).name, leave=False)
+            bar = tqdm(
+                total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name, leave=False
+            )
             for batch in self.stream_batches({"0": src}, {"0": tap} if tap is not None else None):
                 if sink is not None:
                     sink.write(batch)
@@ -196,19 +227,18 @@ class Detector:
 
     def plot(self, path: Path | str, results: list[FrameResult], source: Source | None = None) -> Path:
         """The AU timeline PNG of a run's results, with the source's ground truth beside it when it has one."""
-        probs = np.stack([r.probs if r.probs is not None else np.full(len(self.au_columns), np.nan)
-                          for r in results])
+        probs = np.stack([r.probs if r.probs is not None else np.full(len(self.au_columns), np.nan) for r in results])
         labels = None
         if source is not None and self._labels_match(source):
             index = np.array([r.index for r in results])
             labels = source.labels[np.clip(index, 0, len(source.labels) - 1)]
         title = f"{Path(source.name).name if source else ''}  policy {self.policy}".strip()
-        return timeline_png(path, np.array([r.timestamp for r in results]), probs, self.au_columns, self.thresholds,
-                            labels, title=title)
+        return timeline_png(
+            path, np.array([r.timestamp for r in results]), probs, self.au_columns, self.thresholds, labels, title=title
+        )
 
     # --- a frame at a time (the caller owns the capture loop) ---------------------------------------------
-    def infer_frame(self, frame: np.ndarray, timestamp: float | None = None, colour: str = "RGB"
-                    ) -> list[FrameResult]:
+    def infer_frame(self, frame: np.ndarray, timestamp: float | None = None, colour: str = "RGB") -> list[FrameResult]:
         """Feed one frame; return the results that became final with it, each naming its frame (`index`).
 
         Under `last` that is this frame's own result; under look-ahead policies an earlier frame's, or none
@@ -235,4 +265,3 @@ class Detector:
         results = self._live.close()
         self._live = None
         return results
-

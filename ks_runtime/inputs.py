@@ -42,10 +42,11 @@ class SynthSpec:
     def parse(cls, text: str) -> SynthSpec:
         if not text.startswith(SYNTH_PREFIX):
             raise SourceError(f"{text!r}: a SynthAU input starts with {SYNTH_PREFIX!r}")
-        fields = text[len(SYNTH_PREFIX):].split(":")
+        fields = text[len(SYNTH_PREFIX) :].split(":")
         if len(fields) < 3:
-            raise SourceError(f"{text!r}: expected synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET], "
-                              f"e.g. synthau:small:S05:T1")
+            raise SourceError(
+                f"{text!r}: expected synthau:SIZE:SUBJECT:TASK[:seed=N][:au=SET], e.g. synthau:small:S05:T1"
+            )
         extra: dict[str, Any] = {}
         for item in fields[3:]:
             key, _, value = item.partition("=")
@@ -73,8 +74,9 @@ class SynthAUSource(Source):
         subjects = [subject_id(i) for i in range(cfg.shape.subjects)]
         tasks = [task_id(p) for p in task_profiles(cfg.shape.tasks)]
         if spec.subject not in subjects:
-            raise SourceError(f"{spec}: subject {spec.subject} is not in SynthAU {spec.size} "
-                              f"({subjects[0]}..{subjects[-1]})")
+            raise SourceError(
+                f"{spec}: subject {spec.subject} is not in SynthAU {spec.size} ({subjects[0]}..{subjects[-1]})"
+            )
         if spec.task not in tasks:
             raise SourceError(f"{spec}: task {spec.task} is not in SynthAU {spec.size} (tasks {', '.join(tasks)})")
         self.spec, self.config = spec, cfg
@@ -94,8 +96,9 @@ class SynthAUSource(Source):
             yield SourceFrame(image, index / self.fps, index)
 
 
-def open_source(spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None,
-                colour: str = "RGB") -> Source:
+def open_source(
+    spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None, colour: str = "RGB"
+) -> Source:
     """A Source from a path (video file or image folder), a webcam index (0 or "0"), a `synthau:` spec, a
     Source, or frames."""
     if isinstance(spec, Source):

@@ -68,11 +68,11 @@ class _FaceStream:
 
     source: str
     number: int
-    sa: np.ndarray        # (R, U) S_a logits
+    sa: np.ndarray  # (R, U) S_a logits
     students: np.ndarray  # (R, n, U) every student's logits
-    length: int = 0       # frames pushed
-    encoded: int = 0      # frames whose outputs are in the ring
-    finalised: int = 0    # frames whose result is final
+    length: int = 0  # frames pushed
+    encoded: int = 0  # frames whose outputs are in the ring
+    finalised: int = 0  # frames whose result is final
     ended: bool = False
     waiting: deque = field(default_factory=deque)  # FrameResults of frames finalised..length-1
     device_ring: object | None = None  # the engine's device ring (engine `trt`), used instead of sa/students
@@ -93,8 +93,13 @@ class StreamScheduler:
     that became final, in frame order per source; end() ends a source's stream; flush() finishes everything.
     """
 
-    def __init__(self, engine: Engine, preprocess: Preprocess, config: StreamConfig = StreamConfig(),
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        preprocess: Preprocess,
+        config: StreamConfig = StreamConfig(),
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.engine, self.preprocess, self.config, self.clock = engine, preprocess, config, clock
         self.n, self.n_aus, self.stride = engine.clip_len, engine.n_aus, engine.clip_stride
         self.k = len(key_slots(0, self.n, config.policy))  # clips per frame: n under ensemble, else 1
@@ -123,10 +128,13 @@ class StreamScheduler:
         size = self.preprocess.size
         if face.success and (face.crop.shape != (size, size, 3) or face.crop.dtype != np.uint8):
             # Refused before it is queued, so the stream stays usable.
-            raise DataError(f"{source}: frame {frame.index}: the face stage gave a {face.crop.dtype} crop of "
-                            f"shape {face.crop.shape}, the network needs uint8 ({size}, {size}, 3)")
-        record = FrameResult(source, frame.index, frame.timestamp, face.success, face.confidence, None, arrival,
-                             box=face.box)
+            raise DataError(
+                f"{source}: frame {frame.index}: the face stage gave a {face.crop.dtype} crop of "
+                f"shape {face.crop.shape}, the network needs uint8 ({size}, {size}, 3)"
+            )
+        record = FrameResult(
+            source, frame.index, frame.timestamp, face.success, face.confidence, None, arrival, box=face.box
+        )
         self._outbox.setdefault(source, deque()).append(record)
         if not face.success:
             self.end(source)
@@ -138,12 +146,20 @@ class StreamScheduler:
             number = self._streams_started.get(source, 0)
             self._streams_started[source] = number + 1
             if self.device_rings:
-                stream = _FaceStream(source, number, np.zeros((0, self.n_aus), np.float32),
-                                     np.zeros((0, self.n, self.n_aus), np.float32),
-                                     device_ring=self.engine.open_ring(self.ring_rows))
+                stream = _FaceStream(
+                    source,
+                    number,
+                    np.zeros((0, self.n_aus), np.float32),
+                    np.zeros((0, self.n, self.n_aus), np.float32),
+                    device_ring=self.engine.open_ring(self.ring_rows),
+                )
             else:
-                stream = _FaceStream(source, number, np.zeros((self.ring_rows, self.n_aus), np.float32),
-                                     np.zeros((self.ring_rows, self.n, self.n_aus), np.float32))
+                stream = _FaceStream(
+                    source,
+                    number,
+                    np.zeros((self.ring_rows, self.n_aus), np.float32),
+                    np.zeros((self.ring_rows, self.n, self.n_aus), np.float32),
+                )
             self._open[source] = stream
         record.stream = stream.number
         stream.waiting.append(record)
@@ -224,8 +240,13 @@ class StreamScheduler:
         if self.device_rings:
             self.engine.encode_crops(self._frames[:b], [(i.stream.device_ring, i.t % self.ring_rows) for i in batch])
         else:
-            inputs = kernels.pack_frames(self._frames[:b], self.preprocess.mean, self.preprocess.std,
-                                     swap_rb=self.preprocess.colour == "BGR", out=self._inputs[:b])  # (b, 3, S, S)
+            inputs = kernels.pack_frames(
+                self._frames[:b],
+                self.preprocess.mean,
+                self.preprocess.std,
+                swap_rb=self.preprocess.colour == "BGR",
+                out=self._inputs[:b],
+            )  # (b, 3, S, S)
             sa, students = self.engine.encode(inputs)  # (b, U), (b, n, U)
         self.encoder_batches += 1
         for i, item in enumerate(batch):
@@ -301,20 +322,22 @@ class StreamScheduler:
         """Clips cut from the host rings (cpp_ext or numpy), the head in batches of head_batch -> probs [C, U]."""
         n, u = self.n, self.n_aus
         total = len(key_slot)
-        sa = np.empty((total, n, u), np.float32)           # (C, n, U) clips' S_a logits
+        sa = np.empty((total, n, u), np.float32)  # (C, n, U) clips' S_a logits
         students = np.empty((total, n, n, u), np.float32)  # (C, n, n, U) clips' student logits
         offset = 0
         for stream, _, ends, _ in work:
             first, count = self._ring_window(stream)
             rows = slice(offset, offset + len(ends))
             kernels.gather_clips(stream.sa, first, count, ends, n, stream_start=0, out=sa[rows], stride=self.stride)
-            kernels.gather_clips(stream.students, first, count, ends, n, stream_start=0, out=students[rows],
-                             stride=self.stride)
+            kernels.gather_clips(
+                stream.students, first, count, ends, n, stream_start=0, out=students[rows], stride=self.stride
+            )
             offset += len(ends)
         hb = self.config.head_batch
         self.head_batches += -(-total // hb)
-        return np.concatenate([self.engine.head(sa[i : i + hb], students[i : i + hb], key_slot[i : i + hb])
-                               for i in range(0, total, hb)])
+        return np.concatenate(
+            [self.engine.head(sa[i : i + hb], students[i : i + hb], key_slot[i : i + hb]) for i in range(0, total, hb)]
+        )
 
     def _device_heads(self, work: list, key_slot: np.ndarray) -> np.ndarray:
         """Clips cut by the CUDA kernel from the device rings straight into the head's inputs -> probs [C, U]
@@ -374,8 +397,9 @@ class Runner:
         if errors:
             raise errors[0]
 
-    def _take(self, sources: Mapping[str, tuple[Source, FaceStage]], live: set[str],
-              errors: list[BaseException]) -> bool:
+    def _take(
+        self, sources: Mapping[str, tuple[Source, FaceStage]], live: set[str], errors: list[BaseException]
+    ) -> bool:
         """Move arrived frames (up to a batch) from the queues through the face stage into the engine."""
         got, limit = 0, self.streamer.config.batch_size
         waiting = sorted(live)

@@ -65,13 +65,15 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
         if wrong_shape:
             k = wrong_shape[0]
             details.append(f"shape of {k}: checkpoint {tuple(weights[k].shape)}, model {tuple(expected[k].shape)}")
-        raise CheckpointError(f"{state.get('path', 'checkpoint')}: weights do not fit this model config "
-                              f"({'; '.join(details)})")
+        raise CheckpointError(
+            f"{state.get('path', 'checkpoint')}: weights do not fit this model config ({'; '.join(details)})"
+        )
     model.load_state_dict(weights)
 
 
 def check_au_columns(state: dict[str, Any], columns: list[str]) -> None:
     saved = list(state.get("au_columns", []))
     if saved != list(columns):
-        raise CheckpointError(f"{state.get('path', 'checkpoint')}: trained on AUs {saved}, "
-                              f"but the data has {list(columns)}")
+        raise CheckpointError(
+            f"{state.get('path', 'checkpoint')}: trained on AUs {saved}, but the data has {list(columns)}"
+        )

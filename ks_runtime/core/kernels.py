@@ -124,7 +124,13 @@ def pack_frames_numpy(
 
 
 def clip_frames(
-    first: int, count: int, clip_ends: np.ndarray, n: int, stream_start: int, ring_size: int, fn: str = "gather_clips",
+    first: int,
+    count: int,
+    clip_ends: np.ndarray,
+    n: int,
+    stream_start: int,
+    ring_size: int,
+    fn: str = "gather_clips",
     stride: int = 1,
 ) -> np.ndarray:
     """Absolute frame index of every clip slot [B, n] (slots `stride` frames apart, the last at the clip's
@@ -178,8 +184,7 @@ def gather_clips_numpy(
         raise ValueError(f"{fn}: clip_ends must be [B], got shape {ends.shape}")
     first, count, n = _int(first, fn, "first"), _int(count, fn, "count"), _int(n, fn, "n")
     start = first if stream_start is None else _int(stream_start, fn, "stream_start")
-    frames = clip_frames(first, count, ends.astype(np.int64), n, start, ring.shape[0], fn,
-                         _int(stride, fn, "stride"))
+    frames = clip_frames(first, count, ends.astype(np.int64), n, start, ring.shape[0], fn, _int(stride, fn, "stride"))
     _check_out(out, ring.dtype, (len(ends), n, *ring.shape[1:]), fn)
     return _store(ring[frames % ring.shape[0]], out)  # [B, n, ...]
 

@@ -45,15 +45,15 @@ class F1Report:
     def table(self) -> str:
         """A plain-text table: one AU a line, then the mean."""
         lines = [f"{'AU':<6}{'F1':>7}{'floor':>8}{'rate':>7}{'frames':>8}"]
-        for c, f, fl, p, s in zip(self.columns, self.f1, self.floor, self.positive_rate, self.support,
-                                  strict=True):
+        for c, f, fl, p, s in zip(self.columns, self.f1, self.floor, self.positive_rate, self.support, strict=True):
             lines.append(f"{c:<6}{f:>7.3f}{fl:>8.3f}{p:>7.3f}{s:>8d}")
         lines.append(f"{'mean':<6}{self.mean:>7.3f}{self.mean_floor:>8.3f}")
         return "\n".join(lines)
 
 
-def f1_report(probs: np.ndarray, labels: np.ndarray, columns: list[str] | tuple[str, ...],
-              threshold: float | np.ndarray = 0.5) -> F1Report:
+def f1_report(
+    probs: np.ndarray, labels: np.ndarray, columns: list[str] | tuple[str, ...], threshold: float | np.ndarray = 0.5
+) -> F1Report:
     """F1 of `probs >= threshold` against `labels`, per AU, over all frames with a known label.
 
     An AU with no positive label and no positive prediction scores 0, as with sklearn's default.

@@ -54,9 +54,12 @@ def _driver_devices() -> tuple[tuple[GpuInfo, ...], str | None]:
     for index in range(count.value):
         device, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
         name = ctypes.create_string_buffer(256)
-        if (cuda.cuDeviceGet(ctypes.byref(device), index) or cuda.cuDeviceGetName(name, 256, device)
-                or cuda.cuDeviceGetAttribute(ctypes.byref(major), _ATTR_CC_MAJOR, device)
-                or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _ATTR_CC_MINOR, device)):
+        if (
+            cuda.cuDeviceGet(ctypes.byref(device), index)
+            or cuda.cuDeviceGetName(name, 256, device)
+            or cuda.cuDeviceGetAttribute(ctypes.byref(major), _ATTR_CC_MAJOR, device)
+            or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _ATTR_CC_MINOR, device)
+        ):
             return (), f"{NO_CUDA_DEVICE} (the driver could not describe device {index})"
         devices.append(GpuInfo(index, name.value.decode(errors="replace"), (major.value, minor.value)))
     return tuple(devices), None
@@ -116,8 +119,10 @@ def ort_gpu_reason(provider: str = "CUDAExecutionProvider") -> str | None:
     available = onnxruntime.get_available_providers()
     if provider in available:
         return None
-    return (f"{ORT_GPU_MISSING} (onnxruntime {onnxruntime.__version__} has {', '.join(available)}, no {provider}; "
-            f"pip install .[gpu])")
+    return (
+        f"{ORT_GPU_MISSING} (onnxruntime {onnxruntime.__version__} has {', '.join(available)}, no {provider}; "
+        f"pip install .[gpu])"
+    )
 
 
 def cuda_kernels_reason() -> str | None:
@@ -127,9 +132,14 @@ def cuda_kernels_reason() -> str | None:
     return kcuda.unavailable_reason()
 
 
-REASONS = {"tensorrt": tensorrt_reason, "onnxruntime-gpu": ort_gpu_reason,
-           "onnxruntime-trt": lambda: ort_gpu_reason("TensorrtExecutionProvider"),
-           "cuda-python": cuda_python_reason, "cuda-device": cuda_device_reason, "cuda-kernels": cuda_kernels_reason}
+REASONS = {
+    "tensorrt": tensorrt_reason,
+    "onnxruntime-gpu": ort_gpu_reason,
+    "onnxruntime-trt": lambda: ort_gpu_reason("TensorrtExecutionProvider"),
+    "cuda-python": cuda_python_reason,
+    "cuda-device": cuda_device_reason,
+    "cuda-kernels": cuda_kernels_reason,
+}
 
 
 def missing(*needs: str) -> str | None:

@@ -33,8 +33,14 @@ def trt_provider_options(index: int, cache_dir: Path | None, fp16: bool) -> dict
     caches in `cache_dir` (none without one)."""
     options = {"device_id": index, "trt_fp16_enable": fp16}
     if cache_dir is not None:
-        options.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-                        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)})
+        options.update(
+            {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache_dir),
+            }
+        )
     return options
 
 
@@ -60,8 +66,9 @@ def ort_providers(device: str, tensorrt: bool = False, cache_dir: Path | None = 
     kind, index = parse_device(device)
     if kind == "cpu":
         if tensorrt:
-            raise EngineError("engine 'ort-trt' (onnxruntime's TensorRT provider) runs on a GPU: use --device cuda "
-                              "or cuda:N")
+            raise EngineError(
+                "engine 'ort-trt' (onnxruntime's TensorRT provider) runs on a GPU: use --device cuda or cuda:N"
+            )
         return ["CPUExecutionProvider"]
     reason = gpu_probe.ort_gpu_reason("CUDAExecutionProvider")
     if reason is not None:
@@ -102,8 +109,14 @@ class OrtEngine(Engine):
 
     name = "ort"
 
-    def __init__(self, bundle: Manifest | Path | str, device: str = "cpu", threads: int = 0, tensorrt: bool = False,
-                 precision: str = "auto") -> None:
+    def __init__(
+        self,
+        bundle: Manifest | Path | str,
+        device: str = "cpu",
+        threads: int = 0,
+        tensorrt: bool = False,
+        precision: str = "auto",
+    ) -> None:
         from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
         if precision not in ("auto", "fp32"):
@@ -116,15 +129,20 @@ class OrtEngine(Engine):
         variant = fp16 if on_gpu and precision == "auto" and fp16 in self.manifest.variants else None
         providers = ort_providers(device, tensorrt=tensorrt, fp16=variant is None)  # refuses before any write
         if tensorrt:
-            providers[0] = ("TensorrtExecutionProvider",
-                            trt_provider_options(self.index, ort_cache_dir(self.manifest), variant is None))
-        self.graphs = BundleGraphs(self.manifest, roles=("encoder", "head"), providers=providers, threads=threads,
-                                   encoder_variant=variant)
+            providers[0] = (
+                "TensorrtExecutionProvider",
+                trt_provider_options(self.index, ort_cache_dir(self.manifest), variant is None),
+            )
+        self.graphs = BundleGraphs(
+            self.manifest, roles=("encoder", "head"), providers=providers, threads=threads, encoder_variant=variant
+        )
         used = self.graphs.sessions["encoder"].get_providers()
         wanted = "TensorrtExecutionProvider" if tensorrt else "CUDAExecutionProvider"
         if on_gpu and wanted not in used:
-            raise EngineError(f"device {device!r}: onnxruntime could not start the {wanted} (it runs {used}); check "
-                              f"the CUDA, cuDNN{' and TensorRT' if tensorrt else ''} libraries onnxruntime-gpu needs")
+            raise EngineError(
+                f"device {device!r}: onnxruntime could not start the {wanted} (it runs {used}); check "
+                f"the CUDA, cuDNN{' and TensorRT' if tensorrt else ''} libraries onnxruntime-gpu needs"
+            )
         self.providers, self.on_gpu, self.variant = used, on_gpu, variant
         if tensorrt:
             self.name = "ort-trt"
@@ -161,8 +179,11 @@ class OrtEngine(Engine):
         """[B, n, U], [B, n, n, U] and key slots [B] (numpy, or on the device when on cuda) -> probs [B, U]."""
         if not self.on_gpu:
             return self.graphs.head(sa_logits, student_logits, key_slot)
-        feeds = {SA_LOGITS: _feed(sa_logits, np.float32), STUDENT_LOGITS: _feed(student_logits, np.float32),
-                 KEY_SLOT: _feed(key_slot, np.int64)}
+        feeds = {
+            SA_LOGITS: _feed(sa_logits, np.float32),
+            STUDENT_LOGITS: _feed(student_logits, np.float32),
+            KEY_SLOT: _feed(key_slot, np.int64),
+        }
         return self.run_bound("head", feeds)[0]
 
     def describe(self) -> str:
@@ -175,5 +196,3 @@ def _feed(value: object, dtype: type) -> object:
     if cuda_array_info(value) is not None or type(value).__name__ == "OrtValue":
         return value
     return np.ascontiguousarray(value, dtype)
-
-

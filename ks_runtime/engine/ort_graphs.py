@@ -30,12 +30,19 @@ from ks_runtime.core.preprocess import to_network_input
 
 log = logging.getLogger(__name__)
 
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
-              "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(float16)": "float16",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
 
 
-def open_session(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
-                 opset: int | None = None) -> ort.InferenceSession:
+def open_session(
+    path: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0, opset: int | None = None
+) -> ort.InferenceSession:
     """One onnxruntime session; a corrupt file or an opset this onnxruntime cannot run names the file."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -48,14 +55,17 @@ def open_session(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",
     except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "opset" in text.lower():
-            raise BundleError(f"{path}: field 'opset' is {opset}: onnxruntime {ort.__version__} cannot run this "
-                              f"graph ({text[-300:]})") from None
-        raise BundleError(f"{path}: onnxruntime {ort.__version__} cannot load this graph (truncated or not "
-                          f"ONNX?): {text[-300:]}") from None
+            raise BundleError(
+                f"{path}: field 'opset' is {opset}: onnxruntime {ort.__version__} cannot run this graph ({text[-300:]})"
+            ) from None
+        raise BundleError(
+            f"{path}: onnxruntime {ort.__version__} cannot load this graph (truncated or not ONNX?): {text[-300:]}"
+        ) from None
 
 
 def session_io(session: ort.InferenceSession) -> tuple[list[tuple], list[tuple]]:
     """(name, shape, dtype) of a session's inputs and outputs, in the form `check_io` takes."""
+
     def describe(args) -> list[tuple]:
         return [(a.name, list(a.shape), ORT_DTYPES.get(a.type, a.type)) for a in args]
 
@@ -69,9 +79,14 @@ class BundleGraphs:
     `encoder_variant` runs a variant in the encoder's place, e.g. bundle.ENCODER_INT8.
     """
 
-    def __init__(self, bundle: Manifest | Path | str, roles: Sequence[str] = GRAPH_ROLES,
-                 providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
-                 encoder_variant: str | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Manifest | Path | str,
+        roles: Sequence[str] = GRAPH_ROLES,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int = 0,
+        encoder_variant: str | None = None,
+    ) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         unknown = [r for r in roles if r not in GRAPH_ROLES]
         if unknown:
@@ -104,9 +119,11 @@ class BundleGraphs:
 
     def head(self, sa_logits: np.ndarray, student_logits: np.ndarray, key_slot: np.ndarray) -> np.ndarray:
         """Per-frame outputs of each clip's n frames, [B, n, U] and [B, n, n, U], plus key slots [B] -> [B, U]."""
-        feeds = {SA_LOGITS: np.ascontiguousarray(sa_logits, np.float32),
-                 STUDENT_LOGITS: np.ascontiguousarray(student_logits, np.float32),
-                 KEY_SLOT: np.ascontiguousarray(key_slot, np.int64)}
+        feeds = {
+            SA_LOGITS: np.ascontiguousarray(sa_logits, np.float32),
+            STUDENT_LOGITS: np.ascontiguousarray(student_logits, np.float32),
+            KEY_SLOT: np.ascontiguousarray(key_slot, np.int64),
+        }
         return self._session("head").run(None, feeds)[0]
 
     def clip(self, clips: np.ndarray, key_slot: np.ndarray) -> np.ndarray:
@@ -116,12 +133,15 @@ class BundleGraphs:
 
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB frames [T, H, W, 3] -> per-frame outputs [T, U] and [T, n, U], in encoder batches."""
-        parts = [self.encode(to_network_input(frames[start : start + batch_size], self.manifest.preprocess))
-                 for start in range(0, len(frames), batch_size)]
+        parts = [
+            self.encode(to_network_input(frames[start : start + batch_size], self.manifest.preprocess))
+            for start in range(0, len(frames), batch_size)
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def dense_probabilities(self, frames: np.ndarray, policy: str | None = None, batch_size: int = 64,
-                            head_batch: int = 256) -> np.ndarray:
+    def dense_probabilities(
+        self, frames: np.ndarray, policy: str | None = None, batch_size: int = 64, head_batch: int = 256
+    ) -> np.ndarray:
         """uint8 RGB frames [T, H, W, 3] of one video -> probabilities [T, U] under a key-slot policy.
 
         The encoder runs once per frame; each frame's clip(s) come from `dense_clip_indices` and are scored
@@ -129,11 +149,17 @@ class BundleGraphs:
         """
         sa, students = self.encode_frames(frames, batch_size)
         length, n = len(sa), self.clip_len
-        clip_frames, slots = dense_clip_indices(length, n, policy or self.manifest.policy,
-                                                self.manifest.clip_stride)  # (T, k, n), (T, k)
+        clip_frames, slots = dense_clip_indices(
+            length, n, policy or self.manifest.policy, self.manifest.clip_stride
+        )  # (T, k, n), (T, k)
         k = slots.shape[1]
         flat_frames, flat_slots = clip_frames.reshape(-1, n), slots.reshape(-1)
-        probs = [self.head(sa[flat_frames[s : s + head_batch]], students[flat_frames[s : s + head_batch]],
-                           flat_slots[s : s + head_batch])  # gathered (b, n, U) and (b, n, n, U)
-                 for s in range(0, len(flat_slots), head_batch)]
+        probs = [
+            self.head(
+                sa[flat_frames[s : s + head_batch]],
+                students[flat_frames[s : s + head_batch]],
+                flat_slots[s : s + head_batch],
+            )  # gathered (b, n, U) and (b, n, n, U)
+            for s in range(0, len(flat_slots), head_batch)
+        ]
         return np.concatenate(probs).reshape(length, k, -1).mean(1)  # (T, U)

@@ -74,6 +74,7 @@ DEFAULT_PROFILES = {"encoder": BatchProfile(1, 8, 32), "head": BatchProfile(1, 3
 
 # --- names: one rule for the exporter, the recipe and the runtime ----------------------------------------------
 
+
 def gpu_slug(name: str) -> str:
     """A GPU's name as a file-name part: 'NVIDIA GeForce RTX 4090' -> 'nvidia-geforce-rtx-4090'."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -104,15 +105,18 @@ class EngineName:
         return f"{self.role}.{self.gpu}.trt{self.trt}.{self.precision}.plan"
 
 
-_ENGINE_RE = re.compile(r"^(?P<role>encoder|head|clip)\.(?P<gpu>[a-z0-9]+(?:-[a-z0-9]+)*)\.trt(?P<trt>\d+\.\d+\.\d+)"
-                        r"\.(?P<precision>fp32|fp16|int8)\.plan$")
+_ENGINE_RE = re.compile(
+    r"^(?P<role>encoder|head|clip)\.(?P<gpu>[a-z0-9]+(?:-[a-z0-9]+)*)\.trt(?P<trt>\d+\.\d+\.\d+)"
+    r"\.(?P<precision>fp32|fp16|int8)\.plan$"
+)
 
 
 def engine_file_name(role: str, gpu_name: str, trt_version: str, precision: str) -> str:
     """The engine file name for graph `role` built by TensorRT `trt_version` on GPU `gpu_name`."""
     if role not in ENGINE_ROLES or precision not in PRECISIONS:
-        raise ValueError(f"engine role must be one of {ENGINE_ROLES} and precision one of {PRECISIONS}, got "
-                         f"{role!r} / {precision!r}")
+        raise ValueError(
+            f"engine role must be one of {ENGINE_ROLES} and precision one of {PRECISIONS}, got {role!r} / {precision!r}"
+        )
     return EngineName(role, gpu_slug(gpu_name), trt_version_tag(trt_version), precision).file
 
 
@@ -128,6 +132,7 @@ def timing_cache_name(gpu_name: str, trt_version: str) -> str:
 
 
 # --- which engines a bundle has ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FoundEngine:
@@ -151,8 +156,10 @@ def find_engines(manifest: Manifest) -> list[FoundEngine]:
         file = entry.get("file") if isinstance(entry, dict) else None
         name = parse_engine_name(file or "")
         if name is None:
-            raise BundleError(f"{manifest.root / MANIFEST}: field 'tensorrt.engines' has an entry {entry!r} whose "
-                              f"file is not named <graph>.<gpu>.trt<version>.<precision>.plan")
+            raise BundleError(
+                f"{manifest.root / MANIFEST}: field 'tensorrt.engines' has an entry {entry!r} whose "
+                f"file is not named <graph>.<gpu>.trt<version>.<precision>.plan"
+            )
         found[name.file] = FoundEngine(name, manifest.root / file, True)
     folder = manifest.root / TRT_DIR
     for path in sorted(folder.glob("*.plan")) if folder.is_dir() else []:
@@ -180,14 +187,17 @@ def select_engines(manifest: Manifest, gpu_name: str, trt_version: str, precisio
     missing = [f"{role}.{slug}.trt{tag}.{want}.plan" for role, want in wanted.items() if role not in chosen]
     if missing:
         have = ", ".join(sorted(e.name.file for e in engines)) or "none"
-        raise EngineError(f"{manifest.root}: no TensorRT engine {' / '.join(missing)} for this GPU ({gpu_name}) and "
-                          f"TensorRT {tag}; the bundle has: {have}. Build them here with: bash "
-                          f"{manifest.root / RECIPE}{' --int8' if precision == 'int8' else ''} (engines are tied to "
-                          f"the GPU model and the TensorRT version)")
+        raise EngineError(
+            f"{manifest.root}: no TensorRT engine {' / '.join(missing)} for this GPU ({gpu_name}) and "
+            f"TensorRT {tag}; the bundle has: {have}. Build them here with: bash "
+            f"{manifest.root / RECIPE}{' --int8' if precision == 'int8' else ''} (engines are tied to "
+            f"the GPU model and the TensorRT version)"
+        )
     return chosen
 
 
 # --- CUDA: cuda-python's runtime, cpp_ext's kernels --------------------------------------------------------------
+
 
 class CudaOps:
     """Device memory, copies and streams through cuda-python's runtime API; kernels from cpp_ext.cuda.
@@ -234,8 +244,11 @@ class CudaOps:
 
     def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
         kinds = self.rt.cudaMemcpyKind
-        code = {"htod": kinds.cudaMemcpyHostToDevice, "dtoh": kinds.cudaMemcpyDeviceToHost,
-                "dtod": kinds.cudaMemcpyDeviceToDevice}[kind]
+        code = {
+            "htod": kinds.cudaMemcpyHostToDevice,
+            "dtoh": kinds.cudaMemcpyDeviceToHost,
+            "dtod": kinds.cudaMemcpyDeviceToDevice,
+        }[kind]
         self.call(self.rt.cudaMemcpyAsync(dst, src, nbytes, code, self.stream), f"cudaMemcpyAsync({kind})")
 
     def htod(self, dst: int, host: np.ndarray) -> None:
@@ -250,22 +263,47 @@ class CudaOps:
     def synchronize(self) -> None:
         self.call(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
-    def pack_frames(self, src: int, shape: tuple[int, ...], dst: int, dtype: np.dtype, mean, std,
-                    swap_rb: bool) -> None:
+    def pack_frames(
+        self, src: int, shape: tuple[int, ...], dst: int, dtype: np.dtype, mean, std, swap_rb: bool
+    ) -> None:
         """uint8 crops [B, S, S, 3] at `src` -> normalised [B, 3, S, S] of `dtype` at `dst` (the kernel)."""
         b, h, w, _ = shape
         k = self.kcuda
-        k.pack_frames(k.device_array(src, shape, np.uint8), mean, std, swap_rb=swap_rb,
-                      out=k.device_array(dst, (b, 3, h, w), dtype), stream=self.stream)
+        k.pack_frames(
+            k.device_array(src, shape, np.uint8),
+            mean,
+            std,
+            swap_rb=swap_rb,
+            out=k.device_array(dst, (b, 3, h, w), dtype),
+            stream=self.stream,
+        )
 
-    def gather_clips(self, ring: int, ring_shape: tuple[int, ...], dtype: np.dtype, first: int, count: int,
-                     ends: np.ndarray, n: int, dst: int, stride: int = 1) -> None:
+    def gather_clips(
+        self,
+        ring: int,
+        ring_shape: tuple[int, ...],
+        dtype: np.dtype,
+        first: int,
+        count: int,
+        ends: np.ndarray,
+        n: int,
+        dst: int,
+        stride: int = 1,
+    ) -> None:
         """Clips [len(ends), n, ...] of slots `stride` frames apart from a device ring [R, ...] into `dst` (the
         kernel); frames from 0."""
         k = self.kcuda
-        k.gather_clips(k.device_array(ring, ring_shape, dtype), first, count, ends, n, stream_start=0,
-                       out=k.device_array(dst, (len(ends), n, *ring_shape[1:]), dtype), stream=self.stream,
-                       stride=stride)
+        k.gather_clips(
+            k.device_array(ring, ring_shape, dtype),
+            first,
+            count,
+            ends,
+            n,
+            stream_start=0,
+            out=k.device_array(dst, (len(ends), n, *ring_shape[1:]), dtype),
+            stream=self.stream,
+            stride=stride,
+        )
 
     def close(self) -> None:
         for ptr in self._host:
@@ -277,6 +315,7 @@ class CudaOps:
 
 
 # --- one TensorRT engine with its device buffers -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DeviceTensor:
@@ -297,8 +336,9 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
 
 
-def check_bindings(path: Path, spec: GraphSpec, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor],
-                   batch_dynamic: bool) -> None:
+def check_bindings(
+    path: Path, spec: GraphSpec, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor], batch_dynamic: bool
+) -> None:
     """An engine's tensors against the manifest's spec of its graph: names, per-item dims, a dynamic batch,
     float tensors float32/16 and key_slot int64/32. EngineError naming the file and the tensor."""
     if not batch_dynamic:
@@ -309,12 +349,15 @@ def check_bindings(path: Path, spec: GraphSpec, inputs: dict[str, DeviceTensor],
         for t in want:
             tensor = got[t.name]
             if tuple(tensor.dims) != tuple(t.shape[1:]):
-                raise EngineError(f"{path}: {kind} {t.name!r} has per-item shape {list(tensor.dims)}, {MANIFEST} "
-                                  f"says {list(t.shape[1:])}")
+                raise EngineError(
+                    f"{path}: {kind} {t.name!r} has per-item shape {list(tensor.dims)}, {MANIFEST} "
+                    f"says {list(t.shape[1:])}"
+                )
             allowed = INDEX_DTYPES if t.dtype == "int64" else FLOAT_DTYPES
             if tensor.dtype not in allowed:
-                raise EngineError(f"{path}: {kind} {t.name!r} is {tensor.dtype}, expected one of "
-                                  f"{', '.join(str(d) for d in allowed)}")
+                raise EngineError(
+                    f"{path}: {kind} {t.name!r} is {tensor.dtype}, expected one of {', '.join(str(d) for d in allowed)}"
+                )
 
 
 class TrtGraph:
@@ -326,8 +369,10 @@ class TrtGraph:
         self.path, self.ops = path, ops
         engine = trt_runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise EngineError(f"{path}: TensorRT {trt.__version__} could not deserialise this engine (built by "
-                              f"another TensorRT release or for another GPU?); rebuild it with {RECIPE}")
+            raise EngineError(
+                f"{path}: TensorRT {trt.__version__} could not deserialise this engine (built by "
+                f"another TensorRT release or for another GPU?); rebuild it with {RECIPE}"
+            )
         self.engine, self.context = engine, engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
@@ -354,8 +399,9 @@ class TrtGraph:
     def run(self, batch: int) -> None:
         """Run on the first `batch` items of every input buffer (asynchronous on the ops' stream)."""
         if not self.min_batch <= batch <= self.max_batch:
-            raise EngineError(f"{self.path}: batch {batch} outside the engine's profile "
-                              f"{self.min_batch}..{self.max_batch}")
+            raise EngineError(
+                f"{self.path}: batch {batch} outside the engine's profile {self.min_batch}..{self.max_batch}"
+            )
         for tensor in self.inputs.values():
             if not self.context.set_input_shape(tensor.name, (batch, *tensor.dims)):
                 raise EngineError(f"{self.path}: set_input_shape({tensor.name!r}, batch {batch}) refused")
@@ -369,6 +415,7 @@ class TrtGraph:
 
 
 # --- the engine ----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class DeviceRing:
@@ -390,16 +437,19 @@ class TrtEngine(Engine):
 
     name = "trt"
 
-    def __init__(self, bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0,
-                 precision: str = "fp16") -> None:
+    def __init__(
+        self, bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0, precision: str = "fp16"
+    ) -> None:
         manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         kind, index = parse_device(device)
         reason = gpu_probe.missing("tensorrt", "cuda-python")
         if reason is not None:
             raise EngineError(f"engine 'trt' (native TensorRT) is not available in this build: {reason}")
         if kind != "cuda":
-            raise EngineError(f"engine 'trt' runs on a CUDA device; use --device cuda or cuda:N (got {device!r}), "
-                              f"or --engine ort on the CPU")
+            raise EngineError(
+                f"engine 'trt' runs on a CUDA device; use --device cuda or cuda:N (got {device!r}), "
+                f"or --engine ort on the CPU"
+            )
         reason = gpu_probe.cuda_device_reason(index) or gpu_probe.missing("cuda-kernels")
         if reason is not None:
             raise EngineError(f"engine 'trt' on {device}: {reason}")
@@ -420,8 +470,10 @@ class TrtEngine(Engine):
                 graph.close()
             ops.close()
             raise
-        self.describe_text = (f"trt (TensorRT {trt.__version__}, {paths['encoder'].name} + {paths['head'].name}) "
-                              f"on {device} ({info.name})")
+        self.describe_text = (
+            f"trt (TensorRT {trt.__version__}, {paths['encoder'].name} + {paths['head'].name}) "
+            f"on {device} ({info.name})"
+        )
 
     @classmethod
     def from_parts(cls, manifest: Manifest, device: str, ops, encoder, head) -> TrtEngine:
@@ -441,8 +493,10 @@ class TrtEngine(Engine):
         # Rings hold the encoder's outputs as the engine wrote them; the head must read the same bytes.
         for out, inp in ((self.sa_out, self.sa_in), (self.students_out, self.students_in)):
             if out.dtype != inp.dtype:
-                raise EngineError(f"the encoder writes {out.name} as {out.dtype} but the head reads {inp.dtype}: "
-                                  f"build both engines with the same recipe")
+                raise EngineError(
+                    f"the encoder writes {out.name} as {out.dtype} but the head reads {inp.dtype}: "
+                    f"build both engines with the same recipe"
+                )
         self.ring_dtype = self.sa_out.dtype
         self.sa_row, self.students_row = self.sa_out.item_bytes, self.students_out.item_bytes  # U, n*U items
         self._crops_dev = ops.malloc(encoder.max_batch * s * s * 3)  # uint8 [maxB, S, S, 3]
@@ -450,8 +504,14 @@ class TrtEngine(Engine):
         self._keys_host = ops.host_array((head.max_batch,), self.key_in.dtype)
         self._probs_host = ops.host_array((head.max_batch, u), self.probs_out.dtype)
         self._rings: list[DeviceRing] = []
-        log.debug("trt engine: encoder batch <= %d, head batch <= %d, n=%d, U=%d, ring dtype %s", encoder.max_batch,
-                  head.max_batch, n, u, self.ring_dtype)
+        log.debug(
+            "trt engine: encoder batch <= %d, head batch <= %d, n=%d, U=%d, ring dtype %s",
+            encoder.max_batch,
+            head.max_batch,
+            n,
+            u,
+            self.ring_dtype,
+        )
 
     def describe(self) -> str:
         return self.describe_text
@@ -526,16 +586,27 @@ class TrtEngine(Engine):
             self.ops.synchronize()  # the staging buffer may still feed the previous chunk's upload
             self._crops_host[:b] = crops[start : start + b]
             self.ops.htod(self._crops_dev, self._crops_host[:b])
-            self.ops.pack_frames(self._crops_dev, (b, s, s, 3), self.frames_in.ptr, self.frames_in.dtype, p.mean,
-                                 p.std, p.colour == "BGR")
+            self.ops.pack_frames(
+                self._crops_dev,
+                (b, s, s, 3),
+                self.frames_in.ptr,
+                self.frames_in.dtype,
+                p.mean,
+                p.std,
+                p.colour == "BGR",
+            )
             self.encoder.run(b)
             for i, ring, row, count in _row_runs(targets[start : start + b]):
                 self.ops.dtod(ring.sa + row * self.sa_row, self.sa_out.ptr + i * self.sa_row, count * self.sa_row)
-                self.ops.dtod(ring.students + row * self.students_row, self.students_out.ptr + i * self.students_row,
-                              count * self.students_row)
+                self.ops.dtod(
+                    ring.students + row * self.students_row,
+                    self.students_out.ptr + i * self.students_row,
+                    count * self.students_row,
+                )
 
-    def head_clips(self, requests: Sequence[tuple[DeviceRing, int, int, np.ndarray]],
-                   key_slot: np.ndarray) -> np.ndarray:
+    def head_clips(
+        self, requests: Sequence[tuple[DeviceRing, int, int, np.ndarray]], key_slot: np.ndarray
+    ) -> np.ndarray:
         """Clips cut from device rings by the gather kernel straight into the head's inputs -> probs [C, U].
 
         requests: (ring, first, count, clip_ends) per ring, as ops.gather_clips takes them (the ring holds frames
@@ -550,10 +621,28 @@ class TrtEngine(Engine):
         for start in range(0, len(clips), step):
             chunk, offset = clips[start : start + step], 0
             for ring, first, count, ends in _clip_groups(chunk):
-                self.ops.gather_clips(ring.sa, (ring.rows, u), self.ring_dtype, first, count, ends, n,
-                                      self.sa_in.ptr + offset * n * self.sa_row, stride)
-                self.ops.gather_clips(ring.students, (ring.rows, n, u), self.ring_dtype, first, count, ends, n,
-                                      self.students_in.ptr + offset * n * self.students_row, stride)
+                self.ops.gather_clips(
+                    ring.sa,
+                    (ring.rows, u),
+                    self.ring_dtype,
+                    first,
+                    count,
+                    ends,
+                    n,
+                    self.sa_in.ptr + offset * n * self.sa_row,
+                    stride,
+                )
+                self.ops.gather_clips(
+                    ring.students,
+                    (ring.rows, n, u),
+                    self.ring_dtype,
+                    first,
+                    count,
+                    ends,
+                    n,
+                    self.students_in.ptr + offset * n * self.students_row,
+                    stride,
+                )
                 offset += len(ends)
             probs[start : start + len(chunk)] = self._run_head(np.asarray(key_slot[start : start + len(chunk)]))
         return probs

@@ -61,5 +61,3 @@ def align_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
             matrix, image = matrix @ to_frame, np.ascontiguousarray(small)
     image, matrix = np.ascontiguousarray(image), np.ascontiguousarray(matrix)
     return kernels.warp_crop(image, matrix, (size, size), border="replicate")
-
-

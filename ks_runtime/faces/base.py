@@ -20,7 +20,6 @@ from ks_runtime.core.template import default_template
 log = logging.getLogger(__name__)
 
 
-
 class FaceStage:
     """Base of every face stage. Stateful stages (trackers) forget their state in `reset`.
 
@@ -72,8 +71,15 @@ class AlignedFaces(FaceStage):
         if self._shape is None:
             self._shape = image.shape
         elif image.shape != self._shape and not self._warned:
-            log.warning("frame %d is %dx%d, earlier frames %dx%d: each aligned crop is resized to %d px",
-                        index, image.shape[1], image.shape[0], self._shape[1], self._shape[0], self.preprocess.size)
+            log.warning(
+                "frame %d is %dx%d, earlier frames %dx%d: each aligned crop is resized to %d px",
+                index,
+                image.shape[1],
+                image.shape[0],
+                self._shape[1],
+                self._shape[0],
+                self.preprocess.size,
+            )
             self._warned = True
         crop = resize_square(image, self.preprocess.size)
         h, w = image.shape[:2]
@@ -82,5 +88,3 @@ class AlignedFaces(FaceStage):
 
 # ----------------------------------------------------------------------------------------------------------
 # The alignment template and the crop
-
-

@@ -64,8 +64,15 @@ def _models() -> tuple:
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """68 landmarks [68, 2] -> [5, 2]: eye centres (image-left first), nose tip, mouth corners (left first)."""
-    return np.stack([landmarks[LEFT_EYE].mean(0), landmarks[RIGHT_EYE].mean(0), landmarks[NOSE_TIP],
-                     landmarks[MOUTH_LEFT], landmarks[MOUTH_RIGHT]])
+    return np.stack(
+        [
+            landmarks[LEFT_EYE].mean(0),
+            landmarks[RIGHT_EYE].mean(0),
+            landmarks[NOSE_TIP],
+            landmarks[MOUTH_LEFT],
+            landmarks[MOUTH_RIGHT],
+        ]
+    )
 
 
 @register_face_stage("dlib")

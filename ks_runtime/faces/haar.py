@@ -42,8 +42,10 @@ def cascade_path(name: str) -> Path:
     folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
     path = Path(folder or "") / name
     if not folder or not path.is_file():
-        raise ConfigError(f"face stage 'haar': OpenCV {cv2.__version__} has no {name} (cv2.data.haarcascades); "
-                          f"install opencv-python-headless<5, which ships the Haar cascades")
+        raise ConfigError(
+            f"face stage 'haar': OpenCV {cv2.__version__} has no {name} (cv2.data.haarcascades); "
+            f"install opencv-python-headless<5, which ships the Haar cascades"
+        )
     return path
 
 
@@ -89,9 +91,13 @@ class HaarFaces(TrackedFaces):
         super().__init__(*args, **kwargs)
 
     def detect(self, grey: np.ndarray, min_size: int, max_size: int | None) -> np.ndarray:
-        found = self.face_cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4,
-                                                   minSize=(min_size, min_size),
-                                                   maxSize=(max_size, max_size) if max_size else (0, 0))
+        found = self.face_cascade.detectMultiScale(
+            grey,
+            scaleFactor=1.1,
+            minNeighbors=4,
+            minSize=(min_size, min_size),
+            maxSize=(max_size, max_size) if max_size else (0, 0),
+        )
         if not len(found):
             return np.zeros((0, 4))
         boxes = np.asarray(found, np.float64)
@@ -106,9 +112,13 @@ class HaarFaces(TrackedFaces):
             return np.zeros((0, 2))
         scale = min(1.0, EYE_FACE_PX / max(box_width(box), 1.0))
         size = box_width(box) * scale
-        found = self.eye_cascade.detectMultiScale(scaled_region(grey, region, scale), scaleFactor=1.1, minNeighbors=3,
-                                                  minSize=(max(12, int(0.1 * size)),) * 2,
-                                                  maxSize=(int(0.4 * size),) * 2)
+        found = self.eye_cascade.detectMultiScale(
+            scaled_region(grey, region, scale),
+            scaleFactor=1.1,
+            minNeighbors=3,
+            minSize=(max(12, int(0.1 * size)),) * 2,
+            maxSize=(int(0.4 * size),) * 2,
+        )
         if not len(found):
             return np.zeros((0, 2))
         found = np.asarray(found, np.float64)

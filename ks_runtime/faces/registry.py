@@ -72,8 +72,9 @@ def create_face_stage(name: str, preprocess: Preprocess, template: np.ndarray | 
     return FACE_STAGES[name](preprocess, template)
 
 
-def align_frames(frames: Iterable[np.ndarray], size: int, face: str = "haar", template: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def align_frames(
+    frames: Iterable[np.ndarray], size: int, face: str = "haar", template: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align a raw video for training (BP4D, DISFA frames) exactly as the runtime does: RGB uint8 frames ->
     crops uint8 [T, size, size, 3] (zeros where no face), success bool [T], confidence float [T]."""
     stage = create_face_stage(face, Preprocess(size=size), template)

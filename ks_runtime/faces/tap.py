@@ -34,4 +34,3 @@ class FrameTap(FaceStage):
         while self._kept and next(iter(self._kept)) < index:
             self._kept.popitem(last=False)
         return self._kept.pop(index, None)
-

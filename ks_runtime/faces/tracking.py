@@ -146,7 +146,7 @@ def flow_motion(prev: np.ndarray, grey: np.ndarray, box: np.ndarray, config: Tra
     # Features on the face only: the background moves otherwise (or not at all) and would pull the estimate.
     inner = (scale_box(box, 0.8) - np.array(region[:2] * 2)) * scale
     mask = np.zeros(a.shape, np.uint8)
-    mask[max(0, int(inner[1])):int(inner[3]), max(0, int(inner[0])):int(inner[2])] = 255
+    mask[max(0, int(inner[1])) : int(inner[3]), max(0, int(inner[0])) : int(inner[2])] = 255
     found = cv2.goodFeaturesToTrack(a, maxCorners=60, qualityLevel=0.01, minDistance=3, mask=mask)
     if found is None or len(found) < config.min_flow_points:
         return None
@@ -181,8 +181,9 @@ class TrackedFaces(FaceStage):
     measure_every_frame = False
     config_defaults: dict = {}
 
-    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None,
-                 config: TrackerConfig | None = None) -> None:
+    def __init__(
+        self, preprocess: Preprocess, template: np.ndarray | None = None, config: TrackerConfig | None = None
+    ) -> None:
         super().__init__(preprocess, template)
         self.config = config or TrackerConfig(**self.config_defaults)
         self.detections = 0  # detector runs (whole frame or window): what tracking saves
@@ -224,8 +225,9 @@ class TrackedFaces(FaceStage):
         target = max(self.config.window_face_px, self.min_detect_px * 1.6)
         scale = min(1.0, target / max(box_width(box), 1.0))
         size = box_width(box) * scale
-        boxes = self.detect(scaled_region(grey, region, scale), max(self.min_detect_px, int(size * 0.65)),
-                            int(np.ceil(size * 1.5)))
+        boxes = self.detect(
+            scaled_region(grey, region, scale), max(self.min_detect_px, int(size * 0.65)), int(np.ceil(size * 1.5))
+        )
         if not len(boxes):
             return None
         boxes = (boxes + 0.5) / scale - 0.5 + np.array(region[:2] * 2)
@@ -247,7 +249,7 @@ class TrackedFaces(FaceStage):
         track.age += 1
         matrix = align_matrix(track.points, self.template, self.preprocess.size)
         crop = align_crop(image, matrix, self.preprocess.size)
-        confidence = track.confidence * 0.6 ** track.misses
+        confidence = track.confidence * 0.6**track.misses
         return Face(crop, float(confidence), tuple(float(v) for v in track.box), track.points.copy())
 
     def _start(self, grey: np.ndarray, box: np.ndarray | None = None) -> Track | None:
@@ -262,8 +264,7 @@ class TrackedFaces(FaceStage):
     def _follow(self, track: Track, prev: np.ndarray | None, grey: np.ndarray) -> Track | None:
         """Carry the track to this frame by optical flow; detect and blend when due; None once it is lost."""
         config = self.config
-        motion = flow_motion(prev, grey, track.box, config) if prev is not None and prev.shape == grey.shape \
-            else None
+        motion = flow_motion(prev, grey, track.box, config) if prev is not None and prev.shape == grey.shape else None
         if motion is not None:
             track.box, track.points = move_box(track.box, motion), apply(motion, track.points)
         if track.age < config.detect_every and motion is not None:

@@ -13,11 +13,16 @@ from ks_runtime.core.errors import ConfigError
 
 def display_problem() -> str | None:
     """Why a live window cannot open here (None when it can): no GUI in this OpenCV, or no display."""
-    gui = [line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
-           if line.strip().startswith("GUI:")]
+    gui = [
+        line.split(":", 1)[1].strip()
+        for line in cv2.getBuildInformation().splitlines()
+        if line.strip().startswith("GUI:")
+    ]
     if gui and gui[0].upper() == "NONE":
-        return (f"this OpenCV ({cv2.__version__}) has no GUI (opencv-python-headless); install opencv-python for "
-                f"a window, or write the overlay to a file with --overlay FILE")
+        return (
+            f"this OpenCV ({cv2.__version__}) has no GUI (opencv-python-headless); install opencv-python for "
+            f"a window, or write the overlay to a file with --overlay FILE"
+        )
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display here (DISPLAY is not set); write the overlay to a file with --overlay FILE"
     return None
@@ -53,5 +58,3 @@ class LiveView:
             cv2.destroyWindow(self.WINDOW)
         except cv2.error:
             pass
-
-

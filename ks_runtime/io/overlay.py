@@ -32,8 +32,10 @@ class FrameKeeper(Protocol):
 
     def take(self, index: int) -> tuple[np.ndarray, Face] | None: ...
 
-def draw_overlay(image: np.ndarray, result: FrameResult, face: Face | None, au_columns: Sequence[str],
-                 thresholds: Sequence[float]) -> np.ndarray:
+
+def draw_overlay(
+    image: np.ndarray, result: FrameResult, face: Face | None, au_columns: Sequence[str], thresholds: Sequence[float]
+) -> np.ndarray:
     """One overlay frame, BGR uint8: the RGB frame (scaled up to OVERLAY_MIN_HEIGHT if smaller) with the face box
     and points, and beside it a panel with one bar per AU and the frame's number, time and confidence."""
     h, w = image.shape[:2]
@@ -50,14 +52,24 @@ def draw_overlay(image: np.ndarray, result: FrameResult, face: Face | None, au_c
         cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
     if result.success and face is not None and face.points is not None:
         for k, (x, y) in enumerate((face.points + 0.5) * zoom - 0.5):
-            cv2.circle(canvas, (int(round(x)), int(round(y))), thick + (2 if k < 2 else 1), POINT_COLOUR, -1,
-                       cv2.LINE_AA)
+            cv2.circle(
+                canvas, (int(round(x)), int(round(y))), thick + (2 if k < 2 else 1), POINT_COLOUR, -1, cv2.LINE_AA
+            )
     font, left = cv2.FONT_HERSHEY_SIMPLEX, width + 10
     status = f"conf {result.confidence:.2f}" if result.success else "no face"
-    cv2.putText(canvas, f"frame {result.frame}  {result.timestamp:.2f}s", (left, 18), font, 0.45, (230, 230, 230), 1,
-                cv2.LINE_AA)
-    cv2.putText(canvas, status, (left, 36), font, 0.45, (230, 230, 230) if result.success else (80, 80, 240), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        canvas,
+        f"frame {result.frame}  {result.timestamp:.2f}s",
+        (left, 18),
+        font,
+        0.45,
+        (230, 230, 230),
+        1,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        canvas, status, (left, 36), font, 0.45, (230, 230, 230) if result.success else (80, 80, 240), 1, cv2.LINE_AA
+    )
     u = len(au_columns)
     row = max(10, min(26, (height - 50) // max(u, 1)))
     bar_x, bar_w = left + 44, PANEL_WIDTH - 90
@@ -67,17 +79,24 @@ def draw_overlay(image: np.ndarray, result: FrameResult, face: Face | None, au_c
         cv2.rectangle(canvas, (bar_x, y + 2), (bar_x + bar_w, y + row - 3), (70, 70, 70), -1)
         if result.probs is not None:
             p = float(result.probs[j])
-            cv2.rectangle(canvas, (bar_x, y + 2), (bar_x + int(round(p * bar_w)), y + row - 3),
-                          ON if p >= thresholds[j] else OFF, -1)
-            cv2.putText(canvas, f"{p:.2f}", (bar_x + bar_w + 4, y + row - 4), font, 0.36, (230, 230, 230), 1,
-                        cv2.LINE_AA)
+            cv2.rectangle(
+                canvas,
+                (bar_x, y + 2),
+                (bar_x + int(round(p * bar_w)), y + row - 3),
+                ON if p >= thresholds[j] else OFF,
+                -1,
+            )
+            cv2.putText(
+                canvas, f"{p:.2f}", (bar_x + bar_w + 4, y + row - 4), font, 0.36, (230, 230, 230), 1, cv2.LINE_AA
+            )
         tick = bar_x + int(round(float(thresholds[j]) * bar_w))
         cv2.line(canvas, (tick, y), (tick, y + row - 1), (80, 80, 240), 1)
     return canvas
 
 
-def overlay_frames(results: Iterable[FrameResult], tap: FrameKeeper, au_columns: Sequence[str],
-                   thresholds: Sequence[float]) -> Iterable[np.ndarray]:
+def overlay_frames(
+    results: Iterable[FrameResult], tap: FrameKeeper, au_columns: Sequence[str], thresholds: Sequence[float]
+) -> Iterable[np.ndarray]:
     """The overlay frame (BGR) of each result whose frame the tap kept, in the results' order."""
     for result in results:
         kept = tap.take(result.index)
@@ -93,8 +112,9 @@ class OverlaySink:
         self.path = Path(path)
         self.fourcc = OVERLAY_CODECS.get(self.path.suffix.lower())
         if self.fourcc is None:
-            raise ConfigError(f"{self.path}: overlay video suffix {self.path.suffix!r} is not one of "
-                              f"{', '.join(OVERLAY_CODECS)}")
+            raise ConfigError(
+                f"{self.path}: overlay video suffix {self.path.suffix!r} is not one of {', '.join(OVERLAY_CODECS)}"
+            )
         self.fps = fps or 30.0
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
@@ -108,8 +128,9 @@ class OverlaySink:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
             if not self._writer.isOpened():
                 self._writer = None
-                raise OutputError(f"{self.path}: OpenCV cannot write codec {self.fourcc!r} here "
-                                  f"(try .mkv, .avi or .mp4)")
+                raise OutputError(
+                    f"{self.path}: OpenCV cannot write codec {self.fourcc!r} here (try .mkv, .avi or .mp4)"
+                )
         if (canvas.shape[1], canvas.shape[0]) != self._size:
             canvas = cv2.resize(canvas, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(canvas)
@@ -119,5 +140,3 @@ class OverlaySink:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-
-

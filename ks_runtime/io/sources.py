@@ -125,12 +125,15 @@ class VideoSource(Source):
         if resumes or short:
             what = "is corrupt (later frames decode again)" if resumes else "is truncated or corrupt"
             listed = f" of the {expected} the container lists" if expected else ""
-            raise SourceError(f"{self.path}: frame {read} cannot be decoded: the video {what}; the {read} "
-                              f"frames before it{listed} were processed")
+            raise SourceError(
+                f"{self.path}: frame {read} cannot be decoded: the video {what}; the {read} "
+                f"frames before it{listed} were processed"
+            )
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder in natural order (frame2 before frame10)."""
+
     def natural(path: Path) -> tuple:
         parts = []
         for digits, text in _split_digits(path.name):
@@ -171,8 +174,9 @@ class ImageFolderSource(Source):
             # UNCHANGED keeps 16-bit and gray images as they are; to_rgb then brings them to 8-bit RGB.
             image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
             if image is None:
-                raise SourceError(f"{file}: frame {index} cannot be decoded; the {index} frames before it were "
-                                  f"processed")
+                raise SourceError(
+                    f"{file}: frame {index} cannot be decoded; the {index} frames before it were processed"
+                )
             yield SourceFrame(to_rgb(image, f"{file}: frame {index}"), index / self.fps, index)
 
 
@@ -183,8 +187,15 @@ class ArraySource(Source):
     given, else seconds since the first frame arrived.
     """
 
-    def __init__(self, frames: Iterable, fps: float | None = None, colour: str = "RGB", live: bool = False,
-                 name: str = "frames", length: int | None = None) -> None:
+    def __init__(
+        self,
+        frames: Iterable,
+        fps: float | None = None,
+        colour: str = "RGB",
+        live: bool = False,
+        name: str = "frames",
+        length: int | None = None,
+    ) -> None:
         if colour not in ("RGB", "BGR"):
             raise ValueError(f"colour must be 'RGB' or 'BGR', got {colour!r}")
         self.frames, self.fps, self.colour, self.live, self.name = frames, fps, colour, live, name
@@ -211,17 +222,28 @@ class CameraSource(Source):
 
     live = True
 
-    def __init__(self, index: int, width: int | None = None, height: int | None = None, fps: float | None = None,
-                 max_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        index: int,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+    ) -> None:
         self.index, self.max_frames = int(index), max_frames
         self.name = f"webcam {self.index}"
         self.capture = cv2.VideoCapture(self.index)
         if not self.capture.isOpened():
             self.capture.release()
-            raise SourceError(f"input {self.index}: cannot open webcam {self.index} (no camera at that index, or "
-                              f"it is in use; give a video file, an image folder or a synthau: spec instead)")
-        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
-                            (cv2.CAP_PROP_FPS, fps)):
+            raise SourceError(
+                f"input {self.index}: cannot open webcam {self.index} (no camera at that index, or "
+                f"it is in use; give a video file, an image folder or a synthau: spec instead)"
+            )
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, height),
+            (cv2.CAP_PROP_FPS, fps),
+        ):
             if value:
                 self.capture.set(prop, float(value))
         rate = self.capture.get(cv2.CAP_PROP_FPS)
@@ -237,8 +259,10 @@ class CameraSource(Source):
             ok, image = self.capture.read()
             now = time.perf_counter()
             if not ok:
-                raise SourceError(f"{self.name}: frame {index} could not be read (camera disconnected?); the "
-                                  f"{index} frames before it were processed")
+                raise SourceError(
+                    f"{self.name}: frame {index} could not be read (camera disconnected?); the "
+                    f"{index} frames before it were processed"
+                )
             started = now if started is None else started
             yield SourceFrame(to_rgb(image, f"{self.name}: frame {index}"), now - started, index)
             index += 1
@@ -256,8 +280,14 @@ class SimulatedCamera(Source):
 
     live = True
 
-    def __init__(self, frames: Iterable[np.ndarray], fps: float, colour: str = "RGB", buffer: int = 4,
-                 name: str = "simulated camera") -> None:
+    def __init__(
+        self,
+        frames: Iterable[np.ndarray],
+        fps: float,
+        colour: str = "RGB",
+        buffer: int = 4,
+        name: str = "simulated camera",
+    ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.frames, self.fps, self.colour, self.buffer, self.name = frames, fps, colour, buffer, name
@@ -342,5 +372,3 @@ def is_camera_spec(spec: object) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------
 # Back-pressure: the bounded queue between a source's reader thread and the engine
-
-

@@ -50,23 +50,37 @@ class RunSummary:
         ahead = f"{self.lookahead_frames} frames"
         if self.source_fps:
             ahead += f" = {self.lookahead_ms:.0f} ms at {self.source_fps:g} fps"
-        lines = [f"frames {self.frames} ({self.faces} with a face, {self.streams} stream(s)), dropped {self.dropped}",
-                 f"{self.fps:.1f} fps over {self.seconds:.2f} s ({self.engine})",
-                 f"latency ms, arrival to result: {lat}",
-                 f"policy {self.policy}: look-ahead {ahead}"]
+        lines = [
+            f"frames {self.frames} ({self.faces} with a face, {self.streams} stream(s)), dropped {self.dropped}",
+            f"{self.fps:.1f} fps over {self.seconds:.2f} s ({self.engine})",
+            f"latency ms, arrival to result: {lat}",
+            f"policy {self.policy}: look-ahead {ahead}",
+        ]
         if self.f1 is not None:
-            lines.append(f"streamed F1 {self.f1.mean:.4f} (all-positive floor {self.f1.mean_floor:.4f}) over "
-                         f"{int(self.f1.support.max()) if len(self.f1.support) else 0} labelled frames")
+            lines.append(
+                f"streamed F1 {self.f1.mean:.4f} (all-positive floor {self.f1.mean_floor:.4f}) over "
+                f"{int(self.f1.support.max()) if len(self.f1.support) else 0} labelled frames"
+            )
         lines += [f"error: {e}" for e in self.errors]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"frames": self.frames, "faces": self.faces, "dropped": self.dropped, "streams": self.streams,
-                "seconds": self.seconds, "fps": self.fps, "latency_ms": {f"p{p}": v for p, v in
-                                                                           self.latency_ms.items()},
-                "policy": self.policy, "lookahead_frames": self.lookahead_frames, "lookahead_ms": self.lookahead_ms,
-                "source_fps": self.source_fps, "engine": self.engine,
-                "mean_f1": self.f1.mean if self.f1 is not None else None, "errors": list(self.errors)}
+        return {
+            "frames": self.frames,
+            "faces": self.faces,
+            "dropped": self.dropped,
+            "streams": self.streams,
+            "seconds": self.seconds,
+            "fps": self.fps,
+            "latency_ms": {f"p{p}": v for p, v in self.latency_ms.items()},
+            "policy": self.policy,
+            "lookahead_frames": self.lookahead_frames,
+            "lookahead_ms": self.lookahead_ms,
+            "source_fps": self.source_fps,
+            "engine": self.engine,
+            "mean_f1": self.f1.mean if self.f1 is not None else None,
+            "errors": list(self.errors),
+        }
 
 
 class LatencyReservoir:
@@ -90,15 +104,24 @@ class LatencyReservoir:
         self.seen += 1
 
     def sample(self) -> np.ndarray:
-        return self.values[:min(self.seen, self.capacity)]
+        return self.values[: min(self.seen, self.capacity)]
 
 
 class RunStats:
     """Accumulates results into a RunSummary (and the F1 against a source's labels, when it has some)."""
 
-    def __init__(self, policy: str, clip_len: int, au_columns: Sequence[str], thresholds: Sequence[float],
-                 source_fps: float | None = None, engine: str = "", labels: np.ndarray | None = None,
-                 clock_start: float | None = None, clip_stride: int = 1) -> None:
+    def __init__(
+        self,
+        policy: str,
+        clip_len: int,
+        au_columns: Sequence[str],
+        thresholds: Sequence[float],
+        source_fps: float | None = None,
+        engine: str = "",
+        labels: np.ndarray | None = None,
+        clock_start: float | None = None,
+        clip_stride: int = 1,
+    ) -> None:
         self.policy, self.clip_len, self.source_fps, self.engine = policy, clip_len, source_fps, engine
         self.clip_stride = clip_stride
         self.columns, self.thresholds = list(au_columns), np.asarray(thresholds, np.float64)
@@ -137,5 +160,18 @@ class RunStats:
         seconds = (self.end - self.start) if self.start is not None and self.end is not None else 0.0
         lat = self.latencies.sample() * 1e3
         percentiles = {p: float(np.percentile(lat, p)) if len(lat) else float("nan") for p in PERCENTILES}
-        return RunSummary(self.frames, self.faces, dropped, len(self.streams), seconds, percentiles, self.policy,
-                          self.clip_len, self.source_fps, self.engine, self.f1(), list(errors), self.clip_stride)
+        return RunSummary(
+            self.frames,
+            self.faces,
+            dropped,
+            len(self.streams),
+            seconds,
+            percentiles,
+            self.policy,
+            self.clip_len,
+            self.source_fps,
+            self.engine,
+            self.f1(),
+            list(errors),
+            self.clip_stride,
+        )

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 ID_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
 
 
-
 def csv_columns(au_columns: Sequence[str]) -> list[str]:
     """The CSV's header: the id columns, then every AU's _c, then every AU's _p."""
     return [*ID_COLUMNS, *(f"{c}_c" for c in au_columns), *(f"{c}_p" for c in au_columns)]
@@ -32,8 +31,13 @@ def csv_columns(au_columns: Sequence[str]) -> list[str]:
 
 def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> str:
     """One CSV line (no newline): empty AU values and success=0 where there is no face."""
-    ids = [str(result.frame), "0", f"{result.timestamp:.3f}", f"{result.confidence:.2f}",
-           "1" if result.success else "0"]
+    ids = [
+        str(result.frame),
+        "0",
+        f"{result.timestamp:.3f}",
+        f"{result.confidence:.2f}",
+        "1" if result.success else "0",
+    ]
     if result.probs is None:
         values = [""] * (2 * len(thresholds))
     else:
@@ -80,8 +84,9 @@ class CsvSink:
         self.close()
 
 
-def results_table(results: Sequence[FrameResult], au_columns: Sequence[str], thresholds: Sequence[float]
-                  ) -> pd.DataFrame:
+def results_table(
+    results: Sequence[FrameResult], au_columns: Sequence[str], thresholds: Sequence[float]
+) -> pd.DataFrame:
     """The CSV's rows as a DataFrame (same columns; NaN where no face)."""
     u = len(au_columns)
     probs = np.full((len(results), u), np.nan)
@@ -99,8 +104,9 @@ def results_table(results: Sequence[FrameResult], au_columns: Sequence[str], thr
         "success": np.array([int(r.success) for r in results], np.int64),
     }
     for j, c in enumerate(au_columns):
-        data[f"{c}_c"] = pd.array(labels[:, j], dtype="Int64") if not present[:, j].all() else labels[:, j].astype(
-            np.int64)
+        data[f"{c}_c"] = (
+            pd.array(labels[:, j], dtype="Int64") if not present[:, j].all() else labels[:, j].astype(np.int64)
+        )
     for j, c in enumerate(au_columns):
         data[f"{c}_p"] = probs[:, j]
     return pd.DataFrame(data, columns=csv_columns(au_columns))

@@ -77,22 +77,38 @@ class FaceScore:
         return float(np.percentile(errors, {"median": 50, "p90": 90}[kind]))
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "frames": self.frames, "face_frames": self.face_frames,
-                "detection_rate": self.detection_rate, "false_detections": self.false_detections,
-                "no_face_frames": self.no_face_frames, "eye_error_median": self.eye_stat("median"),
-                "eye_error_mean": self.eye_stat("mean"), "eye_error_p90": self.eye_stat("p90"),
-                "crop_error_median": self.eye_stat("median", self.crop_error),
-                "crop_error_mean": self.eye_stat("mean", self.crop_error), "fps": self.fps,
-                "detector_runs": self.detector_runs, "full_detections": self.full_detections}
+        return {
+            "backend": self.backend,
+            "frames": self.frames,
+            "face_frames": self.face_frames,
+            "detection_rate": self.detection_rate,
+            "false_detections": self.false_detections,
+            "no_face_frames": self.no_face_frames,
+            "eye_error_median": self.eye_stat("median"),
+            "eye_error_mean": self.eye_stat("mean"),
+            "eye_error_p90": self.eye_stat("p90"),
+            "crop_error_median": self.eye_stat("median", self.crop_error),
+            "crop_error_mean": self.eye_stat("mean", self.crop_error),
+            "fps": self.fps,
+            "detector_runs": self.detector_runs,
+            "full_detections": self.full_detections,
+        }
 
 
-def eval_scenes(sequences: int = 2, frames: int = 150, config: SynthConfig = EVAL_CONFIG,
-                options: SceneOptions = EVAL_OPTIONS, frame_size: tuple[int, int] = (640, 480)) -> list[SceneSequence]:
+def eval_scenes(
+    sequences: int = 2,
+    frames: int = 150,
+    config: SynthConfig = EVAL_CONFIG,
+    options: SceneOptions = EVAL_OPTIONS,
+    frame_size: tuple[int, int] = (640, 480),
+) -> list[SceneSequence]:
     """The first `frames` frames of `sequences` scene videos (subject i, task i mod tasks)."""
     cfg = config.with_overrides(frames=max(frames, 2))
     tasks = cfg.shape.tasks
-    return [render_scene_sequence(cfg, i % cfg.shape.subjects, i % tasks, frame_size, options,
-                                  frame_indices=range(frames)) for i in range(sequences)]
+    return [
+        render_scene_sequence(cfg, i % cfg.shape.subjects, i % tasks, frame_size, options, frame_indices=range(frames))
+        for i in range(sequences)
+    ]
 
 
 def eye_errors(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -133,10 +149,18 @@ def score_backend(backend: str, scenes: Sequence[SceneSequence], size: int = 64)
             truth = seq.eyes[hit].astype(np.float64)
             errors.append(eye_errors(np.stack([faces[t].eyes for t in hit]), truth))
             in_crop.append(crop_errors([faces[t].points for t in hit], truth, stage.template, size))
-    return FaceScore(backend, frames, face_frames, detected, false,
-                     np.concatenate(errors) if errors else np.zeros(0),
-                     np.concatenate(in_crop) if in_crop else np.zeros(0), seconds,
-                     getattr(stage, "detections", 0), getattr(stage, "full_detections", 0))
+    return FaceScore(
+        backend,
+        frames,
+        face_frames,
+        detected,
+        false,
+        np.concatenate(errors) if errors else np.zeros(0),
+        np.concatenate(in_crop) if in_crop else np.zeros(0),
+        seconds,
+        getattr(stage, "detections", 0),
+        getattr(stage, "full_detections", 0),
+    )
 
 
 def available_backends(names: Sequence[str] = BACKENDS) -> tuple[list[str], dict[str, str]]:
@@ -156,20 +180,24 @@ def markdown(scores: Sequence[FaceScore], scenes: Sequence[SceneSequence], missi
     """The README table."""
     frames = sum(len(s.frames) for s in scenes)
     h, w = scenes[0].frames.shape[1:3] if scenes else (0, 0)
-    lines = [f"{len(scenes)} SynthAU scene videos ({EVAL_CONFIG.size}, seed {EVAL_CONFIG.seed}), {frames} frames of "
-             f"{w}x{h}, the face leaving the frame once in each. Eye error: |found - true eye centre| / inter-ocular "
-             f"distance; alignment error: the true eyes in the aligned crop against the template's, / the template's "
-             f"inter-ocular distance; both over the detected frames. fps: the face stage alone (no network) on this "
-             f"machine's CPU.",
-             "",
-             "| backend | detection rate | false detections | eye error median | mean | p90 | alignment error median "
-             "| mean | face stage fps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{len(scenes)} SynthAU scene videos ({EVAL_CONFIG.size}, seed {EVAL_CONFIG.seed}), {frames} frames of "
+        f"{w}x{h}, the face leaving the frame once in each. Eye error: |found - true eye centre| / inter-ocular "
+        f"distance; alignment error: the true eyes in the aligned crop against the template's, / the template's "
+        f"inter-ocular distance; both over the detected frames. fps: the face stage alone (no network) on this "
+        f"machine's CPU.",
+        "",
+        "| backend | detection rate | false detections | eye error median | mean | p90 | alignment error median "
+        "| mean | face stage fps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in scores:
-        lines.append(f"| {s.backend} | {s.detection_rate:.3f} ({s.detected}/{s.face_frames}) | "
-                     f"{s.false_detections}/{s.no_face_frames} | {s.eye_stat('median'):.3f} | "
-                     f"{s.eye_stat('mean'):.3f} | {s.eye_stat('p90'):.3f} | {s.eye_stat('median', s.crop_error):.3f} | "
-                     f"{s.eye_stat('mean', s.crop_error):.3f} | {s.fps:.0f} |")
+        lines.append(
+            f"| {s.backend} | {s.detection_rate:.3f} ({s.detected}/{s.face_frames}) | "
+            f"{s.false_detections}/{s.no_face_frames} | {s.eye_stat('median'):.3f} | "
+            f"{s.eye_stat('mean'):.3f} | {s.eye_stat('p90'):.3f} | {s.eye_stat('median', s.crop_error):.3f} | "
+            f"{s.eye_stat('mean', s.crop_error):.3f} | {s.fps:.0f} |"
+        )
     for name, why in missing.items():
         lines.append(f"| {name} | not run: {why} | | | | | | | |")
     return "\n".join(lines)
@@ -194,8 +222,11 @@ def measure_eye_ratios(scenes: Sequence[SceneSequence], step: int = 5) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ks_runtime.tools.face_eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m ks_runtime.tools.face_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--sequences", type=int, default=4, help="scene videos (subject i, task i)")
     p.add_argument("--frames", type=int, default=300, help="frames of each")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated face backends")
@@ -203,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-ratios", action="store_true", help="measure haar's EYE_RATIOS instead")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    scenes = eval_scenes(args.sequences, args.frames,
-                         options=SceneOptions(exit_prob=0.0) if args.measure_ratios else EVAL_OPTIONS)
+    scenes = eval_scenes(
+        args.sequences, args.frames, options=SceneOptions(exit_prob=0.0) if args.measure_ratios else EVAL_OPTIONS
+    )
     if args.measure_ratios:
         median, spread, count = measure_eye_ratios(scenes)
         print(f"EYE_RATIOS = {np.round(median, 3).tolist()}  (spread {np.round(spread, 3).tolist()}, {count} frames)")

@@ -21,7 +21,7 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
-    grayscale_p: float = 0.0    # [R] whole clip to grey: colour (skin, hair, background) identifies a subject
+    grayscale_p: float = 0.0  # [R] whole clip to grey: colour (skin, hair, background) identifies a subject
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ def apply_clip_augment(frames: np.ndarray, aug: ClipAugment) -> np.ndarray:
     for i in range(n):
         frame = frames[i]
         if rotation is not None:
-            frame = cv2.warpAffine(frame, rotation, (w, h), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT_101)
+            frame = cv2.warpAffine(frame, rotation, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if aug.flip:
             frame = frame[:, ::-1]
         out[i] = frame

@@ -20,7 +20,7 @@ from ks_train.data.labelfile import read_label_csv
 from ks_train.data.layout import attach_frames, check_missing_frames, natural_key
 
 LABEL_DIR = Path("AUCoding") / "AU_OCC"
-LAYOUT = ("<root>/AUCoding/AU_OCC/<subject>_<task>.csv and frames <root>/<subject>/<task>/<frame>.jpg")
+LAYOUT = "<root>/AUCoding/AU_OCC/<subject>_<task>.csv and frames <root>/<subject>/<task>/<frame>.jpg"
 
 
 def read_bp4d(root: Path | str, missing_frames: str = "error") -> AUDataset:
@@ -53,12 +53,16 @@ def _read(root: Path, name: str, au_set: AUSet, missing_frames: str) -> AUDatase
     sequences = []
     for _, subject, task, path in sorted(keyed):
         table = read_label_csv(path, required=au_set.numbers)
-        keep, frame_paths = attach_frames(path, table.lines, table.frame_numbers, root / subject / task,
-                                          missing_frames, default_ext=".jpg")
+        keep, frame_paths = attach_frames(
+            path, table.lines, table.frame_numbers, root / subject / task, missing_frames, default_ext=".jpg"
+        )
         if not keep.any():
             continue  # skip mode and not one image: attach_frames has logged it
-        sequences.append(VideoSequence(subject, task, table.select(au_set.numbers)[keep],
-                                       table.frame_numbers[keep], frame_paths=frame_paths))
+        sequences.append(
+            VideoSequence(
+                subject, task, table.select(au_set.numbers)[keep], table.frame_numbers[keep], frame_paths=frame_paths
+            )
+        )
     if not sequences:
         raise DataError(f"{root}: no {title} sequence has any frame image: expected {LAYOUT}")
     subjects = sorted({s.subject for s in sequences})

@@ -32,14 +32,27 @@ class ClipBatch:
     clip_labelled: torch.Tensor
 
     def to(self, device: torch.device) -> ClipBatch:
-        return ClipBatch(self.frames.to(device, non_blocking=True), self.labels.to(device),
-                         self.truth.to(device), self.labelled_slots.to(device), self.key_slot,
-                         self.clip_labelled.to(device))
+        return ClipBatch(
+            self.frames.to(device, non_blocking=True),
+            self.labels.to(device),
+            self.truth.to(device),
+            self.labelled_slots.to(device),
+            self.key_slot,
+            self.clip_labelled.to(device),
+        )
 
 
 class ClipBatchBuilder:
-    def __init__(self, sequences: list[VideoSequence], index: SparseIndex, n: int, preprocess: Preprocess,
-                 augment: AugmentConfig | None, seed: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        sequences: list[VideoSequence],
+        index: SparseIndex,
+        n: int,
+        preprocess: Preprocess,
+        augment: AugmentConfig | None,
+        seed: int,
+        stride: int = 1,
+    ) -> None:
         self.sequences, self.index, self.n, self.stride = sequences, index, n, stride
         self.preprocess, self.augment, self.seed = preprocess, augment, seed
 
@@ -71,8 +84,7 @@ class ClipBatchBuilder:
 class EpochBatches(torch.utils.data.Dataset):
     """A map-style dataset over one epoch's precomputed batches, for a DataLoader with batch_size=None."""
 
-    def __init__(self, builder: ClipBatchBuilder, batches: list[list[ClipItem]], epoch: int,
-                 first_batch: int) -> None:
+    def __init__(self, builder: ClipBatchBuilder, batches: list[list[ClipItem]], epoch: int, first_batch: int) -> None:
         self.builder, self.batches, self.epoch, self.first_batch = builder, batches, epoch, first_batch
 
     def __len__(self) -> int:

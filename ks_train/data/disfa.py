@@ -30,8 +30,9 @@ FRAMES_DIR = "Images"
 SEQUENCE_NAME = "video"
 OCCURRENCE_LEVEL = 2  # DISFA's usual binarisation: intensity A (1) counts as absent
 MAX_INTENSITY = 5
-LAYOUT = ("<root>/ActionUnit_Labels/<subject>/<subject>_au<k>.txt and frames "
-          "<root>/{frames}/<subject>/<frame>.jpg (0-based)")
+LAYOUT = (
+    "<root>/ActionUnit_Labels/<subject>/<subject>_au<k>.txt and frames <root>/{frames}/<subject>/<frame>.jpg (0-based)"
+)
 
 
 def read_disfa(root: Path | str, frames_dir: str = FRAMES_DIR, missing_frames: str = "error") -> AUDataset:
@@ -45,19 +46,25 @@ def read_disfa(root: Path | str, frames_dir: str = FRAMES_DIR, missing_frames: s
     if not label_root.is_dir():
         raise DataError(f"no {LABEL_DIR} folder under {root}: expected DISFA layout {layout}")
     if not (root / frames_dir).is_dir():
-        raise DataError(f"no {frames_dir} folder under {root}: expected DISFA layout {layout}; DISFA ships "
-                        f"videos, extract their frames there first")
+        raise DataError(
+            f"no {frames_dir} folder under {root}: expected DISFA layout {layout}; DISFA ships "
+            f"videos, extract their frames there first"
+        )
     subjects = sorted((p.name for p in label_root.iterdir() if p.is_dir()), key=natural_key)
     if not subjects:
         raise DataError(f"{label_root}: no subject folders: expected DISFA layout {layout}")
     sequences = []
     for subject in subjects:
         first_path, lines, labels = read_subject_labels(label_root / subject, subject)
-        keep, paths = attach_frames(first_path, lines, np.arange(len(labels)), root / frames_dir / subject,
-                                    missing_frames, default_ext=".jpg")
+        keep, paths = attach_frames(
+            first_path, lines, np.arange(len(labels)), root / frames_dir / subject, missing_frames, default_ext=".jpg"
+        )
         if keep.any():
-            sequences.append(VideoSequence(subject, SEQUENCE_NAME, labels[keep],
-                                           np.flatnonzero(keep).astype(np.int64), frame_paths=paths))
+            sequences.append(
+                VideoSequence(
+                    subject, SEQUENCE_NAME, labels[keep], np.flatnonzero(keep).astype(np.int64), frame_paths=paths
+                )
+            )
     if not sequences:
         raise DataError(f"{root}: no DISFA subject has any frame image: expected {layout}")
     parts = standard_parts("disfa", [s.subject for s in sequences])
@@ -73,8 +80,9 @@ def read_subject_labels(folder: Path, subject: str) -> tuple[Path, np.ndarray, n
     for au in DISFA.numbers:
         path = files.get(f"{subject}_au{au}.txt".lower())
         if path is None:
-            log.warning("%s: missing; AU%d of %s read as absent in every frame",
-                        folder / f"{subject}_au{au}.txt", au, subject)
+            log.warning(
+                "%s: missing; AU%d of %s read as absent in every frame", folder / f"{subject}_au{au}.txt", au, subject
+            )
             continue
         intensity, lines = read_intensity_file(path)
         if first is None:
@@ -83,8 +91,9 @@ def read_subject_labels(folder: Path, subject: str) -> tuple[Path, np.ndarray, n
             raise DataError(f"{path}: {len(intensity)} frames, but {first[0].name} has {len(first[1])}")
         columns[au] = (intensity >= OCCURRENCE_LEVEL).astype(np.int8)
     if first is None:
-        raise DataError(f"{folder}: none of the files {subject}_au<k>.txt for AUs "
-                        f"{', '.join(str(n) for n in DISFA.numbers)}")
+        raise DataError(
+            f"{folder}: none of the files {subject}_au<k>.txt for AUs {', '.join(str(n) for n in DISFA.numbers)}"
+        )
     n = len(first[1])
     labels = np.stack([columns.get(au, np.zeros(n, dtype=np.int8)) for au in DISFA.numbers], axis=1)  # [T, 8]
     return first[0], first[1], labels
@@ -105,16 +114,23 @@ def read_intensity_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
             try:
                 frame, intensity = int(cells[0]), int(cells[1])
             except ValueError:
-                raise DataError(f"{path}: line {line_number}: expected two integers 'frame,intensity', "
-                                f"got {text!r}") from None
+                raise DataError(
+                    f"{path}: line {line_number}: expected two integers 'frame,intensity', got {text!r}"
+                ) from None
             if previous is not None and frame != previous + 1:
-                what = ("listed twice" if frame == previous else "out of order" if frame < previous
-                        else "skips the frames before it")
-                raise DataError(f"{path}: line {line_number}: frame {frame} {what} (line {previous_line} is "
-                                f"frame {previous}; frames must count up by one)")
+                what = (
+                    "listed twice"
+                    if frame == previous
+                    else "out of order"
+                    if frame < previous
+                    else "skips the frames before it"
+                )
+                raise DataError(
+                    f"{path}: line {line_number}: frame {frame} {what} (line {previous_line} is "
+                    f"frame {previous}; frames must count up by one)"
+                )
             if not 0 <= intensity <= MAX_INTENSITY:
-                raise DataError(f"{path}: line {line_number}: intensity {intensity} outside "
-                                f"0..{MAX_INTENSITY}")
+                raise DataError(f"{path}: line {line_number}: intensity {intensity} outside 0..{MAX_INTENSITY}")
             values.append(intensity)
             lines.append(line_number)
             previous, previous_line = frame, line_number

@@ -17,10 +17,8 @@ from ks_train.data.base import N_FOLDS
 log = logging.getLogger(__name__)
 
 BP4D_PARTS: tuple[tuple[str, ...], ...] = (
-    ("F001", "F002", "F008", "F009", "F010", "F016", "F018", "F023", "M001", "M004", "M007", "M008", "M012",
-     "M014"),
-    ("F003", "F005", "F011", "F013", "F020", "F022", "M002", "M005", "M010", "M011", "M013", "M016", "M017",
-     "M018"),
+    ("F001", "F002", "F008", "F009", "F010", "F016", "F018", "F023", "M001", "M004", "M007", "M008", "M012", "M014"),
+    ("F003", "F005", "F011", "F013", "F020", "F022", "M002", "M005", "M010", "M011", "M013", "M016", "M017", "M018"),
     ("F004", "F006", "F007", "F012", "F014", "F015", "F017", "F019", "F021", "M003", "M006", "M009", "M015"),
 )
 DISFA_PARTS: tuple[tuple[str, ...], ...] = (
@@ -40,8 +38,9 @@ def restrict_parts(parts: Sequence[Sequence[str]], present: Iterable[str], sourc
     for p, part in enumerate(parts):
         for subject in part:
             if subject in owner:
-                raise DataError(f"{source}: subject {subject} is listed in part {owner[subject] + 1} and "
-                                f"again in part {p + 1}")
+                raise DataError(
+                    f"{source}: subject {subject} is listed in part {owner[subject] + 1} and again in part {p + 1}"
+                )
             owner[subject] = p
     orphans = sorted(present - set(owner))
     if orphans:
@@ -49,8 +48,7 @@ def restrict_parts(parts: Sequence[Sequence[str]], present: Iterable[str], sourc
     restricted = [[s for s in part if s in present] for part in parts]
     for p, part in enumerate(restricted):
         if not part:
-            raise DataError(f"{source}: part {p + 1} has none of its subjects present "
-                            f"(it lists {', '.join(parts[p])})")
+            raise DataError(f"{source}: part {p + 1} has none of its subjects present (it lists {', '.join(parts[p])})")
     return restricted
 
 
@@ -82,8 +80,7 @@ def read_folds_json(path: Path) -> list[list[str]]:
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     parts = data.get("parts") if isinstance(data, dict) else None
     if not isinstance(parts, list) or len(parts) != N_FOLDS:
-        raise DataError(f"{path}: expected {{\"parts\": [[subjects], [subjects], [subjects]]}} "
-                        f"with {N_FOLDS} lists")
+        raise DataError(f'{path}: expected {{"parts": [[subjects], [subjects], [subjects]]}} with {N_FOLDS} lists')
     for p, part in enumerate(parts):
         if not isinstance(part, list) or not all(isinstance(s, str) for s in part):
             raise DataError(f"{path}: parts[{p}] must be a list of subject names (strings)")
@@ -95,8 +92,12 @@ def default_parts(subjects: Iterable[str], source: str) -> list[list[str]]:
     cross-validation, so no parts (a warning), and the set can still be opened, e.g. to evaluate on it."""
     subjects = sorted(set(subjects))
     if len(subjects) < N_FOLDS:
-        log.warning("%s: only %d subject(s), so no %d-fold split (each fold needs its own test subject)",
-                    source, len(subjects), N_FOLDS)
+        log.warning(
+            "%s: only %d subject(s), so no %d-fold split (each fold needs its own test subject)",
+            source,
+            len(subjects),
+            N_FOLDS,
+        )
         return []
     return contiguous_parts(subjects)
 

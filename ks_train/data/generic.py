@@ -21,8 +21,10 @@ from ks_train.data.layout import attach_frames, check_missing_frames, natural_ke
 
 FRAMES_DIR = "frames"
 LABELS_DIR = "labels"
-LAYOUT = ("<root>/labels/<subject>/<sequence>.csv and frames <root>/frames/<subject>/<sequence>/<frame>.png "
-          "(optional <root>/folds.json)")
+LAYOUT = (
+    "<root>/labels/<subject>/<sequence>.csv and frames <root>/frames/<subject>/<sequence>/<frame>.png "
+    "(optional <root>/folds.json)"
+)
 
 
 def read_generic(root: Path | str, name: str = "generic", missing_frames: str = "error") -> AUDataset:
@@ -39,11 +41,15 @@ def read_generic(root: Path | str, name: str = "generic", missing_frames: str = 
     for table in tables:
         subject, sequence = table.path.parent.name, table.path.stem
         frame_dir = root / FRAMES_DIR / subject / sequence
-        keep, paths = attach_frames(table.path, table.lines, table.frame_numbers, frame_dir, missing_frames,
-                                    default_ext=".png")
+        keep, paths = attach_frames(
+            table.path, table.lines, table.frame_numbers, frame_dir, missing_frames, default_ext=".png"
+        )
         if keep.any():
-            sequences.append(VideoSequence(subject, sequence, table.select(au_set.numbers)[keep],
-                                           table.frame_numbers[keep], frame_paths=paths))
+            sequences.append(
+                VideoSequence(
+                    subject, sequence, table.select(au_set.numbers)[keep], table.frame_numbers[keep], frame_paths=paths
+                )
+            )
     if not sequences:
         raise DataError(f"{root}: no sequence has any frame image: expected the generic layout {LAYOUT}")
     parts = layout_parts(root, [s.subject for s in sequences])
@@ -61,20 +67,19 @@ def read_layout_labels(root: Path) -> list[LabelTable]:
         raise DataError(f"no {FRAMES_DIR} folder under {root}: expected the generic layout {LAYOUT}")
     stray = sorted(label_root.glob("*.csv"))
     if stray:
-        raise DataError(f"{stray[0]}: label file outside a subject folder: expected the generic layout "
-                        f"{LAYOUT}")
-    paths = sorted(label_root.glob("*/*.csv"),
-                   key=lambda p: (natural_key(p.parent.name), natural_key(p.stem)))
+        raise DataError(f"{stray[0]}: label file outside a subject folder: expected the generic layout {LAYOUT}")
+    paths = sorted(label_root.glob("*/*.csv"), key=lambda p: (natural_key(p.parent.name), natural_key(p.stem)))
     if not paths:
-        raise DataError(f"{label_root}: no <subject>/<sequence>.csv label files: expected the generic layout "
-                        f"{LAYOUT}")
+        raise DataError(f"{label_root}: no <subject>/<sequence>.csv label files: expected the generic layout {LAYOUT}")
     tables = [read_label_csv(paths[0])]
     reference = set(tables[0].au_numbers)
     for path in paths[1:]:
         table = read_label_csv(path)
         if set(table.au_numbers) != reference:
-            raise DataError(f"{path}: line 1: AU columns {_columns(table)} differ from {tables[0].path}'s "
-                            f"{_columns(tables[0])} (all label files of a dataset must label the same AUs)")
+            raise DataError(
+                f"{path}: line 1: AU columns {_columns(table)} differ from {tables[0].path}'s "
+                f"{_columns(tables[0])} (all label files of a dataset must label the same AUs)"
+            )
         tables.append(table)
     return tables
 

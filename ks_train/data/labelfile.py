@@ -20,8 +20,7 @@ from ks_runtime.core.errors import DataError
 
 UNKNOWN = -1
 # Header texts accepted for the first (frame number) column; BP4D's files vary.
-FRAME_HEADERS = frozenset(
-    {"", "frame", "frames", "frame_number", "frame number", "framenumber", "frame_id", "0"})
+FRAME_HEADERS = frozenset({"", "frame", "frames", "frame_number", "frame number", "framenumber", "frame_id", "0"})
 # Cell text -> label; 9 (BP4D) and -1 / empty (generic) mean unknown.
 _VALUES = {"0": 0, "1": 1, "9": UNKNOWN, "-1": UNKNOWN, "": UNKNOWN}
 
@@ -41,8 +40,9 @@ class LabelTable:
         missing = [n for n in au_numbers if n not in self.au_numbers]
         if missing:
             have = ", ".join(au_column(n) for n in self.au_numbers)
-            raise DataError(f"{self.path}: line 1: no column for {', '.join(au_column(n) for n in missing)} "
-                            f"(the header has {have})")
+            raise DataError(
+                f"{self.path}: line 1: no column for {', '.join(au_column(n) for n in missing)} (the header has {have})"
+            )
         columns = [self.au_numbers.index(n) for n in au_numbers]
         return np.ascontiguousarray(self.values[:, columns])
 
@@ -64,12 +64,12 @@ def read_label_csv(path: Path | str, required: Sequence[int] = ()) -> LabelTable
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
-                    raise DataError(f"{path}: line {line}: {len(row)} values, but the header has "
-                                    f"{len(header)} columns")
+                    raise DataError(f"{path}: line {line}: {len(row)} values, but the header has {len(header)} columns")
                 frame = _parse_frame(path, line, row[0])
                 if frame in first_line:
-                    raise DataError(f"{path}: line {line}: frame {frame} listed twice (first on line "
-                                    f"{first_line[frame]})")
+                    raise DataError(
+                        f"{path}: line {line}: frame {frame} listed twice (first on line {first_line[frame]})"
+                    )
                 first_line[frame] = line
                 frames.append(frame)
                 rows.append([_parse_value(path, line, header[c], row[c]) for c in keep])
@@ -78,9 +78,13 @@ def read_label_csv(path: Path | str, required: Sequence[int] = ()) -> LabelTable
         raise DataError(f"{path}: not a text CSV file ({exc.reason})") from None
     if not frames:
         raise DataError(f"{path}: no label rows after the header")
-    table = LabelTable(path, au_numbers, np.asarray(frames, dtype=np.int64),
-                       np.asarray(rows, dtype=np.int8).reshape(len(frames), len(au_numbers)),  # [T, C]
-                       np.asarray(lines, dtype=np.int64))
+    table = LabelTable(
+        path,
+        au_numbers,
+        np.asarray(frames, dtype=np.int64),
+        np.asarray(rows, dtype=np.int8).reshape(len(frames), len(au_numbers)),  # [T, C]
+        np.asarray(lines, dtype=np.int64),
+    )
     if required:
         table.select(required)  # raises on a missing column
     return table
@@ -89,8 +93,9 @@ def read_label_csv(path: Path | str, required: Sequence[int] = ()) -> LabelTable
 def _parse_header(path: Path, header: list[str]) -> tuple[tuple[int, ...], list[int]]:
     """AU numbers of the header and the cell positions they sit at; empty trailing names are skipped."""
     if header[0].strip().lower() not in FRAME_HEADERS:
-        raise DataError(f"{path}: line 1: the first column must be the frame number (header 'frame' or "
-                        f"empty), got {header[0]!r}")
+        raise DataError(
+            f"{path}: line 1: the first column must be the frame number (header 'frame' or empty), got {header[0]!r}"
+        )
     numbers, keep = [], []
     for c, name in enumerate(header[1:], start=1):
         if not name.strip():
@@ -100,8 +105,9 @@ def _parse_header(path: Path, header: list[str]) -> tuple[tuple[int, ...], list[
         except ValueError:
             number = 0
         if number <= 0:
-            raise DataError(f"{path}: line 1: column {c + 1} {name!r} is not an AU column (expected e.g. "
-                            f"'AU01' or '1')")
+            raise DataError(
+                f"{path}: line 1: column {c + 1} {name!r} is not an AU column (expected e.g. 'AU01' or '1')"
+            )
         if number in numbers:
             raise DataError(f"{path}: line 1: AU {number} has two columns")
         numbers.append(number)
@@ -135,5 +141,6 @@ def _parse_value(path: Path, line: int, column: str, cell: str) -> int:
         return int(number)
     if number in (9.0, -1.0):
         return UNKNOWN
-    raise DataError(f"{path}: line {line}: column {column.strip()!r}: value {cell!r} is not 0, 1 or unknown "
-                    f"(9, -1 or empty)")
+    raise DataError(
+        f"{path}: line {line}: column {column.strip()!r}: value {cell!r} is not 0, 1 or unknown (9, -1 or empty)"
+    )

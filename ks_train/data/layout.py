@@ -77,8 +77,9 @@ def attach_frames(
     if not directory.is_dir():
         if missing_frames == "error":
             raise DataError(f"{label_path}: no frame folder {directory} for this label file")
-        log.warning("%s: no frame folder %s; skipping all %d labelled frames", label_path, directory,
-                    len(frame_numbers))
+        log.warning(
+            "%s: no frame folder %s; skipping all %d labelled frames", label_path, directory, len(frame_numbers)
+        )
         return np.zeros(len(frame_numbers), dtype=bool), []
     index = index_frames(directory)
     keep = np.ones(len(frame_numbers), dtype=bool)
@@ -89,13 +90,20 @@ def attach_frames(
         if path is None:
             expected = expected_frame_path(directory, index, int(frame), default_ext)
             if missing_frames == "error":
-                raise DataError(f"{label_path}: line {lines[row]}: frame {frame} has no image (expected "
-                                f"{expected}; zero padding optional, {'/'.join(IMAGE_EXTENSIONS)})")
+                raise DataError(
+                    f"{label_path}: line {lines[row]}: frame {frame} has no image (expected "
+                    f"{expected}; zero padding optional, {'/'.join(IMAGE_EXTENSIONS)})"
+                )
             keep[row] = False
             first_missing = first_missing or (int(lines[row]), expected)
             continue
         paths.append(path)
     if first_missing is not None:
-        log.warning("%s: skipping %d labelled frame(s) without an image (first: line %d, %s)", label_path,
-                    int((~keep).sum()), first_missing[0], first_missing[1])
+        log.warning(
+            "%s: skipping %d labelled frame(s) without an image (first: line %d, %s)",
+            label_path,
+            int((~keep).sum()),
+            first_missing[0],
+            first_missing[1],
+        )
     return keep, paths

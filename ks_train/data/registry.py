@@ -50,5 +50,6 @@ def _check_options(kind: str, reader: Callable, options: dict, skip: int) -> Non
     accepted = list(inspect.signature(reader).parameters)[skip:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ConfigError(f"dataset kind {kind!r}: unknown option(s) {', '.join(unknown)}; it takes "
-                          f"{', '.join(accepted) or 'none'}")
+        raise ConfigError(
+            f"dataset kind {kind!r}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(accepted) or 'none'}"
+        )

@@ -80,8 +80,7 @@ def build_sparse_index(lengths: list[int], every_k: int, seed: int = 0) -> Spars
     """Kept-label masks; each sequence gets its own offset so key frames do not line up with starts."""
     rng = np.random.default_rng(seed)
     offsets = rng.integers(0, every_k, size=len(lengths))
-    return SparseIndex([sparse_label_mask(n, every_k, int(o)) for n, o in zip(lengths, offsets, strict=True)],
-                       every_k)
+    return SparseIndex([sparse_label_mask(n, every_k, int(o)) for n, o in zip(lengths, offsets, strict=True)], every_k)
 
 
 def masked_labels(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -98,15 +97,25 @@ class ClipBatches:
     batch also carries `unlabelled_per_batch` clips with no kept label at all (after the warm-up).
     """
 
-    def __init__(self, index: SparseIndex, n: int, batch_size: int, unlabelled_per_batch: int = 0,
-                 drop_last: bool = True, stride: int = 1) -> None:
+    def __init__(
+        self,
+        index: SparseIndex,
+        n: int,
+        batch_size: int,
+        unlabelled_per_batch: int = 0,
+        drop_last: bool = True,
+        stride: int = 1,
+    ) -> None:
         self.index, self.n = index, n
         self.unlabelled_per_batch = unlabelled_per_batch
         self.drop_last = drop_last
         self._labelled = index.labelled_keys()
         if 0 < len(self._labelled) < batch_size:
-            log.warning("only %d labelled frames, fewer than a batch of %d: batches hold all of them",
-                        len(self._labelled), batch_size)
+            log.warning(
+                "only %d labelled frames, fewer than a batch of %d: batches hold all of them",
+                len(self._labelled),
+                batch_size,
+            )
         self.batch_size = min(batch_size, max(len(self._labelled), 1))
         self._unlabelled = [index.unlabelled_keys(n, m, stride) if unlabelled_per_batch else [] for m in range(n)]
         if not self._labelled:
@@ -116,8 +125,9 @@ class ClipBatches:
         full, rest = divmod(len(self._labelled), self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
-    def epoch(self, rng: np.random.Generator, with_unlabelled: bool, first_batch: int = 0,
-              count: int | None = None) -> Iterator[list[ClipItem]]:
+    def epoch(
+        self, rng: np.random.Generator, with_unlabelled: bool, first_batch: int = 0, count: int | None = None
+    ) -> Iterator[list[ClipItem]]:
         """Yield `count` batches (default: one pass over the labelled clips); past the end of a pass the
         labelled clips are reshuffled and cycled, so sparse labels can get as many steps as dense ones.
         `first_batch` continues the global slot cycle across epochs."""

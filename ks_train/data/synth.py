@@ -43,8 +43,10 @@ def read_synth(root: Path | str, missing_frames: str = "error") -> SynthAUDatase
     root = Path(root)
     meta_path = root / META_FILE
     if not meta_path.is_file():
-        raise DataError(f"no {META_FILE} under {root}: not a SynthAU set (write one with write_dataset, or "
-                        f"open other data in the generic layout as kind 'generic')")
+        raise DataError(
+            f"no {META_FILE} under {root}: not a SynthAU set (write one with write_dataset, or "
+            f"open other data in the generic layout as kind 'generic')"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
@@ -57,18 +59,24 @@ def read_synth(root: Path | str, missing_frames: str = "error") -> SynthAUDatase
         raise DataError(f"{meta_path}: not a SynthAU config ({exc})") from None
     version = meta["version"]
     if version != GENERATOR_VERSION:
-        log.warning("%s: written by SynthAU generator %s, this code generates %s; results on it name %s",
-                    meta_path, version, GENERATOR_VERSION, version)
+        log.warning(
+            "%s: written by SynthAU generator %s, this code generates %s; results on it name %s",
+            meta_path,
+            version,
+            GENERATOR_VERSION,
+            version,
+        )
     data = read_generic(root, name=NAME, missing_frames=missing_frames)
     expected = get_au_set(cfg.au_set)
     if data.au_set.numbers != expected.numbers:
-        raise DataError(f"{meta_path}: field au_set is {cfg.au_set!r} ({', '.join(expected.columns)}), "
-                        f"but the label files have {', '.join(data.au_set.columns)}")
+        raise DataError(
+            f"{meta_path}: field au_set is {cfg.au_set!r} ({', '.join(expected.columns)}), "
+            f"but the label files have {', '.join(data.au_set.columns)}"
+        )
     return SynthAUDataset(NAME, expected, data.sequences, data.parts, version=version, config=meta)
 
 
-def synth_dataset(cfg: SynthConfig, progress: bool = False,
-                  subjects: Iterable[str] | None = None) -> SynthAUDataset:
+def synth_dataset(cfg: SynthConfig, progress: bool = False, subjects: Iterable[str] | None = None) -> SynthAUDataset:
     """Generate a SynthAU set in memory (no disk). `subjects` (ids such as "S01") renders only those, e.g.
     one test part; `parts` stays the set's full synth_parts either way."""
     from tqdm import tqdm
@@ -81,15 +89,18 @@ def synth_dataset(cfg: SynthConfig, progress: bool = False,
         raise ConfigError(f"subjects: {', '.join(unknown)} not in this SynthAU set ({known[0]}..{known[-1]})")
     jobs = [(known.index(s), k) for s in wanted for k in range(shape.tasks)]
     jobs.sort()
-    sequences = [synth_sequence(cfg, s, k)
-                 for s, k in tqdm(jobs, disable=not progress, desc="SynthAU", unit="seq")]
-    return SynthAUDataset(NAME, cfg.aus, sequences, synth_parts(cfg), version=GENERATOR_VERSION,
-                          config=cfg.to_dict())
+    sequences = [synth_sequence(cfg, s, k) for s, k in tqdm(jobs, disable=not progress, desc="SynthAU", unit="seq")]
+    return SynthAUDataset(NAME, cfg.aus, sequences, synth_parts(cfg), version=GENERATOR_VERSION, config=cfg.to_dict())
 
 
 def synth_sequence(cfg: SynthConfig, subject_index: int, task_index: int) -> VideoSequence:
     """One generated SynthAU video as an in-memory VideoSequence (frames [T, S, S, 3] RGB uint8)."""
     generated = generate_sequence(cfg, subject_index, task_index, render=True)
     n = len(generated.labels)
-    return VideoSequence(generated.subject, generated.task, np.asarray(generated.labels, dtype=np.int8),
-                         np.arange(n, dtype=np.int64), frames=generated.frames)
+    return VideoSequence(
+        generated.subject,
+        generated.task,
+        np.asarray(generated.labels, dtype=np.int8),
+        np.arange(n, dtype=np.int64),
+        frames=generated.frames,
+    )
