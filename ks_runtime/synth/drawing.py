@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ks_runtime.synth.face_model import TEXTURES
+from ks_runtime.synth.identity import Identity
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -48,17 +49,27 @@ def _mul(rgb, k) -> tuple:
     return (min(255.0, rgb[0] * ks[0]), min(255.0, rgb[1] * ks[1]), min(255.0, rgb[2] * ks[2]))
 
 
-def palette(identity) -> Palette:
+def palette(identity: Identity) -> Palette:
     """The colours an identity is drawn with."""
     skin = identity.skin_rgb
     dark = identity.skin_tone >= 6
     return Palette(
-        skin=skin, shade=_mul(skin, 0.8), ear=_mul(skin, 0.9), lip=identity.lip_rgb,
+        skin=skin,
+        shade=_mul(skin, 0.8),
+        ear=_mul(skin, 0.9),
+        lip=identity.lip_rgb,
         lip_line=_mul(identity.lip_rgb, 0.55),
-        mouth=(58.0, 22.0, 26.0), teeth=(228.0, 222.0, 206.0), sclera=(226.0, 222.0, 214.0) if not dark else
-        (212.0, 206.0, 196.0), iris=identity.iris_rgb, pupil=(14.0, 12.0, 12.0), lash=(40.0, 28.0, 24.0),
-        brow=identity.brow_rgb, hair=identity.hair_rgb, background=identity.background_rgb,
-        has_hair_back=identity.hair_volume > 0.05, has_fringe=identity.hairline > -1.0,
+        mouth=(58.0, 22.0, 26.0),
+        teeth=(228.0, 222.0, 206.0),
+        sclera=(226.0, 222.0, 214.0) if not dark else (212.0, 206.0, 196.0),
+        iris=identity.iris_rgb,
+        pupil=(14.0, 12.0, 12.0),
+        lash=(40.0, 28.0, 24.0),
+        brow=identity.brow_rgb,
+        hair=identity.hair_rgb,
+        background=identity.background_rgb,
+        has_hair_back=identity.hair_volume > 0.05,
+        has_fringe=identity.hairline > -1.0,
     )
 
 
@@ -92,84 +103,90 @@ def _resample_weights(n: int, m: int) -> np.ndarray:
     return np.stack([np.interp(u, np.arange(n), np.eye(n)[i]) for i in range(n)], 1)
 
 
-def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas: np.ndarray, size: int,
-              canvas: np.ndarray | None = None, body: tuple[np.ndarray, tuple] | None = None) -> np.ndarray:
-    """Draw the face whose drawn points (pixels, [V, 2]) and texture alphas face.py computed; uint8 RGB.
+class _Painter:
+    """Draws onto one image: named groups of the frame's points (fixed point), filled or stroked anti-aliased."""
 
-    `size` is the side of the face's aligned crop in pixels (it sets line widths). Without `canvas` the face is
-    drawn on its plain backdrop of size x size; with one (a scene frame) it is drawn onto it, in place, and
-    `body` (a polygon in pixels and its colour) is drawn over the neck, under the head.
-    """
-    q = fixed_point(px)
+    def __init__(self, img: np.ndarray, px: np.ndarray, slices: dict[str, slice], size: int) -> None:
+        self.img = img
+        self.q = fixed_point(px)  # [V, 2] int32
+        self.slices = slices
+        self.lw = line_width(size)
 
-    def pts(name: str) -> np.ndarray:
-        return q[slices[name]]
+    def pts(self, name: str) -> np.ndarray:
+        return self.q[self.slices[name]]
 
-    img = _background(colours.background, size).copy() if canvas is None else canvas
-    lw = line_width(size)
-    c = colours
+    def fill(self, poly: np.ndarray, colour) -> None:
+        cv2.fillPoly(self.img, [poly], colour, _AA, _SHIFT)
 
-    def fill(poly, colour) -> None:
-        cv2.fillPoly(img, [poly], colour, _AA, _SHIFT)
+    def line(self, polys: list[np.ndarray], colour, width: int | None = None, closed: bool = False) -> None:
+        cv2.polylines(self.img, polys, closed, colour, self.lw if width is None else width, _AA, _SHIFT)
 
-    def line(polys, colour, width: int = lw, closed: bool = False) -> None:
-        cv2.polylines(img, polys, closed, colour, width, _AA, _SHIFT)
 
+def _draw_head(p: _Painter, c: Palette, body: tuple[np.ndarray, tuple] | None) -> None:
+    """Hair behind the head, neck, the body (scene mode), ears, then the face's skin."""
     if c.has_hair_back:
-        fill(pts("hair_back"), c.hair)
-    fill(pts("neck"), c.shade)
+        p.fill(p.pts("hair_back"), c.hair)
+    p.fill(p.pts("neck"), c.shade)
     if body is not None:
-        fill(fixed_point(body[0]), body[1])
+        p.fill(fixed_point(body[0]), body[1])
     for side in (0, 1):
-        fill(pts(f"ear{side}"), c.ear)
-    fill(pts("contour"), c.skin)
+        p.fill(p.pts(f"ear{side}"), c.ear)
+    p.fill(p.pts("contour"), c.skin)
 
-    alpha = dict(zip(TEXTURES, alphas.tolist(), strict=True))
+
+def _draw_highlights(p: _Painter, c: Palette, alpha: dict[str, float]) -> None:
+    """Raised skin that catches the light: AU6's cheeks and lid bags, AU17's chin boss."""
     if alpha["cheek"] > 0.02:
         a = alpha["cheek"]
         tint = (a, 0.8 * a, 0.78 * a)
         for side in (0, 1):  # a soft-edged bulge: a faint wide patch under a brighter core
-            cheek = pts(f"cheek{side}")
-            fill(cheek, _mul(c.skin, [1.0 + 0.04 * x for x in tint]))
+            cheek = p.pts(f"cheek{side}")
+            p.fill(cheek, _mul(c.skin, [1.0 + 0.04 * x for x in tint]))
             centre = cheek.mean(0)
             core = np.round(centre + (cheek - centre) * 0.6).astype(np.int32)
-            fill(core, _mul(c.skin, [1.0 + 0.08 * x for x in tint]))
-
+            p.fill(core, _mul(c.skin, [1.0 + 0.08 * x for x in tint]))
     if alpha["lid_bulge"] > 0.03:
         # AU6's bag under the eye: the skin between the lower lid and the infraorbital furrow puffs up and
         # catches the light, with a shadow in the furrow below it (drawn with the textures).
         a = alpha["lid_bulge"]
         for side in (0, 1):
-            lid, furrow = pts(f"lid_lo{side}"), pts(f"furrow{side}")
+            lid, furrow = p.pts(f"lid_lo{side}"), p.pts(f"furrow{side}")
             n = len(lid)
-            upper = lid[n // 6: n - n // 6]
-            fill(np.concatenate([upper, furrow[::-1]]), _mul(c.skin, 1.0 + 0.06 * a))
+            upper = lid[n // 6 : n - n // 6]
+            p.fill(np.concatenate([upper, furrow[::-1]]), _mul(c.skin, 1.0 + 0.06 * a))
             lower = _resample_weights(len(furrow), len(upper)) @ furrow  # the bag is fullest just under the lid
-            fill(np.concatenate([upper, np.round(0.5 * upper + 0.5 * lower)[::-1].astype(np.int32)]),
-                 _mul(c.skin, 1.0 + 0.11 * a))
+            p.fill(
+                np.concatenate([upper, np.round(0.5 * upper + 0.5 * lower)[::-1].astype(np.int32)]),
+                _mul(c.skin, 1.0 + 0.11 * a),
+            )
     if alpha["chin_boss"] > 0.03:
         a = alpha["chin_boss"]
-        boss = pts("chin_boss")
-        fill(boss, _mul(c.skin, 1.0 + 0.05 * a))
+        boss = p.pts("chin_boss")
+        p.fill(boss, _mul(c.skin, 1.0 + 0.05 * a))
         centre = boss.mean(0)
-        fill(np.round(centre + (boss - centre) * 0.55).astype(np.int32), _mul(c.skin, 1.0 + 0.1 * a))
+        p.fill(np.round(centre + (boss - centre) * 0.55).astype(np.int32), _mul(c.skin, 1.0 + 0.1 * a))
+
+
+def _draw_textures(p: _Painter, c: Palette, alpha: dict[str, float], size: int) -> None:
+    """Wrinkles, folds and pits: skin-darkened lines whose darkness follows their alpha."""
 
     def texture(name: str, groups: list[np.ndarray], k: float = 0.5) -> None:
         a = alpha[name]
         if a > 0.03:
-            line(groups, _texture(c.skin, a, k))
+            p.line(groups, _texture(c.skin, a, k))
 
+    pts = p.pts
     texture("forehead_c", [pts("forehead_c0"), pts("forehead_c1")], 0.35)
     texture("forehead_l", [pts(f"forehead_l{s}") for s in (0, 1)] + [pts(f"forehead_l2{s}") for s in (0, 1)], 0.35)
     gl = pts("glabella")
     texture("glabella", [gl[0:2], gl[2:4]], 0.55)
     nw = pts("nose_wrinkle")
     texture("nose_wrinkle", [nw[0:2], nw[2:4], nw[4:6]], 0.35)
-    crow = [pts(f"crow{s}")[i:i + 2] for s in (0, 1) for i in (0, 2, 4)]
+    crow = [pts(f"crow{s}")[i : i + 2] for s in (0, 1) for i in (0, 2, 4)]
     texture("crow", crow, 0.5)
     texture("furrow", [pts(f"furrow{s}") for s in (0, 1)], 0.4)
     if alpha["lid_bulge"] > 0.03:
-        line([pts(f"furrow{s}") for s in (0, 1)], _texture(c.skin, alpha["lid_bulge"], 0.3))
+        p.line([pts(f"furrow{s}") for s in (0, 1)], _texture(c.skin, alpha["lid_bulge"], 0.3))
     texture("nasolabial", [pts(f"nasolabial{s}") for s in (0, 1)], 0.45)
     texture("dimple", [pts(f"dimple{s}") for s in (0, 1)], 0.55)
     texture("corner", [pts(f"corner_mark{s}") for s in (0, 1)], 0.5)
@@ -177,42 +194,73 @@ def draw_face(colours: Palette, px: np.ndarray, slices: dict[str, slice], alphas
     if alpha["chin_tex"] > 0.03:
         radius = 0.0055 * size * _ONE  # 0.011 canonical units; a small hexagon fills better than a tiny circle
         pits = np.round(pts("chin_tex")[:, None, :] + radius * _HEXAGON).astype(np.int32)  # [P, 6, 2]
-        cv2.fillPoly(img, list(pits), _texture(c.skin, alpha["chin_tex"], 0.3), _AA, _SHIFT)
+        cv2.fillPoly(p.img, list(pits), _texture(c.skin, alpha["chin_tex"], 0.3), _AA, _SHIFT)
     texture("lip_bulge", [pts("bulge_up"), pts("bulge_lo")], 0.35)
 
-    # Nose: faint bridge sides, the wings, nostrils.
-    line([pts(f"nose_side{s}") for s in (0, 1)], _mul(c.skin, 0.9))
-    line([pts(f"alar{s}") for s in (0, 1)], _mul(c.skin, 0.72))
-    for side in (0, 1):
-        fill(pts(f"nostril{side}"), _mul(c.skin, 0.45))
 
-    # Eyes: white, iris and pupil clipped to the opening, lid lines, crease.
+def _draw_nose(p: _Painter, c: Palette) -> None:
+    """Faint bridge sides, the wings, nostrils."""
+    p.line([p.pts(f"nose_side{s}") for s in (0, 1)], _mul(c.skin, 0.9))
+    p.line([p.pts(f"alar{s}") for s in (0, 1)], _mul(c.skin, 0.72))
     for side in (0, 1):
-        up, lo = pts(f"lid_up{side}"), pts(f"lid_lo{side}")
-        fill(np.concatenate([up, lo[::-1]]), c.sclera)
-        iris = pts(f"iris_poly{side}")
-        fill(iris, c.iris)
-        centre = pts(f"iris{side}")[0]
-        fill(np.round(centre + (iris - centre) * 0.45).astype(np.int32), c.pupil)
-        line([up], c.lash, lw)
-        line([lo], _mul(c.skin, 0.62))
-        line([pts(f"crease{side}")], _mul(c.skin, 0.78))
-        fill(pts(f"brow{side}"), c.brow)
+        p.fill(p.pts(f"nostril{side}"), _mul(c.skin, 0.45))
 
-    # Mouth: the opening (dark, with teeth), then the lips over it, then the line where they meet.
-    ui, li = pts("lip_ui"), pts("lip_li")
+
+def _draw_eyes(p: _Painter, c: Palette) -> None:
+    """White, iris and pupil clipped to the opening, lid lines, crease; then the brow."""
+    for side in (0, 1):
+        up, lo = p.pts(f"lid_up{side}"), p.pts(f"lid_lo{side}")
+        p.fill(np.concatenate([up, lo[::-1]]), c.sclera)
+        iris = p.pts(f"iris_poly{side}")
+        p.fill(iris, c.iris)
+        centre = p.pts(f"iris{side}")[0]
+        p.fill(np.round(centre + (iris - centre) * 0.45).astype(np.int32), c.pupil)
+        p.line([up], c.lash, p.lw)
+        p.line([lo], _mul(c.skin, 0.62))
+        p.line([p.pts(f"crease{side}")], _mul(c.skin, 0.78))
+        p.fill(p.pts(f"brow{side}"), c.brow)
+
+
+def _draw_mouth(p: _Painter, c: Palette) -> None:
+    """The opening (dark, with teeth), then the lips over it, then the line where they meet; the philtrum."""
+    ui, li = p.pts("lip_ui"), p.pts("lip_li")
     if int(np.max(li[:, 1] - ui[:, 1])) > _ONE // 4:
-        fill(np.concatenate([ui, li[::-1]]), c.mouth)
-        fill(pts("teeth_up"), c.teeth)
-        fill(pts("teeth_lo"), _mul(c.teeth, 0.92))
-    fill(np.concatenate([pts("lip_uo"), ui[::-1]]), c.lip)
-    fill(np.concatenate([li, pts("lip_lo")[::-1]]), _mul(c.lip, 1.04))
-    line([ui, li], c.lip_line)
-    ph = pts("philtrum")
-    line([ph[0:2], ph[2:4]], _mul(c.skin, 0.92))
+        p.fill(np.concatenate([ui, li[::-1]]), c.mouth)
+        p.fill(p.pts("teeth_up"), c.teeth)
+        p.fill(p.pts("teeth_lo"), _mul(c.teeth, 0.92))
+    p.fill(np.concatenate([p.pts("lip_uo"), ui[::-1]]), c.lip)
+    p.fill(np.concatenate([li, p.pts("lip_lo")[::-1]]), _mul(c.lip, 1.04))
+    p.line([ui, li], c.lip_line)
+    ph = p.pts("philtrum")
+    p.line([ph[0:2], ph[2:4]], _mul(c.skin, 0.92))
 
-    if c.has_fringe:
-        fill(pts("fringe"), c.hair)
+
+def draw_face(
+    colours: Palette,
+    px: np.ndarray,
+    slices: dict[str, slice],
+    alphas: np.ndarray,
+    size: int,
+    canvas: np.ndarray | None = None,
+    body: tuple[np.ndarray, tuple] | None = None,
+) -> np.ndarray:
+    """Draw the face whose drawn points (pixels, [V, 2]) and texture alphas face.py computed; uint8 RGB.
+
+    `size` is the side of the face's aligned crop in pixels (it sets line widths). Without `canvas` the face is
+    drawn on its plain backdrop of size x size; with one (a scene frame) it is drawn onto it, in place, and
+    `body` (a polygon in pixels and its colour) is drawn over the neck, under the head.
+    """
+    img = _background(colours.background, size).copy() if canvas is None else canvas
+    p = _Painter(img, px, slices, size)
+    alpha = dict(zip(TEXTURES, alphas.tolist(), strict=True))
+    _draw_head(p, colours, body)
+    _draw_highlights(p, colours, alpha)
+    _draw_textures(p, colours, alpha, size)
+    _draw_nose(p, colours)
+    _draw_eyes(p, colours)
+    _draw_mouth(p, colours)
+    if colours.has_fringe:
+        p.fill(p.pts("fringe"), colours.hair)
     return img
 
 

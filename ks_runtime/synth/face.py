@@ -1,4 +1,5 @@
-"""SynthAU faces: identities, per-frame nuisances, and the parametric renderer.
+"""SynthAU faces: per-frame nuisances and the parametric renderer (identities in identity.py, the landmark model
+in face_model.py, the drawing in drawing.py).
 
 A face is a set of control landmarks in canonical units (the aligned crop spans [-1, 1], y down). Each AU adds a
 fixed displacement field (a blend shape) scaled by its intensity and the subject's gain, so AUs combine
@@ -22,27 +23,17 @@ import numpy as np
 
 from ks_runtime.core.template import TEMPLATE_POINTS
 from ks_runtime.synth import drawing
-from ks_runtime.synth.face_model import ALL_AUS, IRIS_POINTS, TEXTURES, FaceModel, build_model
-
-_K = len(ALL_AUS)
-_AU_INDEX = {au: k for k, au in enumerate(ALL_AUS)}
-
-# Ten skin tones from light to dark (RGB), in the spirit of the Monk Skin Tone scale.
-SKIN_TONES: tuple[tuple[int, int, int], ...] = (
-    (240, 212, 190), (230, 196, 168), (222, 182, 148), (206, 162, 126), (188, 140, 102),
-    (162, 116, 82), (136, 94, 66), (110, 74, 52), (86, 58, 42), (64, 44, 34),
-)
-_HAIR_COLOURS = ((25, 20, 18), (52, 36, 26), (92, 62, 40), (138, 102, 66), (196, 160, 106), (146, 68, 38),
-                 (140, 138, 134), (196, 194, 190))
-_IRIS_COLOURS = ((62, 40, 26), (98, 62, 36), (118, 96, 58), (86, 106, 70), (76, 108, 148), (106, 118, 128))
+from ks_runtime.synth.face_model import AU_INDEX, IRIS_POINTS, TEXTURES, FaceModel, build_model
+from ks_runtime.synth.identity import Identity
+from ks_runtime.synth.labels import RENDERED_AUS
 
 
 @dataclass(frozen=True)
 class NuisanceStrengths:
     """How strong each per-frame nuisance is; 0 turns it off. Calibrated once, then frozen with the version."""
 
-    # Version 2.1's calibrated strengths (README, calibration): version 2.0's (pose 15, jitter 1, lighting
-    # 0.25, noise 3, colour 0.04, blur 0.05, JPEG 0.1, occlusion 0.15) kept the frame model below the floor.
+    # Version 2.1's calibrated strengths; how they were chosen, and version 2.0's, are in docs/synthau.md,
+    # 'Calibration (generator 2.1)'.
     head_pose_deg: float = 3.0  # yaw range is about +-this; pitch and roll are smaller
     jitter_px: float = 0.2  # alignment jitter sd, in pixels of a 112 px crop (plus matching scale/rotation)
     lighting: float = 0.1  # amplitude of the multiplicative lighting ramp across the crop
@@ -78,12 +69,23 @@ class TextureStrengths:
     permanent: float = 1.0  # the identity's standing wrinkles
 
 
-# Which TextureStrengths field scales each texture of _model.TEXTURES.
+# Which TextureStrengths field scales each texture of face_model.TEXTURES.
 _TEXTURE_FIELD = {
-    "glabella": "glabella", "forehead_c": "forehead", "forehead_l": "forehead", "crow": "crow",
-    "furrow": "lid_bulge", "lid_bulge": "lid_bulge", "cheek": "cheek", "nose_wrinkle": "nose_wrinkle",
-    "nasolabial": "nasolabial", "dimple": "dimple", "corner": "dimple", "sulcus": "chin", "chin_tex": "chin",
-    "chin_boss": "chin", "lip_bulge": "lip_bulge",
+    "glabella": "glabella",
+    "forehead_c": "forehead",
+    "forehead_l": "forehead",
+    "crow": "crow",
+    "furrow": "lid_bulge",
+    "lid_bulge": "lid_bulge",
+    "cheek": "cheek",
+    "nose_wrinkle": "nose_wrinkle",
+    "nasolabial": "nasolabial",
+    "dimple": "dimple",
+    "corner": "dimple",
+    "sulcus": "chin",
+    "chin_tex": "chin",
+    "chin_boss": "chin",
+    "lip_bulge": "lip_bulge",
 }
 _TEXTURE_MAX = 1.6  # alpha cap: strengths above 1 can darken a cue further, up to this
 
@@ -108,6 +110,7 @@ class Occlusion:
     side: int  # -1 or 1: a left or right hand (thumb side) / which way the strands fall
     tint: float  # hand colour relative to the face's skin; hair strands' brightness
     shape: np.ndarray  # [8, 3] uniform draws for per-strand offsets (hair), unused by a hand
+
 
 @dataclass
 class NuisanceTrack:
@@ -135,52 +138,6 @@ class NuisanceTrack:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """One synthetic subject: face shape in canonical units, colours, expressiveness and resting-face quirks.
-
-    `rest` holds standing offsets on the AU blend shapes (ordered as ALL_AUS): a subject with high brows has a
-    positive rest on AU1/AU2, so one neutral frame can look like an AU and only change over time tells them apart.
-    """
-
-    face_width: float = 0.62  # half-width at the cheekbones
-    chin_y: float = 0.86
-    jaw_taper: float = 0.42  # how much the jaw narrows toward the chin
-    eye_y: float = -0.16
-    eye_spacing: float = 0.27  # half the distance between eye centres
-    eye_size: float = 0.125  # half-width of an eye
-    eye_open: float = 0.5  # aperture / width
-    eye_tilt: float = 0.01  # outer corner above inner corner
-    brow_height: float = 0.17  # brow above the eye centre
-    brow_thickness: float = 0.042
-    brow_arch: float = 0.03
-    nose_length: float = 0.3  # eye line to nose tip
-    nose_width: float = 0.1
-    mouth_y: float = 0.44
-    mouth_width: float = 0.22  # half-width
-    upper_lip: float = 0.046
-    lower_lip: float = 0.062
-    hairline: float = -0.62
-    hair_volume: float = 0.5
-    hair_part: float = 0.0  # -1..1, asymmetry of the hairline
-    skin_tone: int = 2  # 0 (light) .. 9 (dark)
-    skin_rgb: tuple[float, float, float] = SKIN_TONES[2]
-    lip_rgb: tuple[float, float, float] = (190, 110, 105)
-    hair_rgb: tuple[float, float, float] = _HAIR_COLOURS[1]
-    brow_rgb: tuple[float, float, float] = _HAIR_COLOURS[1]
-    iris_rgb: tuple[float, float, float] = _IRIS_COLOURS[1]
-    background_rgb: tuple[float, float, float] = (120, 130, 140)
-    wrinkles: float = 0.15  # permanent line strength (forehead, nasolabial, crow's feet)
-    gain: float = 1.0  # expressiveness: scales every AU's deformation
-    au_gain: tuple[float, ...] = (1.0,) * _K  # per-AU expressiveness, ordered as ALL_AUS
-    rest: tuple[float, ...] = (0.0,) * _K  # resting-face quirks, in blend-shape amounts, ordered as ALL_AUS
-
-    @property
-    def quirks(self) -> dict[int, float]:
-        """AU number -> resting offset, for the AUs this face mimics at rest."""
-        return {au: r for au, r in zip(ALL_AUS, self.rest, strict=True) if r > 0}
-
-
-@dataclass(frozen=True)
 class FaceGeometry:
     """Where the rendered face is, in pixel coordinates of the output image (x right, y down, pixel centres at
     integers). The face box spans the face contour from cheek to cheek (ears excluded) and from a quarter of the
@@ -193,73 +150,6 @@ class FaceGeometry:
     groups: dict[str, slice]  # named groups of `landmarks` (contour, brow0, lid_up0, lip_uo, ...)
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi))
-
-
-def _tint(rgb, rng: np.random.Generator, sd: float) -> tuple[float, float, float]:
-    """A colour varied mostly in brightness (sd) and a little in hue (sd / 4 per channel)."""
-    k = 1 + rng.normal(0, sd) + rng.normal(0, sd / 4, 3)
-    return tuple(float(v) for v in np.clip(np.asarray(rgb, dtype=np.float64) * k, 0, 255))
-
-
-def draw_identity(rng: np.random.Generator, quirk_scale: float = 1.0) -> Identity:
-    """A random subject. The number of draws never depends on `quirk_scale`, so scaling keeps the same faces."""
-    tone = int(rng.integers(0, len(SKIN_TONES)))
-    skin = _tint(SKIN_TONES[tone], rng, 0.03)
-    red = np.array([0.86, 0.64, 0.7]) if tone < 6 else np.array([0.78, 0.58, 0.6])
-    lip = tuple(float(c) for c in np.clip(np.array(skin) * red + np.array([14, 2, 10]), 0, 255))
-    hair_i = int(rng.integers(0, len(_HAIR_COLOURS)))
-    if tone >= 6 and 2 <= hair_i <= 5:  # darker skin: mostly black or dark-brown hair
-        hair_i %= 2
-    hair = _tint(_HAIR_COLOURS[hair_i], rng, 0.08)
-    brow = tuple(float(c) for c in np.array(hair) * (0.75 if hair_i >= 4 else 1.0))
-    iris = _tint(_IRIS_COLOURS[int(rng.integers(0, len(_IRIS_COLOURS)))], rng, 0.08)
-    hue = rng.uniform(0, 2 * np.pi)
-    base = rng.uniform(80, 190)
-    background = tuple(float(np.clip(base * (1 + 0.18 * np.cos(hue + p)), 0, 255)) for p in (0, 2.1, 4.2))
-    gain = float(np.clip(rng.lognormal(0.0, 0.25), 0.55, 1.7))
-    au_gain = tuple(float(g) for g in np.clip(rng.lognormal(0.0, 0.15, _K), 0.6, 1.5))
-    hair_volume = _u(rng, 0.0, 1.0)
-    bald = rng.uniform() < 0.06
-    identity = dict(
-        face_width=_u(rng, 0.56, 0.68), chin_y=_u(rng, 0.8, 0.92), jaw_taper=_u(rng, 0.3, 0.55),
-        eye_y=_u(rng, -0.2, -0.12), eye_spacing=_u(rng, 0.245, 0.295), eye_size=_u(rng, 0.11, 0.135),
-        eye_open=_u(rng, 0.42, 0.58), eye_tilt=_u(rng, -0.01, 0.03), brow_height=_u(rng, 0.145, 0.2),
-        brow_thickness=_u(rng, 0.028, 0.055), brow_arch=_u(rng, 0.0, 0.05), nose_length=_u(rng, 0.25, 0.34),
-        nose_width=_u(rng, 0.085, 0.125), mouth_y=_u(rng, 0.4, 0.48), mouth_width=_u(rng, 0.19, 0.25),
-        upper_lip=_u(rng, 0.035, 0.058), lower_lip=_u(rng, 0.048, 0.075),
-        hairline=-1.2 if bald else _u(rng, -0.78, -0.55), hair_volume=0.0 if bald else hair_volume,
-        hair_part=_u(rng, -1.0, 1.0),
-    )
-    # Resting-face quirks: each appears in some subjects, at the size of an AU at intensity ~1.5-3.
-    rest = np.zeros(_K)
-    draws = rng.uniform(size=8)
-    sizes = rng.uniform(0.25, 0.7, size=8)
-    if draws[0] < 0.25:  # high brows ~ AU1+AU2
-        rest[_AU_INDEX[1]] += sizes[0]
-        rest[_AU_INDEX[2]] += sizes[0] * 0.9
-    elif draws[1] < 0.15:  # lowered, knit brows ~ AU4
-        rest[_AU_INDEX[4]] += sizes[1] * 0.8
-    if draws[2] < 0.25:  # down-turned mouth ~ AU15
-        rest[_AU_INDEX[15]] += sizes[2]
-    elif draws[3] < 0.1:  # smiley mouth ~ AU12
-        rest[_AU_INDEX[12]] += sizes[3] * 0.6
-    if draws[4] < 0.25:  # narrow eyes ~ AU7
-        rest[_AU_INDEX[7]] += sizes[4]
-    if draws[5] < 0.15:  # full, raised cheeks ~ AU6
-        rest[_AU_INDEX[6]] += sizes[5] * 0.8
-    if draws[6] < 0.15:  # thin, pressed lips ~ AU24/AU23
-        rest[_AU_INDEX[24]] += sizes[6] * 0.8
-    if draws[7] < 0.1:  # raised chin ~ AU17
-        rest[_AU_INDEX[17]] += sizes[7] * 0.7
-    return Identity(
-        **identity, skin_tone=tone, skin_rgb=skin, lip_rgb=lip, hair_rgb=hair, brow_rgb=brow, iris_rgb=iris,
-        background_rgb=background, wrinkles=_u(rng, 0.0, 0.35), gain=gain, au_gain=au_gain,
-        rest=tuple(float(r) for r in rest * quirk_scale),
-    )
-
-
 def _smooth_noise(n: int, rng: np.random.Generator, timescale_frames: float) -> np.ndarray:
     """Unit-variance Gaussian process, smooth on `timescale_frames` (white noise through a Gaussian kernel)."""
     sigma = max(timescale_frames, 1e-3)
@@ -269,8 +159,9 @@ def _smooth_noise(n: int, rng: np.random.Generator, timescale_frames: float) -> 
     return np.convolve(rng.standard_normal(n + 2 * half), kernel, mode="valid")
 
 
-def sample_nuisance(n_frames: int, rng: np.random.Generator, strengths: NuisanceStrengths,
-                    fps: float = 25.0) -> NuisanceTrack:
+def sample_nuisance(
+    n_frames: int, rng: np.random.Generator, strengths: NuisanceStrengths, fps: float = 25.0
+) -> NuisanceTrack:
     """Per-frame nuisances: head pose and lighting drift over seconds, alignment jitter changes every frame,
     blur comes in episodes of a few frames, JPEG re-encoding hits single frames, an occlusion lasts seconds.
 
@@ -289,15 +180,25 @@ def sample_nuisance(n_frames: int, rng: np.random.Generator, strengths: Nuisance
     strength = s.lighting * (0.75 + 0.35 * np.abs(_smooth_noise(n_frames, rng, 4.0 * fps)))
     brightness = np.exp(s.lighting * (0.5 * rng.standard_normal() + 0.2 * _smooth_noise(n_frames, rng, 2.0 * fps)))
     # Version 2 nuisances draw after all of version 1's, so pose, jitter and lighting keep their values.
-    cast = rng.standard_normal(3)[None, :] + 0.3 * np.stack([_smooth_noise(n_frames, rng, 5.0 * fps)
-                                                              for _ in range(3)], 1)
+    cast = rng.standard_normal(3)[None, :] + 0.3 * np.stack(
+        [_smooth_noise(n_frames, rng, 5.0 * fps) for _ in range(3)], 1
+    )
     colour = np.exp(s.colour_cast * (cast - cast.mean(1, keepdims=True)))  # [T, 3], hue only: exposure is above
     return NuisanceTrack(
-        yaw=pose[0], pitch=pose[1], roll=pose[2],
-        dx=jitter * shake[0], dy=jitter * shake[1],
-        scale=np.exp(0.01 * s.jitter_px * shake[2]), rotation=0.5 * s.jitter_px * shake[3],
-        light_angle=angle, light_strength=strength, brightness=brightness, noise_sd=float(s.noise),
-        colour=colour, **_sample_blur(n_frames, rng, s), jpeg_quality=_sample_jpeg(n_frames, rng, s),
+        yaw=pose[0],
+        pitch=pose[1],
+        roll=pose[2],
+        dx=jitter * shake[0],
+        dy=jitter * shake[1],
+        scale=np.exp(0.01 * s.jitter_px * shake[2]),
+        rotation=0.5 * s.jitter_px * shake[3],
+        light_angle=angle,
+        light_strength=strength,
+        brightness=brightness,
+        noise_sd=float(s.noise),
+        colour=colour,
+        **_sample_blur(n_frames, rng, s),
+        jpeg_quality=_sample_jpeg(n_frames, rng, s),
         occlusion=_sample_occlusion(n_frames, rng, s, fps),
     )
 
@@ -316,8 +217,8 @@ def _sample_blur(n: int, rng: np.random.Generator, s: NuisanceStrengths) -> dict
     sigma, angle = np.zeros(n), np.full(n, np.nan)
     if s.blur_px > 0:
         for t in np.flatnonzero(starts):
-            sigma[t:t + lengths[t]] = sds[t]
-            angle[t:t + lengths[t]] = angles[t]
+            sigma[t : t + lengths[t]] = sds[t]
+            angle[t : t + lengths[t]] = angles[t]
     return {"blur_sigma": sigma, "blur_angle": angle}
 
 
@@ -355,18 +256,40 @@ def _sample_occlusion(n: int, rng: np.random.Generator, s: NuisanceStrengths, fp
         else:  # over an eye or the forehead, from the side
             anchor = (side * (0.15 + 0.25 * u[6]), -0.35 + 0.3 * u[7])
             entry, angle = (side * 1.2, 1.2), side * (0.3 + 0.6 * u[8])
-        return Occlusion("hand", amount, drift, anchor, entry, float(angle), 1.15 + 0.3 * u[9], side,
-                         0.92 + 0.14 * u[10], shape)
+        return Occlusion(
+            "hand", amount, drift, anchor, entry, float(angle), 1.15 + 0.3 * u[9], side, 0.92 + 0.14 * u[10], shape
+        )
     anchor = (side * (0.05 + 0.35 * u[6]), 0.0)  # y: the identity's hairline, filled in when drawn
-    return Occlusion("hair", amount, drift, anchor, (0.0, 0.0), float(side * (0.1 + 0.3 * u[8])),
-                     0.5 + 0.45 * u[9], side, 0.8 + 0.35 * u[10], shape)
+    return Occlusion(
+        "hair",
+        amount,
+        drift,
+        anchor,
+        (0.0, 0.0),
+        float(side * (0.1 + 0.3 * u[8])),
+        0.5 + 0.45 * u[9],
+        side,
+        0.8 + 0.35 * u[10],
+        shape,
+    )
 
 
 def still_nuisance(n_frames: int = 1) -> NuisanceTrack:
     """Every nuisance off: frontal pose, no jitter, flat lighting, no noise (for previews and tests)."""
     z = [np.zeros(n_frames) for _ in range(8)]
-    return NuisanceTrack(yaw=z[0], pitch=z[1], roll=z[2], dx=z[3], dy=z[4], scale=np.ones(n_frames), rotation=z[5],
-                         light_angle=z[6], light_strength=z[7], brightness=np.ones(n_frames), noise_sd=0.0)
+    return NuisanceTrack(
+        yaw=z[0],
+        pitch=z[1],
+        roll=z[2],
+        dx=z[3],
+        dy=z[4],
+        scale=np.ones(n_frames),
+        rotation=z[5],
+        light_angle=z[6],
+        light_strength=z[7],
+        brightness=np.ones(n_frames),
+        noise_sd=0.0,
+    )
 
 
 def without_jitter(nuisance: NuisanceTrack) -> NuisanceTrack:
@@ -382,10 +305,10 @@ def _model(identity: Identity) -> tuple[FaceModel, drawing.Palette]:
 
 @functools.lru_cache(maxsize=64)
 def _au_columns(au_numbers: tuple[int, ...]) -> np.ndarray:
-    unknown = [au for au in au_numbers if au not in _AU_INDEX]
+    unknown = [au for au in au_numbers if au not in AU_INDEX]
     if unknown:
-        raise ValueError(f"the SynthAU renderer has no blend shape for AUs {unknown}; it knows {ALL_AUS}")
-    return np.array([_AU_INDEX[au] for au in au_numbers], dtype=np.int64)
+        raise ValueError(f"the SynthAU renderer has no blend shape for AUs {unknown}; it knows {RENDERED_AUS}")
+    return np.array([AU_INDEX[au] for au in au_numbers], dtype=np.int64)
 
 
 def au_response(intensity: np.ndarray) -> np.ndarray:
@@ -398,7 +321,7 @@ def _amounts(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndar
     intensity = np.asarray(intensity, dtype=np.float64).reshape(-1)
     if len(intensity) != len(au_numbers):
         raise ValueError(f"intensity has {len(intensity)} values for {len(au_numbers)} AUs {au_numbers}")
-    active = np.zeros(_K)
+    active = np.zeros(len(RENDERED_AUS))
     active[_au_columns(tuple(au_numbers))] = au_response(intensity)
     active *= identity.gain * np.asarray(identity.au_gain)
     return active + np.asarray(identity.rest), active
@@ -424,8 +347,13 @@ def _shape(model: FaceModel, geometry: np.ndarray) -> np.ndarray:
     return pts
 
 
-_CIRCLE = np.stack([np.cos(np.arange(IRIS_POINTS) * (2 * np.pi / IRIS_POINTS)),
-                    np.sin(np.arange(IRIS_POINTS) * (2 * np.pi / IRIS_POINTS))], 1)
+_CIRCLE = np.stack(
+    [
+        np.cos(np.arange(IRIS_POINTS) * (2 * np.pi / IRIS_POINTS)),
+        np.sin(np.arange(IRIS_POINTS) * (2 * np.pi / IRIS_POINTS)),
+    ],
+    1,
+)
 
 
 def _iris_polygon(centre: np.ndarray, radius: float, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -498,7 +426,7 @@ def _sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
     start = int(rng.integers(0, len(bank) - min(n, len(bank) // 2)))
     sign = np.float32(1.0 if rng.integers(0, 2) else -1.0)
     if n <= len(bank) - start:
-        return (bank[start:start + n] * sign).reshape(shape)
+        return (bank[start : start + n] * sign).reshape(shape)
     pieces, left = [bank[start:]], n - (len(bank) - start)  # a large scene frame: wrap around the bank
     while left > 0:
         pieces.append(bank[:left])
@@ -526,8 +454,9 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def apply_camera(image: np.ndarray, nuisance: NuisanceTrack, t: int, rng: np.random.Generator,
-                 scale: float | None = None) -> np.ndarray:
+def apply_camera(
+    image: np.ndarray, nuisance: NuisanceTrack, t: int, rng: np.random.Generator, scale: float | None = None
+) -> np.ndarray:
     """Image-space nuisances of frame t on a drawn RGB uint8 image [H, W, 3]: lighting ramp, exposure and colour
     cast, blur, sensor noise, then JPEG re-encoding. `scale` is the face's crop size in px (default: H), which
     blur is relative to. `rng` draws the sensor noise."""
@@ -613,8 +542,15 @@ def _strand_curves(occ: Occlusion, t: int, hairline: float) -> tuple[list[np.nda
     return curves, widths, shades
 
 
-def _draw_occluder(canvas: np.ndarray, identity: Identity, model: FaceModel, nuisance: NuisanceTrack, t: int,
-                   size: float, centre: np.ndarray) -> None:
+def _draw_occluder(
+    canvas: np.ndarray,
+    identity: Identity,
+    model: FaceModel,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: float,
+    centre: np.ndarray,
+) -> None:
     """Draw frame t's occluder (if any) over the face, in place; it moves with the head like the face does."""
     occ = nuisance.occlusion
     if occ is None or occ.amount[t] <= 0:
@@ -636,6 +572,7 @@ def _draw_occluder(canvas: np.ndarray, identity: Identity, model: FaceModel, nui
 
 # --- a frame -----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Frame:
     """Drawn points of one frame in pixels and what the drawing needs beside them."""
@@ -651,9 +588,16 @@ class _Frame:
 _DEFAULT_TEXTURE = TextureStrengths()
 
 
-def _frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarray, nuisance: NuisanceTrack,
-           t: int, size: float, texture: TextureStrengths | None = None,
-           centre: tuple[float, float] | None = None) -> _Frame:
+def _frame(
+    identity: Identity,
+    au_numbers: tuple[int, ...],
+    intensity: np.ndarray,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: float,
+    texture: TextureStrengths | None = None,
+    centre: tuple[float, float] | None = None,
+) -> _Frame:
     """Blend shapes -> control points -> drawn points (with iris and teeth) -> pose -> pixels.
 
     `size` is the aligned crop's side in pixels; `centre` is where the crop's centre lands (default: the middle
@@ -664,8 +608,12 @@ def _frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarra
     ctrl = _shape(model, geometry)
     dense = model.dense @ ctrl  # [V, 2]
     ds = model.dense_slices
-    irises = [_iris_polygon(dense[ds[f"iris{side}"]][0], model.iris_radius, dense[ds[f"lid_up{side}"]],
-                            dense[ds[f"lid_lo{side}"]]) for side in (0, 1)]
+    irises = [
+        _iris_polygon(
+            dense[ds[f"iris{side}"]][0], model.iris_radius, dense[ds[f"lid_up{side}"]], dense[ds[f"lid_lo{side}"]]
+        )
+        for side in (0, 1)
+    ]
     teeth = _teeth_polygons(dense[ds["lip_ui"]], dense[ds["lip_li"]], 0.045, 0.03)
     xy = np.concatenate([dense, *irises, *teeth])
     img_xy = _project(model, xy, model.frame_z, nuisance, t)
@@ -677,12 +625,19 @@ def _frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarra
     return _Frame(px, model.frame_slices, alphas, palette, model, middle)
 
 
-def render_frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarray, nuisance: NuisanceTrack,
-                 t: int, size: int, rng: np.random.Generator,
-                 texture: TextureStrengths | None = None) -> np.ndarray:
+def render_frame(
+    identity: Identity,
+    au_numbers: tuple[int, ...],
+    intensity: np.ndarray,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: int,
+    rng: np.random.Generator,
+    texture: TextureStrengths | None = None,
+) -> np.ndarray:
     """One RGB frame, uint8 [size, size, 3]: the face with these AU intensities (0..5) under frame t's nuisances.
 
-    `au_numbers` may be any subset of ALL_AUS; AUs not listed are at 0. `rng` draws the sensor noise.
+    `au_numbers` may be any subset of RENDERED_AUS; AUs not listed are at 0. `rng` draws the sensor noise.
     `texture` scales the texture cues (default: TextureStrengths()).
     """
     if size < 16:
@@ -693,10 +648,18 @@ def render_frame(identity: Identity, au_numbers: tuple[int, ...], intensity: np.
     return apply_camera(canvas, nuisance, t, rng, size)
 
 
-def draw_face_into(canvas: np.ndarray, identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarray,
-                   nuisance: NuisanceTrack, t: int, size: float, centre: tuple[float, float],
-                   texture: TextureStrengths | None = None,
-                   body: tuple[np.ndarray, tuple] | None = None) -> FaceGeometry:
+def draw_face_into(
+    canvas: np.ndarray,
+    identity: Identity,
+    au_numbers: tuple[int, ...],
+    intensity: np.ndarray,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: float,
+    centre: tuple[float, float],
+    texture: TextureStrengths | None = None,
+    body: tuple[np.ndarray, tuple] | None = None,
+) -> FaceGeometry:
     """Draw the face (and frame t's occluder) onto `canvas` in place, its aligned crop `size` px wide and centred
     at `centre` (pixels); no camera effects. `body` (polygon in pixels, RGB) is drawn under the head. Scene mode."""
     frame = _frame(identity, tuple(au_numbers), intensity, nuisance, t, size, texture, centre)
@@ -705,16 +668,30 @@ def draw_face_into(canvas: np.ndarray, identity: Identity, au_numbers: tuple[int
     return _geometry(frame)
 
 
-def render_face(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarray, nuisance: NuisanceTrack,
-                t: int, size: int, rng: np.random.Generator,
-                texture: TextureStrengths | None = None) -> tuple[np.ndarray, FaceGeometry]:
+def render_face(
+    identity: Identity,
+    au_numbers: tuple[int, ...],
+    intensity: np.ndarray,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: int,
+    rng: np.random.Generator,
+    texture: TextureStrengths | None = None,
+) -> tuple[np.ndarray, FaceGeometry]:
     """render_frame, and where the eyes and the face are in that image."""
     image = render_frame(identity, au_numbers, intensity, nuisance, t, size, rng, texture)
     return image, face_geometry(identity, au_numbers, intensity, nuisance, t, size)
 
 
-def face_geometry(identity: Identity, au_numbers: tuple[int, ...], intensity: np.ndarray, nuisance: NuisanceTrack,
-                  t: int, size: float, centre: tuple[float, float] | None = None) -> FaceGeometry:
+def face_geometry(
+    identity: Identity,
+    au_numbers: tuple[int, ...],
+    intensity: np.ndarray,
+    nuisance: NuisanceTrack,
+    t: int,
+    size: float,
+    centre: tuple[float, float] | None = None,
+) -> FaceGeometry:
     """Eye centres, face box and drawn points in pixels of a size x size frame (or of a scene, the crop centred
     at `centre`), without drawing."""
     return _geometry(_frame(identity, tuple(au_numbers), intensity, nuisance, t, size, None, centre))
@@ -736,7 +713,7 @@ def _geometry(frame: _Frame) -> FaceGeometry:
 @functools.lru_cache(maxsize=1)
 def _template_points() -> tuple[tuple[float, float], ...]:
     size = 1000.0
-    g = face_geometry(Identity(), ALL_AUS, np.zeros(_K), still_nuisance(1), 0, size)
+    g = face_geometry(Identity(), RENDERED_AUS, np.zeros(len(RENDERED_AUS)), still_nuisance(1), 0, size)
     return tuple((float(x), float(y)) for x, y in (g.points5 + 0.5) / size)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ks_runtime.core.au import AUSet, get_au_set
 from ks_runtime.synth import face, labels
+from ks_runtime.synth.identity import Identity, draw_identity
 
 # Bumped whenever a change alters any generated pixel or label; results name the version they used.
 GENERATOR_VERSION = "2.1"
@@ -33,8 +34,8 @@ class SynthSize:
 
 SIZES: dict[str, SynthSize] = {
     "tiny": SynthSize(subjects=6, tasks=2, frames=120, image_size=64),
-    # 28 short videos rather than SYNTH_AU.md's 14 x 4 x 300 (same frame count): with 9 training identities a
-    # frame model memorised faces (training F1 0.91, test 0.45 with every nuisance off); see the README.
+    # 28 short videos rather than the first design's 14 x 4 x 300 (same frame count): with 9 training identities
+    # a frame model memorised faces (docs/synthau.md, 'Sets and folds' and 'How it got there').
     "small": SynthSize(subjects=28, tasks=4, frames=150, image_size=96),
     "full": SynthSize(subjects=41, tasks=8, frames=500, image_size=128),
 }
@@ -95,11 +96,14 @@ def synth_config_from_data(data: dict) -> SynthConfig:
     carry it): the one place that maps its synth_* fields onto a SynthConfig."""
     try:
         return SynthConfig(
-            size=data["synth_size"], au_set=data["au_set"], seed=int(data["synth_seed"]),
+            size=data["synth_size"],
+            au_set=data["au_set"],
+            seed=int(data["synth_seed"]),
             quirk_scale=float(data.get("synth_quirk_scale", 1.0)),
             expressiveness=float(data.get("synth_expressiveness", 1.0)),
             nuisance=face.NuisanceStrengths(**data.get("synth_nuisance", {})),
-            texture=face.TextureStrengths(**data.get("synth_texture", {})))
+            texture=face.TextureStrengths(**data.get("synth_texture", {})),
+        )
     except (KeyError, TypeError) as error:
         raise ValueError(f"not a SynthAU data config: {error}") from None
 
@@ -153,7 +157,7 @@ class SequenceInputs:
 
     subject: str
     task: str
-    identity: face.Identity
+    identity: Identity
     track: labels.LabelTrack
     rendered_aus: tuple[int, ...]
     nuisance: face.NuisanceTrack | None  # None when asked for labels only
@@ -171,15 +175,22 @@ def sequence_inputs(cfg: SynthConfig, subject_index: int, task_index: int, nuisa
     model = labels.label_model(cfg.aus)
     subject_rng = sequence_rng(cfg, subject_index)
     traits = labels.draw_label_traits(model, subject_rng)
-    identity = face.draw_identity(subject_rng, quirk_scale=cfg.quirk_scale)
+    identity = draw_identity(subject_rng, quirk_scale=cfg.quirk_scale)
     if cfg.expressiveness != 1.0:
         identity = replace(identity, gain=identity.gain * cfg.expressiveness)
     profile = task_profiles(shape.tasks)[task_index]
     label_rng = sequence_rng(cfg, subject_index, profile + 1000)
     track = labels.sample_labels(model, traits, profile, shape.frames, label_rng, fps=cfg.fps)
     track_n = face.sample_nuisance(shape.frames, label_rng, cfg.nuisance, fps=cfg.fps) if nuisance else None
-    return SequenceInputs(subject_id(subject_index), task_id(profile), identity, track, model.rendered_aus,
-                          track_n, sequence_rng(cfg, subject_index, profile + 2000))
+    return SequenceInputs(
+        subject_id(subject_index),
+        task_id(profile),
+        identity,
+        track,
+        model.rendered_aus,
+        track_n,
+        sequence_rng(cfg, subject_index, profile + 2000),
+    )
 
 
 def generate_sequence(cfg: SynthConfig, subject_index: int, task_index: int, render: bool = True) -> SynthSequence:
@@ -189,13 +200,24 @@ def generate_sequence(cfg: SynthConfig, subject_index: int, task_index: int, ren
     frames = None
     if nuisance is not None:
         size = cfg.shape.image_size
-        frames = np.stack([
-            face.render_frame(inputs.identity, inputs.rendered_aus, track.intensity[t], nuisance, t, size,
-                              inputs.pixel_rng, cfg.texture)
-            for t in range(len(track.intensity))
-        ])
-    return SynthSequence(inputs.subject, inputs.task, track.occurrence, track.intensity, inputs.rendered_aus,
-                         frames, nuisance)
+        frames = np.stack(
+            [
+                face.render_frame(
+                    inputs.identity,
+                    inputs.rendered_aus,
+                    track.intensity[t],
+                    nuisance,
+                    t,
+                    size,
+                    inputs.pixel_rng,
+                    cfg.texture,
+                )
+                for t in range(len(track.intensity))
+            ]
+        )
+    return SynthSequence(
+        inputs.subject, inputs.task, track.occurrence, track.intensity, inputs.rendered_aus, frames, nuisance
+    )
 
 
 def iter_sequences(cfg: SynthConfig, render: bool = True) -> Iterator[SynthSequence]:

@@ -14,6 +14,10 @@ import numpy as np
 
 from ks_runtime.core.au import AU_NAMES, get_au_set
 from ks_runtime.synth import face
+from ks_runtime.synth.generate import SynthConfig, generate_sequence
+from ks_runtime.synth.identity import Identity, draw_identity
+from ks_runtime.synth.labels import RENDERED_AUS
+from ks_runtime.synth.scene import render_scene_sequence
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +42,13 @@ def _labelled_row(label: list[str], tiles: list[np.ndarray], label_w: int, gap: 
     _text(row, label, 4, size // 2 - 2, scale, int(28 * scale) + 4)
     for i, tile in enumerate(tiles):
         x = label_w + i * (size + gap)
-        row[:size, x:x + size] = tile
+        row[:size, x : x + size] = tile
     return row
 
 
 def _pad_width(block: np.ndarray, width: int) -> np.ndarray:
     out = np.full((block.shape[0], width, 3), _PAPER, np.uint8)
-    out[:, :block.shape[1]] = block
+    out[:, : block.shape[1]] = block
     return out
 
 
@@ -52,7 +56,7 @@ def au_grid(au_set: str = "bp4d", size: int = 96, seed: int = 0) -> np.ndarray:
     """One row per AU of the set: three identities, each at neutral and then at apex, nuisances off. RGB uint8."""
     aus = get_au_set(au_set)
     numbers = aus.numbers
-    identities = [face.draw_identity(np.random.default_rng([seed, i])) for i in range(N_IDENTITIES)]
+    identities = [draw_identity(np.random.default_rng([seed, i])) for i in range(N_IDENTITIES)]
     still = face.still_nuisance(1)
     rng = np.random.default_rng(seed)
     neutral = [face.render_frame(idn, numbers, np.zeros(len(numbers)), still, 0, size, rng) for idn in identities]
@@ -85,8 +89,6 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def sequence_strip(au_set: str = "bp4d", size: int = 96, seed: int = 0, per_row: int = 6) -> np.ndarray:
     """Frames sampled from one generated sequence (nuisances on), with the active AU labels under each. RGB."""
-    from ks_runtime.synth.generate import SynthConfig, generate_sequence  # late: generate imports face
-
     cfg = SynthConfig(size="tiny", au_set=au_set, seed=seed, image_size=size)
     sequence = generate_sequence(cfg, 0, 0)
     frames, labels = sequence.frames, np.asarray(sequence.labels)
@@ -103,11 +105,17 @@ def sequence_strip(au_set: str = "bp4d", size: int = 96, seed: int = 0, per_row:
         lines = [f"t={t}", *_wrap("AU " + (" ".join(active) if active else "none"), max(8, size // 8))]
         _text(cell, lines[:4], 2, size + line_px, scale, line_px)
         cells.append(cell)
-    rows = [np.concatenate(cells[i:i + per_row], 1) for i in range(0, len(cells), per_row)]
+    rows = [np.concatenate(cells[i : i + per_row], 1) for i in range(0, len(cells), per_row)]
     width = max(r.shape[1] for r in rows)
     title = np.full((line_px + 8, width, 3), _PAPER, np.uint8)
-    _text(title, [f"{sequence.subject} {sequence.task}: frames of a generated sequence ({au_set}, labels = "
-                  f"intensity >= 2)"], 2, line_px + 2, scale, 0)
+    _text(
+        title,
+        [f"{sequence.subject} {sequence.task}: frames of a generated sequence ({au_set}, labels = intensity >= 2)"],
+        2,
+        line_px + 2,
+        scale,
+        0,
+    )
     return np.concatenate([title, *[_pad_width(r, width) for r in rows]])
 
 
@@ -130,26 +138,28 @@ def _title(text: str, width: int, scale: float) -> np.ndarray:
     return block
 
 
-def _zoom(identity: face.Identity, intensity: np.ndarray, box: tuple, size: int,
-          texture: face.TextureStrengths) -> np.ndarray:
+def _zoom(
+    identity: Identity, intensity: np.ndarray, box: tuple, size: int, texture: face.TextureStrengths
+) -> np.ndarray:
     """The face drawn ZOOM times larger, cropped to a size x size window around `box` (canonical units)."""
-    big = face.render_frame(identity, face.ALL_AUS, intensity, face.still_nuisance(1), 0, size * ZOOM,
-                            np.random.default_rng(0), texture)
+    big = face.render_frame(
+        identity, RENDERED_AUS, intensity, face.still_nuisance(1), 0, size * ZOOM, np.random.default_rng(0), texture
+    )
     cx, cy = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
     x = int(round((cx + 1) * size * ZOOM / 2 - size / 2))
     y = int(round((cy + 1) * size * ZOOM / 2 - size / 2))
     x, y = min(max(x, 0), size * (ZOOM - 1)), min(max(y, 0), size * (ZOOM - 1))
-    return big[y:y + size, x:x + size]
+    return big[y : y + size, x : x + size]
 
 
 def texture_panel(size: int = 96, seed: int = 0) -> np.ndarray:
     """One row per texture cue: neutral, apex, apex with the cue's texture off, and both magnified. RGB uint8."""
-    identity = face.Identity()
+    identity = Identity()
     still = face.still_nuisance(1)
     rng = np.random.default_rng(seed)
     scale, label_w, gap = 0.38 * size / 96 + 0.05, int(1.5 * size), max(2, size // 24)
-    zero = np.zeros(len(face.ALL_AUS))
-    neutral = face.render_frame(identity, face.ALL_AUS, zero, still, 0, size, rng)
+    zero = np.zeros(len(RENDERED_AUS))
+    neutral = face.render_frame(identity, RENDERED_AUS, zero, still, 0, size, rng)
     heads = ["neutral", "apex", "apex, cue off", f"x{ZOOM} apex", f"x{ZOOM} cue off"]
     header = np.full((int(22 * scale / 0.43), label_w + len(heads) * (size + gap), 3), _PAPER, np.uint8)
     for i, head in enumerate(heads):
@@ -157,40 +167,49 @@ def texture_panel(size: int = 96, seed: int = 0) -> np.ndarray:
     rows = [header]
     for title, au, fields, box in TEXTURE_CUES:
         apex = zero.copy()
-        apex[face.ALL_AUS.index(au)] = APEX_INTENSITY
+        apex[RENDERED_AUS.index(au)] = APEX_INTENSITY
         on = face.TextureStrengths()
         off = face.TextureStrengths(**{f: 0.0 for f in fields})
-        tiles = [neutral, face.render_frame(identity, face.ALL_AUS, apex, still, 0, size, rng, on),
-                 face.render_frame(identity, face.ALL_AUS, apex, still, 0, size, rng, off),
-                 _zoom(identity, apex, box, size, on), _zoom(identity, apex, box, size, off)]
+        tiles = [
+            neutral,
+            face.render_frame(identity, RENDERED_AUS, apex, still, 0, size, rng, on),
+            face.render_frame(identity, RENDERED_AUS, apex, still, 0, size, rng, off),
+            _zoom(identity, apex, box, size, on),
+            _zoom(identity, apex, box, size, off),
+        ]
         rows.append(_labelled_row(_wrap(title, 12), tiles, label_w, gap, scale))
     return np.concatenate(rows)
 
 
-def _occluded_frame(identity: face.Identity, kind: str, size: int) -> np.ndarray:
+def _occluded_frame(identity: Identity, kind: str, size: int) -> np.ndarray:
     """A frame with a hand or hair strands in place (the first seed whose occlusion is of that kind)."""
-    strengths = face.NuisanceStrengths(head_pose_deg=0, jitter_px=0, lighting=0, noise=0, colour_cast=0,
-                                       blur_prob=0, jpeg_prob=0, occlusion_prob=1.0)
+    strengths = face.NuisanceStrengths(
+        head_pose_deg=0, jitter_px=0, lighting=0, noise=0, colour_cast=0, blur_prob=0, jpeg_prob=0, occlusion_prob=1.0
+    )
     for k in range(100):
         track = face.sample_nuisance(100, np.random.default_rng([kind == "hand", k]), strengths)
         if track.occlusion is not None and track.occlusion.kind == kind:
             t = int(np.argmax(track.occlusion.amount))
-            return face.render_frame(identity, face.ALL_AUS, np.zeros(len(face.ALL_AUS)), track, t, size,
-                                     np.random.default_rng(0))
+            return face.render_frame(
+                identity, RENDERED_AUS, np.zeros(len(RENDERED_AUS)), track, t, size, np.random.default_rng(0)
+            )
     raise RuntimeError(f"no {kind} occlusion in 100 draws")  # cannot happen at these odds
 
 
 def nuisance_panel(size: int = 96, seed: int = 0) -> np.ndarray:
     """One subject under each image nuisance alone: blur, motion blur, JPEG, a hand, hair, lighting. RGB uint8."""
-    identity = face.draw_identity(np.random.default_rng([seed, 1]))
-    zero = np.zeros(len(face.ALL_AUS))
+    identity = draw_identity(np.random.default_rng([seed, 1]))
+    zero = np.zeros(len(RENDERED_AUS))
     scale, label_w, gap = 0.38 * size / 96 + 0.05, int(1.5 * size), max(2, size // 24)
     edits = {
         "Gaussian blur": {"blur_sigma": np.array([1.2]), "blur_angle": np.array([np.nan])},
         "motion blur": {"blur_sigma": np.array([1.2]), "blur_angle": np.array([0.4])},
         "JPEG q25": {"jpeg_quality": np.array([25])},
-        "light, cast": {"light_strength": np.array([0.35]), "light_angle": np.array([0.3]),
-                        "colour": np.array([[1.07, 1.0, 0.92]])},
+        "light, cast": {
+            "light_strength": np.array([0.35]),
+            "light_angle": np.array([0.3]),
+            "colour": np.array([[1.07, 1.0, 0.92]]),
+        },
         "head pose": {"yaw": np.array([18.0]), "pitch": np.array([-6.0]), "roll": np.array([8.0])},
     }
     tiles, names = [], []
@@ -198,7 +217,7 @@ def nuisance_panel(size: int = 96, seed: int = 0) -> np.ndarray:
         track = face.still_nuisance(1)
         for key, value in changes.items():
             setattr(track, key, value)
-        tiles.append(face.render_frame(identity, face.ALL_AUS, zero, track, 0, size, np.random.default_rng(0)))
+        tiles.append(face.render_frame(identity, RENDERED_AUS, zero, track, 0, size, np.random.default_rng(0)))
         names.append(name)
     for kind in ("hand", "hair"):
         tiles.append(_occluded_frame(identity, kind, size))
@@ -209,12 +228,10 @@ def nuisance_panel(size: int = 96, seed: int = 0) -> np.ndarray:
     return np.concatenate([header, _labelled_row(["nuisances", "(one", "at a time)"], tiles, label_w, gap, scale)])
 
 
-def scene_panel(au_set: str = "bp4d", seed: int = 0, frame_size: tuple[int, int] = (640, 480),
-                shrink: int = 2) -> np.ndarray:
+def scene_panel(
+    au_set: str = "bp4d", seed: int = 0, frame_size: tuple[int, int] = (640, 480), shrink: int = 2
+) -> np.ndarray:
     """Scene-mode frames (shrunk) with their true face box (green) and eye centres (red: image-left, blue)."""
-    from ks_runtime.synth.generate import SynthConfig  # late: generate imports face
-    from ks_runtime.synth.scene import render_scene_sequence
-
     cfg = SynthConfig(size="tiny", au_set=au_set, seed=seed)
     picks = ((0, 0, 30), (1, 1, 90), (2, 0, 60))
     tiles = []
@@ -247,10 +264,19 @@ def render_preview(path: str | Path, au_set: str = "bp4d", size: int = 96, seed:
     scenes = scene_panel(au_set, seed)
     width = max(block.shape[1] for block in (grid, strip, textures, nuisances, scenes))
     sep = np.full((max(8, size // 6), width, 3), _PAPER, np.uint8)
-    blocks = [grid, sep, strip, sep, _title("texture cues (subject: the average face)", width, scale), textures,
-              sep, nuisances, sep,
-              _title("scene mode: true face box (green), image-left eye (red), right eye (blue)", width, scale),
-              scenes]
+    blocks = [
+        grid,
+        sep,
+        strip,
+        sep,
+        _title("texture cues (subject: the average face)", width, scale),
+        textures,
+        sep,
+        nuisances,
+        sep,
+        _title("scene mode: true face box (green), image-left eye (red), right eye (blue)", width, scale),
+        scenes,
+    ]
     page = np.concatenate([_pad_width(block, width) for block in blocks])
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(page, cv2.COLOR_RGB2BGR)):

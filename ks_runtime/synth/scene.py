@@ -24,12 +24,23 @@ import numpy as np
 
 from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.synth import face
-from ks_runtime.synth.generate import SynthConfig, sequence_inputs, sequence_rng, task_profiles
+from ks_runtime.synth.generate import SequenceInputs, SynthConfig, sequence_inputs, sequence_rng, task_profiles
 
 log = logging.getLogger(__name__)
 
-GT_COLUMNS = ("frame", "timestamp", "face_visible", "x0", "y0", "x1", "y1", "left_eye_x", "left_eye_y",
-              "right_eye_x", "right_eye_y")
+GT_COLUMNS = (
+    "frame",
+    "timestamp",
+    "face_visible",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "left_eye_x",
+    "left_eye_y",
+    "right_eye_x",
+    "right_eye_y",
+)
 # Video codecs by file suffix: FFV1 reads back bit-exact; mp4v (MPEG-4 part 2) is lossy but plays anywhere.
 CODECS = {".mp4": "mp4v", ".avi": "FFV1", ".mkv": "FFV1"}
 _SCENE_KEY = 3000  # seed stream of the scene (walk, background, body), beside the generator's 1000 / 2000
@@ -83,6 +94,7 @@ class SceneTruth:
 
 # --- motion --------------------------------------------------------------------------------------------------
 
+
 def _smooth(n: int, rng: np.random.Generator, seconds: float, fps: float) -> np.ndarray:
     return face._smooth_noise(n, rng, seconds * fps)
 
@@ -106,8 +118,9 @@ def _exit_profile(n: int, rng: np.random.Generator, options: SceneOptions, fps: 
     return out - back
 
 
-def _walk(n: int, rng: np.random.Generator, options: SceneOptions, face_width: float, size: tuple[int, int],
-          fps: float) -> tuple[np.ndarray, np.ndarray]:
+def _walk(
+    n: int, rng: np.random.Generator, options: SceneOptions, face_width: float, size: tuple[int, int], fps: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop centre [T, 2] and crop size [T] in pixels: slow random walks in log size and in position, kept
     in the frame by soft limits, plus at most one trip out of the frame."""
     width, height = size
@@ -133,6 +146,7 @@ def _walk(n: int, rng: np.random.Generator, options: SceneOptions, face_width: f
 
 
 # --- background and body -------------------------------------------------------------------------------------
+
 
 def _colour(rng: np.random.Generator, lo: float = 40, hi: float = 220, saturation: float = 0.35) -> tuple:
     base = rng.uniform(lo, hi)
@@ -207,7 +221,7 @@ def _paste(img: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
     """Copy `patch` into `img` with its top-left corner at (x, y), clipped to the image."""
     h = max(0, min(patch.shape[0], img.shape[0] - y))
     w = max(0, min(patch.shape[1], img.shape[1] - x))
-    img[y:y + h, x:x + w] = patch[:h, :w]
+    img[y : y + h, x : x + w] = patch[:h, :w]
 
 
 def _room(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -225,7 +239,7 @@ def _room(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     floor = np.array(_colour(rng, 50, 150, 0.3))
     img[floor_y:] = floor
     for y in range(floor_y + 6, height, int(rng.integers(10, 30))):  # planks or carpet lines
-        img[y:y + 1] *= 0.85
+        img[y : y + 1] *= 0.85
     cv2.line(img, (0, floor_y), (width, floor_y), tuple(float(c) * 0.6 for c in wall), 3)  # skirting
     for _ in range(int(rng.integers(2, 5))):
         kind = rng.integers(0, 5)
@@ -266,8 +280,12 @@ def _room(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     return img
 
 
-_BACKGROUNDS = (("gradient", 0.2, _gradient), ("shapes", 0.25, _shapes), ("texture", 0.2, _texture),
-                ("room", 0.35, _room))
+_BACKGROUNDS = (
+    ("gradient", 0.2, _gradient),
+    ("shapes", 0.25, _shapes),
+    ("texture", 0.2, _texture),
+    ("room", 0.35, _room),
+)
 
 
 def scene_background(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -281,12 +299,29 @@ def scene_background(rng: np.random.Generator, size: tuple[int, int]) -> tuple[n
 
 
 # Torso under the neck, canonical units of the face: a neckline, shoulders, then straight down off the frame.
-_BODY = np.array([[-0.42, 1.22], [-0.2, 1.32], [0.0, 1.36], [0.2, 1.32], [0.42, 1.22], [0.9, 1.3], [1.45, 1.48],
-                  [1.75, 1.85], [1.9, 2.6], [2.0, 8.0], [-2.0, 8.0], [-1.9, 2.6], [-1.75, 1.85], [-1.45, 1.48],
-                  [-0.9, 1.3]])
+_BODY = np.array(
+    [
+        [-0.42, 1.22],
+        [-0.2, 1.32],
+        [0.0, 1.36],
+        [0.2, 1.32],
+        [0.42, 1.22],
+        [0.9, 1.3],
+        [1.45, 1.48],
+        [1.75, 1.85],
+        [1.9, 2.6],
+        [2.0, 8.0],
+        [-2.0, 8.0],
+        [-1.9, 2.6],
+        [-1.75, 1.85],
+        [-1.45, 1.48],
+        [-0.9, 1.3],
+    ]
+)
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
+
 
 def _visible(box: np.ndarray, eyes: np.ndarray, size: tuple[int, int]) -> bool:
     """Both eyes in the frame and at least half the box's area inside it."""
@@ -298,9 +333,14 @@ def _visible(box: np.ndarray, eyes: np.ndarray, size: tuple[int, int]) -> bool:
     return inside >= 0.5 * (x1 - x0) * (y1 - y0)
 
 
-def render_scene_sequence(cfg: SynthConfig, subject_index: int, task_index: int,
-                          frame_size: tuple[int, int] = (640, 480), options: SceneOptions | None = None,
-                          frame_indices: Sequence[int] | None = None) -> SceneSequence:
+def render_scene_sequence(
+    cfg: SynthConfig,
+    subject_index: int,
+    task_index: int,
+    frame_size: tuple[int, int] = (640, 480),
+    options: SceneOptions | None = None,
+    frame_indices: Sequence[int] | None = None,
+) -> SceneSequence:
     """The (cfg, subject, task) sequence as a raw video of `frame_size` (width, height), with ground truth.
 
     Labels and head pose are generate_sequence's for the same arguments; `frame_indices` renders only those
@@ -321,8 +361,48 @@ def render_scene_sequence(cfg: SynthConfig, subject_index: int, task_index: int,
     shirt = _colour(scene_rng, 30, 230, 0.6)
     centres, crops = _walk(n, scene_rng, options, inputs.identity.face_width, frame_size, cfg.fps)
     nuisance = face.without_jitter(inputs.nuisance)
-    log.debug("scene %s %s: %s background, face %.0f..%.0f px", inputs.subject, inputs.task, kind,
-              crops.min() * inputs.identity.face_width, crops.max() * inputs.identity.face_width)
+    log.debug(
+        "scene %s %s: %s background, face %.0f..%.0f px",
+        inputs.subject,
+        inputs.task,
+        kind,
+        crops.min() * inputs.identity.face_width,
+        crops.max() * inputs.identity.face_width,
+    )
+    frames, boxes, eyes, visible = _render_frames(
+        cfg, subject_index, profile, inputs, nuisance, (background, shirt), (centres, crops), indices, frame_size
+    )
+    return SceneSequence(
+        subject=inputs.subject,
+        task=inputs.task,
+        frames=frames,
+        face_box=boxes,
+        eyes=eyes,
+        face_visible=visible,
+        labels=inputs.track.occurrence[indices],
+        label_columns=tuple(cfg.aus.columns),
+        crop_centre=centres[indices].astype(np.float32),
+        crop_size=crops[indices].astype(np.float32),
+        frame_indices=indices,
+        fps=cfg.fps,
+    )
+
+
+def _render_frames(
+    cfg: SynthConfig,
+    subject_index: int,
+    profile: str,
+    inputs: SequenceInputs,
+    nuisance: face.NuisanceTrack,
+    scenery: tuple[np.ndarray, tuple],
+    walk: tuple[np.ndarray, np.ndarray],
+    indices: np.ndarray,
+    frame_size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The frames at `indices` [T, H, W, 3], with the face box [T, 4], eye centres [T, 2, 2] and visibility [T]
+    (NaN / False where the face is out of the frame)."""
+    width, height = frame_size
+    (background, shirt), (centres, crops) = scenery, walk
     t_count = len(indices)
     frames = np.empty((t_count, height, width, 3), np.uint8)
     boxes = np.full((t_count, 4), np.nan, np.float32)
@@ -332,9 +412,18 @@ def render_scene_sequence(cfg: SynthConfig, subject_index: int, task_index: int,
         canvas = background.copy()
         size, centre = float(crops[t]), centres[t]
         body = (_BODY * (size / 2.0) + centre, shirt)
-        geometry = face.draw_face_into(canvas, inputs.identity, inputs.rendered_aus, inputs.track.intensity[t],
-                                       nuisance, int(t), size, (float(centre[0]), float(centre[1])), cfg.texture,
-                                       body)
+        geometry = face.draw_face_into(
+            canvas,
+            inputs.identity,
+            inputs.rendered_aus,
+            inputs.track.intensity[t],
+            nuisance,
+            int(t),
+            size,
+            (float(centre[0]), float(centre[1])),
+            cfg.texture,
+            body,
+        )
         noise_rng = sequence_rng(cfg, subject_index, profile + _NOISE_KEY, int(t))  # per frame: any subset agrees
         frames[i] = face.apply_camera(canvas, nuisance, int(t), noise_rng, scale=size)
         box = np.asarray(geometry.face_box)
@@ -342,23 +431,20 @@ def render_scene_sequence(cfg: SynthConfig, subject_index: int, task_index: int,
             visible[i] = True
             boxes[i] = box
             eyes[i] = geometry.eye_centres
-    return SceneSequence(
-        subject=inputs.subject, task=inputs.task, frames=frames, face_box=boxes, eyes=eyes, face_visible=visible,
-        labels=inputs.track.occurrence[indices], label_columns=tuple(cfg.aus.columns),
-        crop_centre=centres[indices].astype(np.float32), crop_size=crops[indices].astype(np.float32),
-        frame_indices=indices, fps=cfg.fps,
-    )
+    return frames, boxes, eyes, visible
 
 
 # --- files -----------------------------------------------------------------------------------------------------
+
 
 def scene_truth_path(video_path: Path | str) -> Path:
     """The ground-truth CSV beside a scene video: same name, .csv."""
     return Path(video_path).with_suffix(".csv")
 
 
-def write_scene_video(seq: SceneSequence, path: Path | str, fps: float | None = None,
-                      codec: str | None = None) -> tuple[Path, Path]:
+def write_scene_video(
+    seq: SceneSequence, path: Path | str, fps: float | None = None, codec: str | None = None
+) -> tuple[Path, Path]:
     """Write the frames as a video (codec by suffix: .mp4 mp4v, lossy; .mkv / .avi FFV1, lossless) and the
     ground truth as a CSV beside it (GT_COLUMNS, then the AU label columns). Returns both paths."""
     path = Path(path)
@@ -393,9 +479,16 @@ def write_scene_csv(seq: SceneSequence, path: Path | str, fps: float | None = No
         writer = csv.writer(handle)
         writer.writerow([*GT_COLUMNS, *seq.label_columns])
         for i, t in enumerate(seq.frame_indices):
-            writer.writerow([int(t), f"{t / fps:.4f}", int(seq.face_visible[i]),
-                             *(_number(v) for v in seq.face_box[i]), *(_number(v) for v in seq.eyes[i].reshape(-1)),
-                             *(int(v) for v in seq.labels[i])])
+            writer.writerow(
+                [
+                    int(t),
+                    f"{t / fps:.4f}",
+                    int(seq.face_visible[i]),
+                    *(_number(v) for v in seq.face_box[i]),
+                    *(_number(v) for v in seq.eyes[i].reshape(-1)),
+                    *(int(v) for v in seq.labels[i]),
+                ]
+            )
     return path
 
 
@@ -404,9 +497,9 @@ def read_scene_csv(path: Path | str) -> SceneTruth:
     path = Path(path)
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    if not rows or tuple(rows[0][:len(GT_COLUMNS)]) != GT_COLUMNS:
+    if not rows or tuple(rows[0][: len(GT_COLUMNS)]) != GT_COLUMNS:
         raise DataError(f"{path}: line 1: expected the columns {', '.join(GT_COLUMNS)}")
-    label_columns = tuple(rows[0][len(GT_COLUMNS):])
+    label_columns = tuple(rows[0][len(GT_COLUMNS) :])
     values = []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(rows[0]):
@@ -416,10 +509,16 @@ def read_scene_csv(path: Path | str) -> SceneTruth:
         except ValueError:
             raise DataError(f"{path}: line {line}: a field is not a number") from None
     table = np.array(values, dtype=np.float64).reshape(-1, len(rows[0]))
-    labels = table[:, len(GT_COLUMNS):].astype(np.int8) if label_columns else None
-    return SceneTruth(frame=table[:, 0].astype(np.int64), timestamp=table[:, 1], face_visible=table[:, 2] > 0,
-                      face_box=table[:, 3:7], eyes=table[:, 7:11].reshape(-1, 2, 2), labels=labels,
-                      label_columns=label_columns)
+    labels = table[:, len(GT_COLUMNS) :].astype(np.int8) if label_columns else None
+    return SceneTruth(
+        frame=table[:, 0].astype(np.int64),
+        timestamp=table[:, 1],
+        face_visible=table[:, 2] > 0,
+        face_box=table[:, 3:7],
+        eyes=table[:, 7:11].reshape(-1, 2, 2),
+        labels=labels,
+        label_columns=label_columns,
+    )
 
 
 def read_video_frames(path: Path | str) -> np.ndarray:

@@ -32,8 +32,7 @@ def run_lengths(occurrences: list[np.ndarray]) -> list[np.ndarray]:
     """Per AU column, the length in frames of every contiguous active run within each sequence."""
     stacked = _stack_with_gaps(occurrences)  # [N, U] with zero borders
     edges = np.diff(stacked, axis=0)  # +1 where a run starts, -1 one past where it ends
-    return [np.flatnonzero(edges[:, u] == -1) - np.flatnonzero(edges[:, u] == 1)
-            for u in range(edges.shape[1])]
+    return [np.flatnonzero(edges[:, u] == -1) - np.flatnonzero(edges[:, u] == 1) for u in range(edges.shape[1])]
 
 
 def median_run_lengths(occurrences: list[np.ndarray]) -> np.ndarray:
@@ -97,16 +96,20 @@ class LabelStats:
             return dict(zip(columns, values, strict=True))
 
         return {
-            "au_set": self.au_set.name, "fps": self.fps,
-            "sequences": self.n_sequences, "frames": self.n_frames,
+            "au_set": self.au_set.name,
+            "fps": self.fps,
+            "sequences": self.n_sequences,
+            "frames": self.n_frames,
             "rates": by_column(_floats(self.rates)),
             "median_run_frames": by_column(_floats(self.median_run)),
             "runs": by_column(int(n) for n in self.n_runs),
             "phi": by_column(by_column(_floats(row)) for row in self.phi),
             "p_row_given_column": by_column(by_column(_floats(row)) for row in self.conditional),
-            "none_fraction": self.none_fraction, "mean_active": self.mean_active,
-            "top_combos": [{"aus": [au_column(n) for n in combo], "fraction": fraction}
-                           for combo, fraction in self.top_combos],
+            "none_fraction": self.none_fraction,
+            "mean_active": self.mean_active,
+            "top_combos": [
+                {"aus": [au_column(n) for n in combo], "fraction": fraction} for combo, fraction in self.top_combos
+            ],
         }
 
 
@@ -121,8 +124,7 @@ def label_statistics(occurrences: list[np.ndarray], au_set: AUSet, fps: float = 
     width = len(au_set)
     for occurrence in occurrences:
         if occurrence.ndim != 2 or occurrence.shape[1] != width:
-            raise ValueError(f"occurrence arrays must be [T, {width}] for AU set {au_set.name}, "
-                             f"got {occurrence.shape}")
+            raise ValueError(f"occurrence arrays must be [T, {width}] for AU set {au_set.name}, got {occurrence.shape}")
     frames = np.concatenate([(np.asarray(o) > 0) for o in occurrences]).astype(np.int8)  # [N, U]
     x = frames.astype(np.float64)
     rates = x.mean(axis=0)
@@ -138,11 +140,19 @@ def label_statistics(occurrences: list[np.ndarray], au_set: AUSet, fps: float = 
         combos[aus] = float(counts[k] / len(codes))
     active = frames.sum(axis=1)
     return LabelStats(
-        au_set=au_set, fps=fps, n_sequences=len(occurrences), n_frames=len(frames),
-        rates=rates, joint=joint, phi=phi_matrix(frames), conditional=conditional,
+        au_set=au_set,
+        fps=fps,
+        n_sequences=len(occurrences),
+        n_frames=len(frames),
+        rates=rates,
+        joint=joint,
+        phi=phi_matrix(frames),
+        conditional=conditional,
         median_run=np.array([float(np.median(r)) if len(r) else math.nan for r in runs]),
         n_runs=np.array([len(r) for r in runs]),
-        none_fraction=float((active == 0).mean()), mean_active=float(active.mean()), combos=combos,
+        none_fraction=float((active == 0).mean()),
+        mean_active=float(active.mean()),
+        combos=combos,
     )
 
 
@@ -183,10 +193,16 @@ class Report:
 
     def to_dict(self) -> dict:
         return {
-            "au_set": self.au_set, "sequences": self.n_sequences, "frames": self.frames, "seed": self.seed,
-            "gated": self.gated, "passed": self.passed,
-            "rows": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                      for k, v in asdict(row).items()} for row in self.rows],
+            "au_set": self.au_set,
+            "sequences": self.n_sequences,
+            "frames": self.frames,
+            "seed": self.seed,
+            "gated": self.gated,
+            "passed": self.passed,
+            "rows": [
+                {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(row).items()}
+                for row in self.rows
+            ],
             "stats": self.stats.to_dict(),
         }
 
@@ -204,18 +220,29 @@ def compare_with_targets(stats: LabelStats, gate: bool = True) -> list[Row]:
     targets = labels.TARGETS.get(stats.au_set.name)
     if targets is None:
         raise ValueError(f"no SynthAU targets for AU set {stats.au_set.name!r}")
-    rows = [_row(f"rate {au_column(au)}", stats.rate(au), target, targets.rate_tolerance, gate)
-            for au, target in targets.rates.items()]
-    rows += [_row(f"phi {au_column(a)}-{au_column(b)}", stats.phi_of(a, b), target, targets.phi_tolerance,
-                  gate)
-             for (a, b), target in targets.phi.items()]
-    rows += [_row(f"median run {au_column(au)} (frames)", stats.median_run_of(au), target,
-                  targets.run_tolerance * target, gate)
-             for au, target in targets.median_runs.items()]
-    rows += [_row(f"P({au_column(a)}|{au_column(b)})", stats.p_given(a, b), target, None, False)
-             for (a, b), target in targets.conditionals.items()]
-    rows.append(_row("none active (fraction of frames)", stats.none_fraction, targets.none_fraction, None,
-                     False))
+    rows = [
+        _row(f"rate {au_column(au)}", stats.rate(au), target, targets.rate_tolerance, gate)
+        for au, target in targets.rates.items()
+    ]
+    rows += [
+        _row(f"phi {au_column(a)}-{au_column(b)}", stats.phi_of(a, b), target, targets.phi_tolerance, gate)
+        for (a, b), target in targets.phi.items()
+    ]
+    rows += [
+        _row(
+            f"median run {au_column(au)} (frames)",
+            stats.median_run_of(au),
+            target,
+            targets.run_tolerance * target,
+            gate,
+        )
+        for au, target in targets.median_runs.items()
+    ]
+    rows += [
+        _row(f"P({au_column(a)}|{au_column(b)})", stats.p_given(a, b), target, None, False)
+        for (a, b), target in targets.conditionals.items()
+    ]
+    rows.append(_row("none active (fraction of frames)", stats.none_fraction, targets.none_fraction, None, False))
     expected_active = round(sum(targets.rates.values()), 4)
     rows.append(_row("mean active AUs per frame", stats.mean_active, expected_active, None, False))
     for combo, target in targets.top_combos.items():
@@ -228,8 +255,9 @@ def compare_with_targets(stats: LabelStats, gate: bool = True) -> list[Row]:
     return rows
 
 
-def draw_occurrences(au_set: AUSet, n_sequences: int, frames: int, seed: int = 0,
-                     fps: float = labels.REFERENCE_FPS) -> list[np.ndarray]:
+def draw_occurrences(
+    au_set: AUSet, n_sequences: int, frames: int, seed: int = 0, fps: float = labels.REFERENCE_FPS
+) -> list[np.ndarray]:
     """Label-only sequences through the same label_model / draw_label_traits / sample_labels path as a set.
 
     Sequence i is task i mod N_TASKS of its own subject: the tasks stay balanced, and averaging over
@@ -248,7 +276,7 @@ def draw_occurrences(au_set: AUSet, n_sequences: int, frames: int, seed: int = 0
 
 
 def acceptance_report(au_set: AUSet, n_sequences: int = 2000, frames: int = 500, seed: int = 0) -> Report:
-    """Draw a large label-only set and compare its statistics with the targets, gated (SYNTH_AU.md)."""
+    """Draw a large label-only set and compare its statistics with the targets, gated (docs/synthau.md, 'Labels')."""
     occurrences = draw_occurrences(au_set, n_sequences, frames, seed)
     stats = label_statistics(occurrences, au_set, labels.REFERENCE_FPS)
     return Report(au_set.name, n_sequences, frames, seed, tuple(compare_with_targets(stats)), stats)

@@ -3,14 +3,27 @@ jitter, lighting, blur, JPEG, occlusion), drawing into a scene, the alignment te
 
 from dataclasses import asdict, fields, replace
 
+import cv2
 import numpy as np
 import pytest
 
+from ks_runtime.core.au import get_au_set
 from ks_runtime.synth import drawing, face
+from ks_runtime.synth.identity import Identity, draw_identity
+from ks_runtime.synth.labels import RENDERED_AUS
+from ks_runtime.synth.preview import TEXTURE_CUES, au_grid, nuisance_panel, render_preview, scene_panel, texture_panel
 
-ALL = face.ALL_AUS
-OFF = face.NuisanceStrengths(head_pose_deg=0.0, jitter_px=0.0, lighting=0.0, noise=0.0, colour_cast=0.0,
-                             blur_prob=0.0, jpeg_prob=0.0, occlusion_prob=0.0)
+ALL = RENDERED_AUS
+OFF = face.NuisanceStrengths(
+    head_pose_deg=0.0,
+    jitter_px=0.0,
+    lighting=0.0,
+    noise=0.0,
+    colour_cast=0.0,
+    blur_prob=0.0,
+    jpeg_prob=0.0,
+    occlusion_prob=0.0,
+)
 
 
 def _render(identity, intensities: dict[int, float], size: int = 96, nuisance=None, t: int = 0, seed: int = 0):
@@ -23,7 +36,7 @@ def _to_px(c: float, size: int) -> int:
     return int(round((c + 1) * size / 2))
 
 
-def _region(identity: face.Identity, name: str, size: int) -> np.ndarray:
+def _region(identity: Identity, name: str, size: int) -> np.ndarray:
     """Boolean mask [size, size] of where FACS says an AU acts, from the identity's canonical geometry."""
     i = identity
     brow = i.eye_y - i.brow_height
@@ -36,18 +49,33 @@ def _region(identity: face.Identity, name: str, size: int) -> np.ndarray:
     }
     x0, x1, y0, y1 = boxes[name]
     mask = np.zeros((size, size), bool)
-    mask[_to_px(y0, size):_to_px(y1, size), _to_px(x0, size):_to_px(x1, size)] = True
+    mask[_to_px(y0, size) : _to_px(y1, size), _to_px(x0, size) : _to_px(x1, size)] = True
     return mask
 
 
-AU_REGION = {1: "brows", 2: "brows", 4: "brows", 6: "eyes", 7: "eyes", 9: "midface", 10: "mouth", 12: "mouth",
-             14: "mouth", 15: "mouth", 17: "lower", 23: "mouth", 24: "mouth", 25: "mouth", 26: "lower"}
+AU_REGION = {
+    1: "brows",
+    2: "brows",
+    4: "brows",
+    6: "eyes",
+    7: "eyes",
+    9: "midface",
+    10: "mouth",
+    12: "mouth",
+    14: "mouth",
+    15: "mouth",
+    17: "lower",
+    23: "mouth",
+    24: "mouth",
+    25: "mouth",
+    26: "lower",
+}
 
 
 @pytest.mark.parametrize("size", [64, 96, 128])
 def test_frame_shape_and_dtype(size):
     rng = np.random.default_rng(0)
-    identity = face.draw_identity(rng)
+    identity = draw_identity(rng)
     track = face.sample_nuisance(5, rng, face.NuisanceStrengths())
     frame = face.render_frame(identity, (1, 12), np.array([3.0, 4.0]), track, 4, size, rng)
     assert frame.shape == (size, size, 3) and frame.dtype == np.uint8
@@ -55,8 +83,8 @@ def test_frame_shape_and_dtype(size):
 
 
 def test_rendering_is_deterministic_from_the_rng():
-    identity = face.draw_identity(np.random.default_rng(3))
-    assert identity == face.draw_identity(np.random.default_rng(3))
+    identity = draw_identity(np.random.default_rng(3))
+    assert identity == draw_identity(np.random.default_rng(3))
     track = face.sample_nuisance(10, np.random.default_rng(1), face.NuisanceStrengths())
     a = _render(identity, {6: 2.5, 12: 3.0}, nuisance=track, t=7, seed=5)
     b = _render(identity, {6: 2.5, 12: 3.0}, nuisance=track, t=7, seed=5)
@@ -67,7 +95,7 @@ def test_rendering_is_deterministic_from_the_rng():
 
 @pytest.mark.parametrize("au", ALL)
 def test_each_au_changes_pixels_where_facs_says_it_acts(au):
-    identity = face.Identity()  # no quirks, average shape
+    identity = Identity()  # no quirks, average shape
     size = 96
     neutral = _render(identity, {}, size).astype(np.int32)
     apex = _render(identity, {au: 5.0}, size).astype(np.int32)
@@ -81,14 +109,14 @@ def test_each_au_changes_pixels_where_facs_says_it_acts(au):
 
 @pytest.mark.parametrize("au", ALL)
 def test_deformation_grows_with_intensity(au):
-    identity = face.Identity()
+    identity = Identity()
     neutral = _render(identity, {}).astype(np.int32)
     change = [np.abs(_render(identity, {au: v}).astype(np.int32) - neutral).sum() for v in (1.0, 2.0, 5.0)]
     assert 0 < change[0] < change[1] < change[2]  # subtle but nonzero below 2, clearer at 2, most at 5
 
 
 def test_intensity_zero_is_the_same_as_an_absent_au():
-    identity = face.draw_identity(np.random.default_rng(4))
+    identity = draw_identity(np.random.default_rng(4))
     track = face.sample_nuisance(3, np.random.default_rng(2), face.NuisanceStrengths())
     listed = face.render_frame(identity, (1, 4, 12), np.array([0.0, 0.0, 3.0]), track, 2, 64, np.random.default_rng(9))
     alone = face.render_frame(identity, (12,), np.array([3.0]), track, 2, 64, np.random.default_rng(9))
@@ -96,7 +124,7 @@ def test_intensity_zero_is_the_same_as_an_absent_au():
 
 
 def test_bad_au_lists_are_refused():
-    identity = face.Identity()
+    identity = Identity()
     still = face.still_nuisance(1)
     with pytest.raises(ValueError, match="AU"):
         face.render_frame(identity, (3,), np.array([1.0]), still, 0, 64, np.random.default_rng(0))
@@ -105,7 +133,7 @@ def test_bad_au_lists_are_refused():
 
 
 def test_identities_differ():
-    identities = [face.draw_identity(np.random.default_rng(s)) for s in range(6)]
+    identities = [draw_identity(np.random.default_rng(s)) for s in range(6)]
     frames = [_render(idn, {}, 64).astype(np.int32) for idn in identities]
     for i in range(len(frames)):
         for j in range(i + 1, len(frames)):
@@ -114,7 +142,7 @@ def test_identities_differ():
 
 
 def test_identities_vary_in_tone_gain_and_quirks():
-    identities = [face.draw_identity(np.random.default_rng(s)) for s in range(200)]
+    identities = [draw_identity(np.random.default_rng(s)) for s in range(200)]
     assert {idn.skin_tone for idn in identities} == set(range(10))
     gains = np.array([idn.gain for idn in identities])
     assert gains.min() < 0.85 and gains.max() > 1.2
@@ -125,8 +153,8 @@ def test_identities_vary_in_tone_gain_and_quirks():
 
 
 def test_quirk_mimics_its_au_on_a_single_frame():
-    base = face.Identity()
-    high_brows = face.Identity(rest=tuple(0.5 if au in (1, 2) else 0.0 for au in ALL))
+    base = Identity()
+    high_brows = Identity(rest=tuple(0.5 if au in (1, 2) else 0.0 for au in ALL))
     rest_quirk = _render(high_brows, {}).astype(np.int32)
     raised = _render(base, {1: 2.5, 2: 2.5}).astype(np.int32)
     neutral = _render(base, {}).astype(np.int32)
@@ -136,7 +164,7 @@ def test_quirk_mimics_its_au_on_a_single_frame():
 
 
 def test_nuisance_off_renders_identical_frames_and_noise_only_adds_noise():
-    identity = face.draw_identity(np.random.default_rng(8))
+    identity = draw_identity(np.random.default_rng(8))
     track = face.sample_nuisance(20, np.random.default_rng(0), OFF)
     a = _render(identity, {4: 3.0}, nuisance=track, t=0, seed=1)
     b = _render(identity, {4: 3.0}, nuisance=track, t=19, seed=2)
@@ -191,7 +219,7 @@ def test_turning_off_one_nuisance_leaves_the_others():
 
 
 def test_head_pose_moves_the_face():
-    identity = face.Identity()
+    identity = Identity()
     frontal = face.still_nuisance(1)
     turned = face.still_nuisance(1)
     turned.yaw[:] = 15.0
@@ -210,9 +238,6 @@ def test_head_pose_moves_the_face():
 
 
 def test_au_grid_has_a_row_per_au():
-    from ks_runtime.core.au import get_au_set
-    from ks_runtime.synth.preview import au_grid
-
     size = 64
     grid = au_grid("disfa", size=size, seed=0)
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
@@ -225,20 +250,25 @@ def test_au_grid_has_a_row_per_au():
 # TextureStrengths field -> (AU that drives it, canonical box (x0, x1, y0, y1) where it is drawn on Identity();
 # x0 > 0 means the box and its mirror image).
 CUES = {
-    "glabella": (4, (-0.16, 0.16, -0.46, -0.17)), "forehead": (1, (-0.6, 0.6, -0.75, -0.3)),
-    "crow": (6, (0.28, 0.62, -0.27, -0.05)), "lid_bulge": (6, (0.1, 0.45, -0.17, 0.02)),
-    "cheek": (6, (0.12, 0.5, -0.12, 0.2)), "nose_wrinkle": (9, (-0.12, 0.12, -0.14, 0.04)),
-    "nasolabial": (10, (0.08, 0.45, 0.02, 0.52)), "dimple": (14, (0.14, 0.38, 0.3, 0.56)),
-    "chin": (17, (-0.26, 0.26, 0.46, 0.86)), "lip_bulge": (24, (-0.3, 0.3, 0.3, 0.56)),
+    "glabella": (4, (-0.16, 0.16, -0.46, -0.17)),
+    "forehead": (1, (-0.6, 0.6, -0.75, -0.3)),
+    "crow": (6, (0.28, 0.62, -0.27, -0.05)),
+    "lid_bulge": (6, (0.1, 0.45, -0.17, 0.02)),
+    "cheek": (6, (0.12, 0.5, -0.12, 0.2)),
+    "nose_wrinkle": (9, (-0.12, 0.12, -0.14, 0.04)),
+    "nasolabial": (10, (0.08, 0.45, 0.02, 0.52)),
+    "dimple": (14, (0.14, 0.38, 0.3, 0.56)),
+    "chin": (17, (-0.26, 0.26, 0.46, 0.86)),
+    "lip_bulge": (24, (-0.3, 0.3, 0.3, 0.56)),
 }
 
 
 def _box_mask(box: tuple, size: int) -> np.ndarray:
     x0, x1, y0, y1 = box
     mask = np.zeros((size, size), bool)
-    mask[_to_px(y0, size):_to_px(y1, size), _to_px(x0, size):_to_px(x1, size)] = True
+    mask[_to_px(y0, size) : _to_px(y1, size), _to_px(x0, size) : _to_px(x1, size)] = True
     if x0 > 0:
-        mask[_to_px(y0, size):_to_px(y1, size), _to_px(-x1, size):_to_px(-x0, size)] = True
+        mask[_to_px(y0, size) : _to_px(y1, size), _to_px(-x1, size) : _to_px(-x0, size)] = True
     return mask
 
 
@@ -249,17 +279,32 @@ def test_every_texture_strength_has_a_cue_test():
 @pytest.mark.parametrize("cue", sorted(CUES))
 def test_texture_cue_is_where_facs_says_and_strength_zero_turns_it_off(cue):
     au, box = CUES[cue]
-    identity = face.Identity(wrinkles=0.0)  # no standing wrinkles: every texture comes from the AU
+    identity = Identity(wrinkles=0.0)  # no standing wrinkles: every texture comes from the AU
     apex = {au: 5.0}
     on = _render(identity, apex).astype(np.int32)
-    off = face.render_frame(identity, ALL, np.array([apex.get(a, 0.0) for a in ALL]), face.still_nuisance(1), 0, 96,
-                            np.random.default_rng(0), face.TextureStrengths(**{cue: 0.0})).astype(np.int32)
+    off = face.render_frame(
+        identity,
+        ALL,
+        np.array([apex.get(a, 0.0) for a in ALL]),
+        face.still_nuisance(1),
+        0,
+        96,
+        np.random.default_rng(0),
+        face.TextureStrengths(**{cue: 0.0}),
+    ).astype(np.int32)
     diff = np.abs(on - off).sum(-1)
     assert diff.sum() > 1500, f"the {cue} cue barely shows"
     assert diff[_box_mask(box, 96)].sum() > 0.95 * diff.sum(), f"the {cue} cue is drawn outside its region"
     # Off means off: the rows this field scales have zero alpha, and a neutral face shows none of them either.
-    frame = face._frame(identity, ALL, np.array([apex.get(a, 0.0) for a in ALL]), face.still_nuisance(1), 0, 96,
-                        face.TextureStrengths(**{cue: 0.0}))
+    frame = face._frame(
+        identity,
+        ALL,
+        np.array([apex.get(a, 0.0) for a in ALL]),
+        face.still_nuisance(1),
+        0,
+        96,
+        face.TextureStrengths(**{cue: 0.0}),
+    )
     rows = [k for k, name in enumerate(face.TEXTURES) if face._TEXTURE_FIELD[name] == cue]
     assert rows and np.all(frame.alphas[rows] == 0)
 
@@ -271,11 +316,12 @@ def test_texture_cue_follows_intensity_gain_and_strength(cue):
 
     def alpha(identity, intensity, strength=1.0):
         values = np.array([intensity if a == au else 0.0 for a in ALL])
-        frame = face._frame(identity, ALL, values, face.still_nuisance(1), 0, 96,
-                            face.TextureStrengths(**{cue: strength}))
+        frame = face._frame(
+            identity, ALL, values, face.still_nuisance(1), 0, 96, face.TextureStrengths(**{cue: strength})
+        )
         return frame.alphas[rows].max()
 
-    plain, expressive = face.Identity(wrinkles=0.0), face.Identity(wrinkles=0.0, gain=1.4)
+    plain, expressive = Identity(wrinkles=0.0), Identity(wrinkles=0.0, gain=1.4)
     assert alpha(plain, 0.0) == 0 < alpha(plain, 1.0) < alpha(plain, 2.5) < alpha(plain, 4.0)
     assert alpha(expressive, 2.0) > alpha(plain, 2.0)
     assert alpha(plain, 2.0, strength=1.5) > alpha(plain, 2.0)
@@ -283,30 +329,41 @@ def test_texture_cue_follows_intensity_gain_and_strength(cue):
 
 def test_au6_and_au7_differ_in_texture_not_only_in_shape():
     """Real detectors tell AU6 from AU7 by crow's feet and the lid bag; both narrow the eye."""
-    identity = face.Identity(wrinkles=0.0)
+    identity = Identity(wrinkles=0.0)
     plain = face.TextureStrengths(crow=0.0, lid_bulge=0.0, cheek=0.0)
     for au, expect_texture in ((6, True), (7, False)):
         values = np.array([5.0 if a == au else 0.0 for a in ALL])
         with_tex = _render(identity, {au: 5.0}).astype(np.int32)
-        without = face.render_frame(identity, ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0),
-                                    plain).astype(np.int32)
+        without = face.render_frame(
+            identity, ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0), plain
+        ).astype(np.int32)
         changed = np.abs(with_tex - without).sum()
         assert (changed > 5000) == expect_texture, f"AU{au}: texture change {changed}"
 
 
 def test_permanent_wrinkles_follow_their_strength():
-    identity = face.Identity(wrinkles=0.3)
+    identity = Identity(wrinkles=0.3)
     values = np.zeros(len(ALL))
     a = _render(identity, {}).astype(np.int32)
-    b = face.render_frame(identity, ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0),
-                          face.TextureStrengths(permanent=0.0)).astype(np.int32)
+    b = face.render_frame(
+        identity,
+        ALL,
+        values,
+        face.still_nuisance(1),
+        0,
+        96,
+        np.random.default_rng(0),
+        face.TextureStrengths(permanent=0.0),
+    ).astype(np.int32)
     assert np.abs(a - b).sum() > 1000
-    smooth = face.render_frame(face.Identity(wrinkles=0.0), ALL, values, face.still_nuisance(1), 0, 96,
-                               np.random.default_rng(0))
+    smooth = face.render_frame(
+        Identity(wrinkles=0.0), ALL, values, face.still_nuisance(1), 0, 96, np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(b, smooth)
 
 
 # --- blur, JPEG, colour, occlusion ----------------------------------------------------------------------------
+
 
 def _sharpness(image: np.ndarray) -> float:
     """Gradient energy (blur keeps an edge's total variation but spreads it, lowering its square)."""
@@ -315,7 +372,7 @@ def _sharpness(image: np.ndarray) -> float:
 
 
 def test_blur_and_jpeg_change_the_image_as_expected():
-    identity = face.draw_identity(np.random.default_rng(2))
+    identity = draw_identity(np.random.default_rng(2))
     sharp = _render(identity, {12: 3.0})
     for angle in (np.nan, 0.7):  # Gaussian, then motion blur
         track = face.still_nuisance(1)
@@ -333,7 +390,7 @@ def test_blur_and_jpeg_change_the_image_as_expected():
 
 
 def test_colour_cast_tints_the_image():
-    identity = face.Identity()
+    identity = Identity()
     track = face.still_nuisance(1)
     track.colour = np.array([[1.1, 1.0, 0.9]])
     warm = _render(identity, {}, nuisance=track).astype(np.float64)
@@ -374,10 +431,13 @@ def test_occlusion_episode_is_rare_smooth_and_lasting():
 
 @pytest.mark.parametrize("kind", ["hand", "hair"])
 def test_occluder_covers_the_face_while_present(kind):
-    identity = face.draw_identity(np.random.default_rng(4))
+    identity = draw_identity(np.random.default_rng(4))
     strengths = replace(OFF, occlusion_prob=1.0)
-    track = next(t for s in range(50)
-                 if (t := face.sample_nuisance(120, np.random.default_rng(s), strengths)).occlusion.kind == kind)
+    track = next(
+        t
+        for s in range(50)
+        if (t := face.sample_nuisance(120, np.random.default_rng(s), strengths)).occlusion.kind == kind
+    )
     occ = track.occlusion
     peak, absent = int(np.argmax(occ.amount)), int(np.argmin(occ.amount))
     assert occ.amount[absent] == 0
@@ -391,19 +451,21 @@ def test_occluder_covers_the_face_while_present(kind):
 
 # --- drawing into a scene, geometry, template -----------------------------------------------------------------
 
+
 def test_draw_face_into_a_larger_canvas_matches_the_aligned_crop():
-    identity = face.draw_identity(np.random.default_rng(3))
+    identity = draw_identity(np.random.default_rng(3))
     still = face.still_nuisance(1)
     values = np.zeros(len(ALL))
     values[ALL.index(12)] = 4.0
     size, ox, oy = 96, 57, 83
     crop = face.render_frame(identity, ALL, values, still, 0, size, np.random.default_rng(0))
     canvas = np.zeros((300, 400, 3), np.uint8)
-    canvas[oy:oy + size, ox:ox + size] = drawing._background(face._model(identity)[1].background, size)
-    geometry = face.draw_face_into(canvas, identity, ALL, values, still, 0, size, (size / 2 - 0.5 + ox,
-                                                                                   size / 2 - 0.5 + oy))
+    canvas[oy : oy + size, ox : ox + size] = drawing._background(face._model(identity)[1].background, size)
+    geometry = face.draw_face_into(
+        canvas, identity, ALL, values, still, 0, size, (size / 2 - 0.5 + ox, size / 2 - 0.5 + oy)
+    )
     inner = slice(2, size - 2)  # polygons clipped at the crop's border anti-alias a little differently
-    np.testing.assert_array_equal(canvas[oy:oy + size, ox:ox + size][inner, inner], crop[inner, inner])
+    np.testing.assert_array_equal(canvas[oy : oy + size, ox : ox + size][inner, inner], crop[inner, inner])
     aligned = face.face_geometry(identity, ALL, values, still, 0, size)
     np.testing.assert_allclose(geometry.eye_centres, aligned.eye_centres + [ox, oy], atol=1e-9)
     np.testing.assert_allclose(np.array(geometry.face_box), np.array(aligned.face_box) + [ox, oy, ox, oy], atol=1e-9)
@@ -416,16 +478,12 @@ def test_alignment_template_is_the_neutral_faces_points_as_crop_fractions():
     assert 0.2 < lx < 0.5 < rx < 0.8 and abs(ly - ry) < 1e-9 and 0.3 < ly < 0.5
     assert abs((lx + rx) / 2 - 0.5) < 1e-9  # the canonical face is centred
     for size in (64, 112):
-        geometry = face.face_geometry(face.Identity(), ALL, np.zeros(len(ALL)), face.still_nuisance(1), 0, size)
+        geometry = face.face_geometry(Identity(), ALL, np.zeros(len(ALL)), face.still_nuisance(1), 0, size)
         np.testing.assert_allclose((geometry.points5 + 0.5) / size, np.array(list(template.values())), atol=1e-9)
     assert template["left_eye"][1] < template["nose_tip"][1] < template["mouth_left"][1]
 
 
 def test_preview_shows_texture_cues_nuisances_and_a_scene_with_its_truth(tmp_path):
-    import cv2
-
-    from ks_runtime.synth.preview import TEXTURE_CUES, nuisance_panel, render_preview, scene_panel, texture_panel
-
     size = 64
     cues = texture_panel(size)
     assert cues.shape[0] >= len(TEXTURE_CUES) * size and cues.dtype == np.uint8

@@ -1,4 +1,4 @@
-"""SynthAU's label process (ks_runtime/synth/labels.py) and its statistics (ks_runtime/synth/stats.py)."""
+"""SynthAU's label process (ks_runtime/synth/labels.py), its fit (label_fit.py) and its statistics (stats.py)."""
 
 import argparse
 import json
@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from ks_runtime.core.au import BP4D, DISFA, AUSet
-from ks_runtime.synth import labels, stats
+from ks_runtime.synth import label_fit, labels, stats
 
 
-def _track(au_set: AUSet, seed: int, task: int = 0, frames: int = 300,
-           fps: float = 25.0) -> labels.LabelTrack:
+def _track(au_set: AUSet, seed: int, task: int = 0, frames: int = 300, fps: float = 25.0) -> labels.LabelTrack:
     model = labels.label_model(au_set)
     rng = np.random.default_rng(seed)
     return labels.sample_labels(model, labels.draw_label_traits(model, rng), task, frames, rng, fps=fps)
@@ -24,6 +23,7 @@ def moderate_bp4d() -> stats.LabelStats:
 
 
 # --- the process -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("au_set", [BP4D, DISFA])
 def test_shapes_dtypes_and_rendered_superset(au_set):
@@ -71,9 +71,11 @@ def test_intensity_bounded_smooth_and_occurrence_is_intensity_at_level():
 
 def test_time_constants_scale_with_fps():
     """At 50 fps an expression lasts twice as many frames as at 25 fps."""
+
     def median_run(fps: float) -> float:
-        occurrences = [_track(BP4D, seed=s, task=s % labels.N_TASKS, frames=600, fps=fps).occurrence
-                       for s in range(150)]
+        occurrences = [
+            _track(BP4D, seed=s, task=s % labels.N_TASKS, frames=600, fps=fps).occurrence for s in range(150)
+        ]
         return float(np.nanmedian(stats.median_run_lengths(occurrences)))
 
     assert 1.6 < median_run(50.0) / median_run(25.0) < 2.4
@@ -99,20 +101,21 @@ def test_moderate_draw_marginals_and_pair_signs(moderate_bp4d):
 
 def test_analytic_mixture_hits_target_rates():
     model = labels.label_model(BP4D)
-    rates = labels.mixture_rates(model.threshold, labels.total_covariance(model.frame_correlation))
+    rates = label_fit.mixture_rates(model.threshold, label_fit.total_covariance(model.frame_correlation))
     for au, target in labels.TARGETS["bp4d"].rates.items():
         assert rates[labels.RENDERED_AUS.index(au)] == pytest.approx(target, abs=1e-3)
 
 
 def test_subjects_differ_a_lot():
-    """Per-subject AU1 rates over all tasks spread like BP4D's (about .01 to .70)."""
+    """Per-subject AU1 rates over all tasks spread widely, as BP4D's do (docs/synthau.md, 'Labels')."""
     model = labels.label_model(BP4D)
     column = BP4D.index(1)
     rates = []
     for s in range(40):
         traits = labels.draw_label_traits(model, np.random.default_rng([3, s]))
-        tracks = [labels.sample_labels(model, traits, k, 200, np.random.default_rng([3, s, k]))
-                  for k in range(labels.N_TASKS)]
+        tracks = [
+            labels.sample_labels(model, traits, k, 200, np.random.default_rng([3, s, k])) for k in range(labels.N_TASKS)
+        ]
         rates.append(np.mean([track.occurrence[:, column].mean() for track in tracks]))
     assert min(rates) < 0.05 and max(rates) > 0.45
 
@@ -139,8 +142,7 @@ def test_tasks_differ():
 
 TOY = AUSet("toy", (1, 2))
 # AU1 ends sequence 1 and starts sequence 2: two runs, not one.
-TOY_SEQUENCES = [np.array([[1, 1], [1, 1], [0, 0], [1, 0]], dtype=np.int8),
-                 np.array([[1, 0], [0, 0]], dtype=np.int8)]
+TOY_SEQUENCES = [np.array([[1, 1], [1, 1], [0, 0], [1, 0]], dtype=np.int8), np.array([[1, 0], [0, 0]], dtype=np.int8)]
 
 
 def test_run_lengths_stay_within_sequences():
@@ -173,7 +175,8 @@ def test_phi_from_conditional_matches_bp4d_table():
     assert labels.phi_from_conditional(0.85, rates[12], rates[6]) == pytest.approx(0.54, abs=0.01)
 
 
-# --- acceptance (SYNTH_AU.md): 2,000 label-only sequences, a few seconds --------------------------------
+# --- acceptance (docs/synthau.md, 'Labels'): 2,000 label-only sequences, a few seconds -------------------
+
 
 @pytest.mark.parametrize("au_set", [BP4D, DISFA])
 def test_acceptance_large_draw(au_set):
@@ -186,6 +189,7 @@ def test_acceptance_large_draw(au_set):
 
 
 # --- the command -----------------------------------------------------------------------------------------
+
 
 def _command(argv: list[str]) -> argparse.Namespace:
     from ks_train.commands import synth_stats
@@ -213,12 +217,14 @@ def test_command_json_and_realised_set_never_fail(capsys):
 
 # --- the stored constants come from the fit ----------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("au_set", [BP4D, DISFA])
 def test_fit_reproduces_stored_constants(au_set):
-    fitted = labels.fit_label_model(au_set)
+    fitted = label_fit.fit_label_model(au_set)
     stored = labels._FITTED[au_set.name]
     np.testing.assert_allclose(fitted.thresholds, stored.thresholds, atol=2e-4)
-    np.testing.assert_allclose([c for *_, c in fitted.pair_correlations],
-                               [c for *_, c in stored.pair_correlations], atol=2e-3)
+    np.testing.assert_allclose(
+        [c for *_, c in fitted.pair_correlations], [c for *_, c in stored.pair_correlations], atol=2e-3
+    )
     np.testing.assert_allclose(fitted.taus, stored.taus, rtol=0.01)

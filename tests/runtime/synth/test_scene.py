@@ -17,12 +17,16 @@ from ks_runtime.synth.generate import (
     sequence_rng,
     task_profiles,
 )
+from ks_runtime.synth.identity import draw_identity
 
 # Geometry checks want the face unhidden: no occluder, blur or JPEG; pose, lighting and noise stay on.
 CLEAN = face.NuisanceStrengths(occlusion_prob=0.0, blur_prob=0.0, jpeg_prob=0.0)
 CFG = SynthConfig(size="tiny", frames=40, subjects=3, tasks=2, seed=1, nuisance=CLEAN)
-NO_CAMERA = CFG.with_overrides(nuisance=face.NuisanceStrengths(occlusion_prob=0.0, blur_prob=0.0, jpeg_prob=0.0,
-                                                               noise=0.0, lighting=0.0, colour_cast=0.0))
+NO_CAMERA = CFG.with_overrides(
+    nuisance=face.NuisanceStrengths(
+        occlusion_prob=0.0, blur_prob=0.0, jpeg_prob=0.0, noise=0.0, lighting=0.0, colour_cast=0.0
+    )
+)
 SIZE = (320, 240)
 OPTIONS = scene.SceneOptions(face_width_px=(60.0, 130.0), exit_prob=0.0)
 
@@ -38,9 +42,14 @@ def _luma(image: np.ndarray) -> np.ndarray:
 
 # --- the generator: config and labels -----------------------------------------------------------------------
 
+
 def test_config_round_trips_with_nested_strengths_and_version():
-    cfg = SynthConfig(size="tiny", nuisance=face.NuisanceStrengths(blur_prob=0.3, jpeg_quality_min=40.0),
-                      texture=face.TextureStrengths(crow=0.5, chin=2.0), quirk_scale=0.4)
+    cfg = SynthConfig(
+        size="tiny",
+        nuisance=face.NuisanceStrengths(blur_prob=0.3, jpeg_quality_min=40.0),
+        texture=face.TextureStrengths(crow=0.5, chin=2.0),
+        quirk_scale=0.4,
+    )
     data = json.loads(json.dumps(cfg.to_dict()))
     assert data["version"] == GENERATOR_VERSION == "2.1"
     assert SynthConfig.from_dict(data) == cfg
@@ -54,9 +63,15 @@ def test_config_round_trips_with_nested_strengths_and_version():
 def test_labels_are_the_label_process_alone_whatever_is_rendered(au_set):
     """Rendering draws from its own streams: labels equal the label process run by hand, for any pixel settings."""
     plain = SynthConfig(size="tiny", au_set=au_set, frames=30, seed=5)
-    busy = SynthConfig(size="tiny", au_set=au_set, frames=30, seed=5, quirk_scale=0.0,
-                       nuisance=face.NuisanceStrengths(occlusion_prob=1.0, blur_prob=0.5),
-                       texture=face.TextureStrengths(crow=0.0))
+    busy = SynthConfig(
+        size="tiny",
+        au_set=au_set,
+        frames=30,
+        seed=5,
+        quirk_scale=0.0,
+        nuisance=face.NuisanceStrengths(occlusion_prob=1.0, blur_prob=0.5),
+        texture=face.TextureStrengths(crow=0.0),
+    )
     model = labels.label_model(plain.aus)
     for subject, task in ((0, 0), (4, 1)):
         traits = labels.draw_label_traits(model, sequence_rng(plain, subject))
@@ -71,7 +86,7 @@ def test_labels_are_the_label_process_alone_whatever_is_rendered(au_set):
 
 def test_quirk_scale_and_texture_reach_the_pixels():
     base = SynthConfig(size="tiny", frames=3, subjects=6, seed=2)
-    quirky = [s for s in range(6) if face.draw_identity(sequence_rng(base, s)).quirks]  # same draws as the generator
+    quirky = [s for s in range(6) if draw_identity(sequence_rng(base, s)).quirks]  # same draws as the generator
     assert quirky
     subject = quirky[0]
     frames = generate_sequence(base, subject, 0).frames
@@ -82,6 +97,7 @@ def test_quirk_scale_and_texture_reach_the_pixels():
 
 
 # --- scene mode -----------------------------------------------------------------------------------------------
+
 
 def test_shapes_labels_and_determinism(scenes):
     for s, seq in enumerate(scenes):
@@ -103,10 +119,10 @@ def test_eye_centres_land_on_the_eyes(scenes):
     for seq in scenes:
         for t in range(0, CFG.frames, 4):
             frame, (x0, y0, x1, y1) = _luma(seq.frames[t]), seq.face_box[t].round().astype(int)
-            skin = np.median(frame[max(y0, 0):y1, max(x0, 0):x1])
+            skin = np.median(frame[max(y0, 0) : y1, max(x0, 0) : x1])
             for x, y in seq.eyes[t]:
                 xi, yi = int(round(x)), int(round(y))
-                patch = frame[yi - 1:yi + 2, xi - 1:xi + 2]
+                patch = frame[yi - 1 : yi + 2, xi - 1 : xi + 2]
                 assert patch.min() < 0.75 * skin, f"{seq.subject} frame {t}: eye centre ({x:.1f}, {y:.1f}) not dark"
             assert seq.eyes[t, 0, 0] < seq.eyes[t, 1, 0]  # image-left eye first
 
@@ -123,7 +139,7 @@ def test_face_box_is_where_the_face_is(monkeypatch):
     skin = np.all(renders[0].frames == skin_rgb, axis=-1)  # plain skin: the face oval and the nose (not the neck)
     for i in range(3):
         x0, y0, x1, y1 = renders[0].face_box[i]
-        inside = foreground[i, int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)]
+        inside = foreground[i, int(np.ceil(y0)) : int(y1), int(np.ceil(x0)) : int(x1)]
         assert inside.mean() > 0.85  # the box lies on the face (its lower corners touch the neck and jaw)
         ys, xs = np.nonzero(skin[i])
         assert len(xs) > 2000
@@ -166,6 +182,7 @@ def test_frame_size_checked():
 
 
 # --- files ----------------------------------------------------------------------------------------------------
+
 
 def test_lossless_video_and_truth_round_trip(scenes, tmp_path):
     seq = scenes[0]
