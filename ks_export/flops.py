@@ -47,8 +47,9 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
 
 
-def fix_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None = None,
-                     default_dim: int = 1) -> onnx.ModelProto:
+def fix_input_shapes(
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None = None, default_dim: int = 1
+) -> onnx.ModelProto:
     """A copy of `model` whose graph inputs have concrete shapes: `shapes[name]` where given, else every symbolic
     or unknown dimension set to `default_dim` (the batch, for our graphs)."""
     shapes = dict(shapes or {})
@@ -69,8 +70,10 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
             dim.Clear()
             dim.dim_value = size
     if shapes:
-        raise ValueError(f"shapes given for unknown inputs {sorted(shapes)}; the graph's inputs are "
-                         f"{[v.name for v in fixed.graph.input if v.name not in initializers]}")
+        raise ValueError(
+            f"shapes given for unknown inputs {sorted(shapes)}; the graph's inputs are "
+            f"{[v.name for v in fixed.graph.input if v.name not in initializers]}"
+        )
     return fixed
 
 
@@ -112,6 +115,7 @@ def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
 
 def node_macs(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) -> int | None:
     """Multiply-adds of one node, or None when a shape it needs is unknown; 0 for ops that are not counted."""
+
     def shape(index: int) -> list[int | None] | None:
         return shapes.get(node.input[index]) if index < len(node.input) and node.input[index] else None
 
@@ -143,8 +147,9 @@ def node_macs(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) -> i
     return 0
 
 
-def count_flops(model: onnx.ModelProto | Path | str, shapes: Mapping[str, Sequence[int]] | None = None,
-                default_dim: int = 1) -> FlopCount:
+def count_flops(
+    model: onnx.ModelProto | Path | str, shapes: Mapping[str, Sequence[int]] | None = None, default_dim: int = 1
+) -> FlopCount:
     """FLOPs (2 x multiply-adds) of the graph's counted ops at the given input shapes.
 
     shapes: input name -> concrete shape; inputs not named get every dynamic dimension set to `default_dim`.
@@ -167,6 +172,10 @@ def count_flops(model: onnx.ModelProto | Path | str, shapes: Mapping[str, Sequen
         by_op[node.op_type] = by_op.get(node.op_type, 0) + 2 * macs
         total += 2 * macs
     if unresolved:
-        log.warning("%d %s node(s) left uncounted: shape inference could not give their shapes (%s ...)",
-                    len(unresolved), "/".join(COUNTED_OPS), ", ".join(unresolved[:3]))
+        log.warning(
+            "%d %s node(s) left uncounted: shape inference could not give their shapes (%s ...)",
+            len(unresolved),
+            "/".join(COUNTED_OPS),
+            ", ".join(unresolved[:3]),
+        )
     return FlopCount(total, by_op, counted, tuple(unresolved))

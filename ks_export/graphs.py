@@ -1,7 +1,7 @@
 """The three inference graphs as torch modules with plain tensor signatures, and the checkpoint they come from.
 
 Each module's forward arguments carry the bundle's tensor names, so the exporter's dynamic shapes and input
-names line up with ks_runtime.bundle's constants. Everything runs in eval mode: dropout off, BatchNorm frozen.
+names line up with ks_runtime.core.bundle's constants. Everything runs in eval mode: dropout off, BatchNorm frozen.
 """
 
 from __future__ import annotations
@@ -93,11 +93,15 @@ def load_ks_checkpoint(path: Path | str) -> LoadedCheckpoint:
     state = load_checkpoint(path)
     config = ExperimentConfig.from_dict(state["config"])
     if config.method != "ks":
-        raise ExportError(f"{state['path']}: method {config.method!r}; only Knowledge-Spreader ('ks') checkpoints "
-                          f"export in this version")
+        raise ExportError(
+            f"{state['path']}: method {config.method!r}; only Knowledge-Spreader ('ks') checkpoints "
+            f"export in this version"
+        )
     if config.model.clip_stride == 0:  # the trainer writes the stride it resolved; 0 means it never ran
-        raise ExportError(f"{state['path']}: model.clip_stride is 0 (the label spacing, resolved by ks-train fit); "
-                          f"this checkpoint was not written by the trainer: set the stride it was trained with")
+        raise ExportError(
+            f"{state['path']}: model.clip_stride is 0 (the label spacing, resolved by ks-train fit); "
+            f"this checkpoint was not written by the trainer: set the stride it was trained with"
+        )
     model = create_method(config).build_model()
     load_model_state(model, state)
     model.eval()
@@ -111,12 +115,14 @@ def graph_modules(model: KSModel) -> dict[str, nn.Module]:
     return {role: cls(model).eval() for role, cls in GRAPH_MODULES.items()}
 
 
-def random_inputs(role: str, batch: int, clip_len: int, n_aus: int, size: int, generator: torch.Generator,
-                  key_slot: int | None = None) -> tuple[torch.Tensor, ...]:
+def random_inputs(
+    role: str, batch: int, clip_len: int, n_aus: int, size: int, generator: torch.Generator, key_slot: int | None = None
+) -> tuple[torch.Tensor, ...]:
     """Fresh random inputs for a graph; logits ~ N(0, 2^2) span the sigmoid's useful range.
 
     Key slots are `key_slot` for the whole batch, or random per item when None.
     """
+
     def normal(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * scale
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ks_export import ExportError
+from ks_export.parity import Tolerance, compare_outputs
 from ks_runtime.core.bundle import BATCH
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class ExportedGraph:
 
     role: str
     path: Path
-    exporter: str    # "dynamo" or "legacy"
+    exporter: str  # "dynamo" or "legacy"
     simplifier: str  # e.g. "onnxslim: 171 -> 160 nodes" or why it was not kept
     opset: int
 
@@ -45,8 +46,9 @@ class ExportedGraph:
 def _probe_model(opset: int) -> bytes:
     x, y = (onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1]) for name in "xy")
     graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
-                                  ir_version=8).SerializeToString()
+    return onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", opset)], ir_version=8
+    ).SerializeToString()
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,9 +72,11 @@ def resolve_opset(opset: int | None) -> int:
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the model needs opset >= {MIN_OPSET} (LayerNormalization)")
     if opset > max_ort_opset():  # never above onnx's own newest opset: the probe does not go higher
-        raise ExportError(f"--opset {opset}: the installed onnxruntime {ort.__version__} runs opsets up to "
-                          f"{max_ort_opset()} (onnx {onnx.__version__} knows up to {onnx.defs.onnx_opset_version()}); "
-                          f"export at {max_ort_opset()} or lower, or upgrade onnxruntime")
+        raise ExportError(
+            f"--opset {opset}: the installed onnxruntime {ort.__version__} runs opsets up to "
+            f"{max_ort_opset()} (onnx {onnx.__version__} knows up to {onnx.defs.onnx_opset_version()}); "
+            f"export at {max_ort_opset()} or lower, or upgrade onnxruntime"
+        )
     return opset
 
 
@@ -103,9 +107,18 @@ def quiet_loggers(names: Sequence[str] = EXPORTER_LOGGERS, level: int = logging.
 def _export_dynamo(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
     batch = torch.export.Dim(BATCH, min=1)
     with quiet_loggers():
-        torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, verbose=False,
-                          input_names=list(module.input_names), output_names=list(module.output_names),
-                          dynamic_shapes={name: {0: batch} for name in module.input_names}, external_data=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            input_names=list(module.input_names),
+            output_names=list(module.output_names),
+            dynamic_shapes={name: {0: batch} for name in module.input_names},
+            external_data=False,
+        )
     written = model_opset(onnx.load(str(path), load_external_data=False))
     if written != opset:
         raise ExportError(f"{path}: the dynamo exporter wrote opset {written}, not the requested {opset}")
@@ -114,13 +127,22 @@ def _export_dynamo(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path
 def _export_legacy(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
     axes = {name: {0: BATCH} for name in (*module.input_names, *module.output_names)}
     with quiet_loggers():
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=list(module.input_names), output_names=list(module.output_names),
-                          dynamic_axes=axes)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=list(module.input_names),
+            output_names=list(module.output_names),
+            dynamic_axes=axes,
+        )
 
 
-def export_module(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int,
-                  exporter: str = "dynamo") -> str:
+def export_module(
+    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int, exporter: str = "dynamo"
+) -> str:
     """Export `module` (eval mode, inputs with a batch of >= 2) to `path`; returns the exporter that worked."""
     if module.training:
         raise ExportError(f"{path}: refusing to export a module in training mode (dropout would be on)")
@@ -131,8 +153,12 @@ def export_module(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
             _export_dynamo(module, args, path, opset)
             return "dynamo"
         except Exception as error:  # torch.export raises many types; the legacy exporter is the documented fallback
-            log.warning("%s: the dynamo exporter failed (%s: %s); falling back to the legacy TorchScript exporter",
-                        path, type(error).__name__, str(error).strip().splitlines()[0][:300] if str(error) else "")
+            log.warning(
+                "%s: the dynamo exporter failed (%s: %s); falling back to the legacy TorchScript exporter",
+                path,
+                type(error).__name__,
+                str(error).strip().splitlines()[0][:300] if str(error) else "",
+            )
     try:
         _export_legacy(module, args, path, opset)
     except Exception as error:
@@ -154,6 +180,7 @@ def check_graph(path: Path, opset: int) -> onnx.ModelProto:
 
 def io_signature(model: onnx.ModelProto) -> list[tuple[str, list]]:
     """(name, dims) of every graph input and output; symbolic dims by name."""
+
     def dims(value) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
@@ -182,7 +209,7 @@ def run_onnx(model: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> lis
 
 def simplify_if_equal(path: Path, feeds: Sequence[dict[str, np.ndarray]], atol: float = SIMPLIFY_ATOL) -> str:
     """Run onnxslim on `path`; keep the result only if its inputs, outputs and their values stay the same."""
-    import onnxslim
+    import onnxslim  # deferred: onnxslim (the export extra; only the export's simplification step needs it)
 
     original = onnx.load(str(path))
     try:
@@ -195,12 +222,20 @@ def simplify_if_equal(path: Path, feeds: Sequence[dict[str, np.ndarray]], atol: 
     if not same_signature(original, slim) or model_opset(slim) != model_opset(original):
         log.warning("%s: onnxslim changed the graph's inputs, outputs or opset; keeping the exported graph", path)
         return "onnxslim changed the signature; not kept"
-    worst = 0.0
-    for feed in feeds:
-        for a, b in zip(run_onnx(original, feed), run_onnx(slim, feed), strict=True):
-            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0)
-    if worst > atol:
-        log.warning("%s: onnxslim's graph differs by %.3g (> %.0e); keeping the exported graph", path, worst, atol)
+    names = [o.name for o in original.graph.output]
+    checks = [
+        parity
+        for feed in feeds
+        for parity in compare_outputs(
+            dict(zip(names, run_onnx(slim, feed), strict=True)),
+            dict(zip(names, run_onnx(original, feed), strict=True)),
+            Tolerance(atol=atol),
+        )
+    ]
+    worst = max((parity.max_abs for parity in checks), default=0.0)
+    failed = [parity for parity in checks if not parity.ok]
+    if failed:
+        log.warning("%s: onnxslim's graph differs (%s); keeping the exported graph", path, failed[0].report())
         return f"onnxslim not kept (outputs differ by {worst:.2g})"
     onnx.save(slim, str(path))
     return f"onnxslim: {before} -> {after} nodes, outputs equal (max diff {worst:.1g})"

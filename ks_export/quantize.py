@@ -90,12 +90,23 @@ def quantize_encoder(fp32_path: Path, out_path: Path, frames: np.ndarray) -> dic
             prepared = fp32_path
         try:
             with quiet_loggers(QUANT_LOGGERS, logging.WARNING), _without_axis_warnings():
-                quantize_static(str(prepared), str(out_path), FrameReader(frames), quant_format=QuantFormat.QDQ,
-                                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                                calibrate_method=CalibrationMethod.MinMax,
-                                calibration_providers=["CPUExecutionProvider"])
+                quantize_static(
+                    str(prepared),
+                    str(out_path),
+                    FrameReader(frames),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    calibration_providers=["CPUExecutionProvider"],
+                )
         except Exception as error:
             raise ExportError(f"{out_path}: INT8 quantisation failed ({type(error).__name__}: {error})") from error
-    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8, per channel",
-            "activations": "uint8", "calibration": {"method": "MinMax", "frames": int(len(frames)),
-                                                   "batch": CALIB_BATCH}}
+    return {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weights": "int8, per channel",
+        "activations": "uint8",
+        "calibration": {"method": "MinMax", "frames": int(len(frames)), "batch": CALIB_BATCH},
+    }

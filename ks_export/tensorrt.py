@@ -5,7 +5,7 @@ Every export writes `trt/build_engines.sh`: the trtexec commands that build the 
 Jetson user builds on the device itself. `ks-export --trt` also builds them here when TensorRT and a GPU
 are present: explicit batch, one optimisation profile over the batch axis (min/opt/max), FP16/INT8 by the
 rules of `build_step`, a timing cache shared by the builds, engines named by GPU and TensorRT version
-(ks_runtime.engine_trt.engine_file_name) and recorded in the manifest's `tensorrt` field.
+(ks_runtime.engine.trt.engine_file_name) and recorded in the manifest's `tensorrt` field.
 
 Precision differs by TensorRT major version, and `build_step` is the one rule both paths follow:
 TensorRT 8/9 builds FP16 with the FP16 flag (weak typing) and INT8 from Q/DQ nodes with the INT8 flag;
@@ -14,21 +14,30 @@ typing is deprecated there, and explicit quantization wants strong typing); Tens
 flags at all: precision comes from the graph. TensorRT's Q/DQ must be symmetric int8 (zero point 0), so the
 CPU's INT8 encoder (uint8 activations) does not serve: --trt --int8 adds encoder.int8.trt.onnx.
 
-The Python builder is written against TensorRT's documented API and has not run here (no GPU, no TensorRT).
+The Python builder is written against TensorRT's documented API; docs/gpu.md says where it has run.
+The recipe's fixed part is the shell template ks_export/templates/build_engines.sh.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import string
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ks_export import ExportError
+from ks_export.onnx_export import quiet_loggers
+from ks_export.quantize import CALIB_BATCH, QUANT_LOGGERS, FrameReader
 from ks_runtime.core.bundle import GRAPH_FILES, TRT_DIR, GraphSpec, sha256_file
 from ks_runtime.engine import gpu_probe
 from ks_runtime.engine.trt import (
@@ -47,6 +56,13 @@ INT8_TRT_FILE = "encoder.int8.trt.onnx"
 FP16_FILES = {role: GRAPH_FILES[role].replace(".onnx", ".fp16.onnx") for role in GRAPH_FILES}
 DEFAULT_WORKSPACE_MIB = 2048
 TRT_MAJORS = (8, 10, 11)  # the precision rules change at 10 (strong typing) and 11 (no precision flags)
+# The recipe's engines: (graph, precision, the script's variable that must be 1 for it, "" for always).
+RECIPE_JOBS = (
+    ("encoder", "fp16", ""),
+    ("head", HEAD_PRECISION, ""),
+    ("encoder", "int8", "INT8"),
+    ("clip", "fp16", "CLIP"),
+)
 
 
 @dataclass(frozen=True)
@@ -79,17 +95,21 @@ def build_step(trt_major: int, role: str, precision: str, files: set[str]) -> Bu
         if role != "encoder" or INT8_TRT_FILE not in files:
             return None
         if trt_major >= 10:
-            return BuildStep(role, precision, INT8_TRT_FILE, ("--stronglyTyped",) if trt_major == 10 else (),
-                             strongly_typed=True)
+            return BuildStep(
+                role, precision, INT8_TRT_FILE, ("--stronglyTyped",) if trt_major == 10 else (), strongly_typed=True
+            )
         return BuildStep(role, precision, INT8_TRT_FILE, ("--int8", "--fp16"), ("INT8", "FP16"))
     raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
 
 
 def profile_shapes(spec: GraphSpec, profile: BatchProfile) -> dict[str, tuple[tuple[int, ...], ...]]:
     """Each input's (min, opt, max) shape: the manifest's shape with the batch axis at the profile's sizes."""
-    return {t.name: tuple(tuple(b if d == "B" else int(d) for d in t.shape) for b in (profile.min, profile.opt,
-                                                                                       profile.max))
-            for t in spec.inputs}
+    return {
+        t.name: tuple(
+            tuple(b if d == "B" else int(d) for d in t.shape) for b in (profile.min, profile.opt, profile.max)
+        )
+        for t in spec.inputs
+    }
 
 
 def shapes_flag(shapes: dict[str, tuple[tuple[int, ...], ...]], which: int) -> str:
@@ -97,24 +117,30 @@ def shapes_flag(shapes: dict[str, tuple[tuple[int, ...], ...]], which: int) -> s
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims[which])}" for name, dims in shapes.items())
 
 
-def trtexec_args(step: BuildStep, spec: GraphSpec, profile: BatchProfile, engine: str, cache: str,
-                 workspace: str) -> list[str]:
+def trtexec_args(
+    step: BuildStep, spec: GraphSpec, profile: BatchProfile, engine: str, cache: str, workspace: str
+) -> list[str]:
     """The trtexec arguments that build one engine (paths as given: they may be shell expressions)."""
     shapes = profile_shapes(spec, profile)
-    return [f"--onnx={step.source}", f"--saveEngine={engine}", f"--minShapes={shapes_flag(shapes, 0)}",
-            f"--optShapes={shapes_flag(shapes, 1)}", f"--maxShapes={shapes_flag(shapes, 2)}", *step.trtexec_flags,
-            f"--timingCacheFile={cache}", f"--memPoolSize=workspace:{workspace}"]
+    return [
+        f"--onnx={step.source}",
+        f"--saveEngine={engine}",
+        f"--minShapes={shapes_flag(shapes, 0)}",
+        f"--optShapes={shapes_flag(shapes, 1)}",
+        f"--maxShapes={shapes_flag(shapes, 2)}",
+        *step.trtexec_flags,
+        f"--timingCacheFile={cache}",
+        f"--memPoolSize=workspace:{workspace}",
+    ]
 
 
 # --- the recipe ------------------------------------------------------------------------------------------------
 
-_PROBE = """\
-import ctypes, sys
-cuda = ctypes.CDLL("libcuda.so.1")
-name, dev = ctypes.create_string_buffer(256), ctypes.c_int(0)
-ok = cuda.cuInit(0) == 0 and cuda.cuDeviceGet(ctypes.byref(dev), int(sys.argv[1])) == 0
-ok = ok and cuda.cuDeviceGetName(name, 256, dev) == 0
-print(name.value.decode() if ok else "")"""
+
+class _RecipeTemplate(string.Template):
+    """The recipe template's placeholders are @@{name}: "$" belongs to the shell."""
+
+    delimiter = "@@"
 
 
 def _quote_word(text: str) -> str:
@@ -122,126 +148,96 @@ def _quote_word(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`") + '"'
 
 
-def recipe_text(specs: dict[str, GraphSpec], files: set[str], profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
-                workspace_mib: int = DEFAULT_WORKSPACE_MIB, producer: str = "ks-export") -> str:
-    """trt/build_engines.sh: the trtexec commands for every TensorRT major version, chosen at run time."""
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Build this Knowledge-Spreader bundle's TensorRT engines on the GPU that will run them (a Jetson too).",
-        f"# Written by {producer}; the same rules as `ks-export --trt` (ks_export/tensorrt.py: build_step).",
-        "#   bash trt/build_engines.sh [--int8] [--clip]     from anywhere; needs trtexec and an NVIDIA GPU",
-        "# --int8: also the INT8 encoder (explicit quantization from encoder.int8.trt.onnx, symmetric Q/DQ);",
-        "# --clip: also the fused clip engine (Triton's tensorrt_plan model). Engines are tied to the GPU model",
-        "# and the TensorRT release, so their names carry both: trt/<graph>.<gpu>.trt<x.y.z>.<precision>.plan,",
-        "# which `ks-run --engine trt` finds by itself. Environment: TRTEXEC (path to trtexec), KS_GPU_INDEX",
-        "# (default 0), KS_GPU_NAME and KS_TRT_VERSION (override the probes), KS_TRT_WORKSPACE_MIB.",
-        "set -euo pipefail",
-        'BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"',
-        'cd "$BUNDLE"',
-        "INT8=0; CLIP=0",
-        'for arg in "$@"; do case "$arg" in --int8) INT8=1 ;; --clip) CLIP=1 ;; '
-        '*) echo "usage: $0 [--int8] [--clip]" >&2; exit 2 ;; esac; done',
-        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        '[ -x "$TRTEXEC" ] || { echo "trtexec not found: put TensorRT\'s bin/ on PATH or set TRTEXEC" >&2; exit 2; }',
-        'GPU_INDEX="${KS_GPU_INDEX:-0}"',
-        f'WORKSPACE="${{KS_TRT_WORKSPACE_MIB:-{workspace_mib}}}"',
-        "",
-        "# The GPU's name as the driver gives it (what the runtime reads), then nvidia-smi's.",
-        'GPU_NAME="${KS_GPU_NAME:-}"',
-        'if [ -z "$GPU_NAME" ]; then GPU_NAME="$(python3 - "$GPU_INDEX" 2>/dev/null <<\'PY\' || true',
-        _PROBE,
-        "PY",
-        ')"; fi',
-        'if [ -z "$GPU_NAME" ] && command -v nvidia-smi >/dev/null; then',
-        '  GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader -i "$GPU_INDEX" | head -n 1 || true)"; fi',
-        '[ -n "$GPU_NAME" ] || { echo "cannot name GPU $GPU_INDEX (no libcuda.so.1, no nvidia-smi); '
-        'set KS_GPU_NAME" >&2; exit 2; }',
-        "slug() { printf '%s' \"$1\" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9][^a-z0-9]*/-/g' "
-        "-e 's/^-//' -e 's/-$//'; }",
-        'GPU="$(slug "$GPU_NAME")"',
-        "",
-        "# The TensorRT release: Python's tensorrt if present, else trtexec's banner ([TensorRT v100300] = 10.3.0).",
-        'TRT_VERSION="${KS_TRT_VERSION:-$(python3 -c \'import tensorrt; print(tensorrt.__version__)\' 2>/dev/null '
-        '|| true)}"',
-        'if [ -z "$TRT_VERSION" ]; then',
-        '  CODE="$({ "$TRTEXEC" --help 2>&1 || true; } '
-        '| sed -n \'s/.*TensorRT v\\([0-9][0-9]*\\).*/\\1/p\' | head -n 1)"',
-        '  [ -n "$CODE" ] || { echo "cannot read the TensorRT version from $TRTEXEC; set KS_TRT_VERSION" >&2; '
-        "exit 2; }",
-        '  if [ "$CODE" -ge 100000 ]; then TRT_VERSION="$((CODE / 10000)).$((CODE / 100 % 100)).$((CODE % 100))"',
-        '  else TRT_VERSION="$((CODE / 1000)).$((CODE / 100 % 10)).$((CODE % 100))"; fi',
-        "fi",
-        "TRT_VERSION=\"$(printf '%s' \"$TRT_VERSION\" | cut -d. -f1-3)\"",
-        'case "$TRT_VERSION" in *.*.*) ;; *) TRT_VERSION="$TRT_VERSION.0" ;; esac',
-        'TRT_MAJOR="${TRT_VERSION%%.*}"',
-        'CACHE="trt/timing.$GPU.trt$TRT_VERSION.cache"',
-        'echo "building for $GPU_NAME ($GPU), TensorRT $TRT_VERSION, workspace ${WORKSPACE} MiB"',
-        "",
-        "build() {  # engine file, then trtexec arguments",
-        '  local engine="$1"; shift',
-        '  echo "== $engine"',
-        '  "$TRTEXEC" "$@"',
-        '  [ -s "$engine" ] || { echo "trtexec wrote no $engine" >&2; exit 1; }',
-        "}",
-        "skip() { echo \"== skipped $1: $2\" >&2; }",
-        "",
-    ]
-    jobs = [("encoder", "fp16", ""), ("head", HEAD_PRECISION, ""), ("encoder", "int8", "INT8"),
-            ("clip", "fp16", "CLIP")]
+def recipe_text(
+    specs: dict[str, GraphSpec],
+    files: set[str],
+    profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    producer: str = "ks-export",
+) -> str:
+    """trt/build_engines.sh: the trtexec commands for every TensorRT major version, chosen at run time.
+
+    The template (templates/build_engines.sh) probes the GPU and the TensorRT release; the engine commands
+    filled into it follow `build_step` for the ONNX `files` of the bundle."""
+    template = (resources.files("ks_export") / "templates" / "build_engines.sh").read_text(encoding="utf-8")
+    return _RecipeTemplate(template).substitute(
+        producer=producer, workspace_mib=workspace_mib, engine_builds=_engine_builds(specs, files, profiles)
+    )
+
+
+def _engine_builds(specs: dict[str, GraphSpec], files: set[str], profiles: dict[str, BatchProfile]) -> str:
+    """One branch per TensorRT major version (if/elif on $TRT_MAJOR), each building or skipping every job."""
     branches = {8: '"$TRT_MAJOR" -lt 10', 10: '"$TRT_MAJOR" -eq 10', 11: '"$TRT_MAJOR" -ge 11'}
+    lines = []
     for major in TRT_MAJORS:
         lines.append(f"{'if' if major == TRT_MAJORS[0] else 'elif'} [ {branches[major]} ]; then")
-        for role, precision, gate in jobs:
-            engine = f"trt/{role}.$GPU.trt$TRT_VERSION.{precision}.plan"
-            step = build_step(major, role, precision, files)
-            indent = "  " if not gate else "    "
-            if gate:
-                lines.append(f'  if [ "${gate}" = 1 ]; then')
-            if step is None:
-                why = (f"no {INT8_TRT_FILE} in the bundle (export with --trt --int8)" if precision == "int8" else
-                       f"TensorRT {major}+ takes precision from the graph and the bundle has no {FP16_FILES[role]} "
-                       f"(export with --fp16)")
-                lines.append(f"{indent}skip {_quote_word(engine)} {_quote_word(why)}")
-            else:
-                args = trtexec_args(step, specs[role], profiles[role], engine, "$CACHE", "$WORKSPACE")
-                words = f" \\\n{indent}    ".join(_quote_word(a) for a in args)
-                lines.append(f"{indent}build {_quote_word(engine)} \\\n{indent}    {words}")
-            if gate:
-                lines.append("  fi")
-    lines += ["fi", 'echo "done: engines in $BUNDLE/trt (ks-run --engine trt --device cuda:$GPU_INDEX finds them)"', ""]
+        for role, precision, gate in RECIPE_JOBS:
+            lines += _engine_job(major, role, precision, gate, specs[role], profiles[role], files)
+    lines.append("fi")
     return "\n".join(lines)
 
 
-def write_recipe(bundle: Path, specs: dict[str, GraphSpec], profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
-                 workspace_mib: int = DEFAULT_WORKSPACE_MIB, producer: str = "ks-export") -> dict:
+def _engine_job(
+    major: int, role: str, precision: str, gate: str, spec: GraphSpec, profile: BatchProfile, files: set[str]
+) -> list[str]:
+    """The script lines that build one engine on TensorRT `major`, or say why it cannot be built."""
+    engine = f"trt/{role}.$GPU.trt$TRT_VERSION.{precision}.plan"
+    step = build_step(major, role, precision, files)
+    indent = "    " if gate else "  "
+    if step is None:
+        why = (
+            f"no {INT8_TRT_FILE} in the bundle (export with --trt --int8)"
+            if precision == "int8"
+            else f"TensorRT {major}+ takes precision from the graph and the bundle has no {FP16_FILES[role]} "
+            f"(export with --fp16)"
+        )
+        lines = [f"{indent}skip {_quote_word(engine)} {_quote_word(why)}"]
+    else:
+        args = trtexec_args(step, spec, profile, engine, "$CACHE", "$WORKSPACE")
+        words = f" \\\n{indent}    ".join(_quote_word(a) for a in args)
+        lines = [f"{indent}build {_quote_word(engine)} \\\n{indent}    {words}"]
+    return [f'  if [ "${gate}" = 1 ]; then', *lines, "  fi"] if gate else lines
+
+
+def write_recipe(
+    bundle: Path,
+    specs: dict[str, GraphSpec],
+    profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    producer: str = "ks-export",
+) -> dict:
     """Write trt/build_engines.sh (executable) for the ONNX files now in `bundle`; returns its manifest entry."""
     files = {p.name for p in bundle.glob("*.onnx")}
     path = bundle / RECIPE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe_text(specs, files, profiles, workspace_mib, producer))
     path.chmod(0o755)
-    steps = {f"trt{major}": {f"{role}.{precision}": (None if s is None else
-                                                    {"source": s.source, "trtexec_flags": list(s.trtexec_flags),
-                                                     "strongly_typed": s.strongly_typed})
-                             for role, precision in (("encoder", "fp16"), ("head", HEAD_PRECISION),
-                                                     ("encoder", "int8"), ("clip", "fp16"))
-                             for s in [build_step(major, role, precision, files)]}
-             for major in TRT_MAJORS}
-    return {"file": RECIPE, "sha256": sha256_file(path), "command": f"bash <bundle>/{RECIPE} [--int8] [--clip]",
-            "steps": steps}
+    steps = {
+        f"trt{major}": {
+            f"{role}.{precision}": (
+                None
+                if s is None
+                else {"source": s.source, "trtexec_flags": list(s.trtexec_flags), "strongly_typed": s.strongly_typed}
+            )
+            for role, precision, _ in RECIPE_JOBS
+            for s in [build_step(major, role, precision, files)]
+        }
+        for major in TRT_MAJORS
+    }
+    return {
+        "file": RECIPE,
+        "sha256": sha256_file(path),
+        "command": f"bash <bundle>/{RECIPE} [--int8] [--clip]",
+        "steps": steps,
+    }
 
 
 # --- INT8 for TensorRT: symmetric Q/DQ ----------------------------------------------------------------------------
 
+
 def quantize_for_tensorrt(fp32_path: Path, out_path: Path, frames: np.ndarray) -> dict:
     """The encoder with symmetric int8 Q/DQ (zero point 0, activations and weights), on Conv/MatMul/Gemm only,
     calibrated on `frames`: what TensorRT's explicit quantization takes. Returns the settings (manifest)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from ks_export.onnx_export import quiet_loggers
-    from ks_export.quantize import CALIB_BATCH, QUANT_LOGGERS, FrameReader
-
     ops = ["Conv", "MatMul", "Gemm"]
     with tempfile.TemporaryDirectory(prefix="ks-quant-trt-") as tmp:
         prepared = Path(tmp) / "encoder.prep.onnx"
@@ -253,30 +249,41 @@ def quantize_for_tensorrt(fp32_path: Path, out_path: Path, frames: np.ndarray) -
             prepared = fp32_path
         try:
             with quiet_loggers(QUANT_LOGGERS + ("root",), logging.ERROR):
-                quantize_static(str(prepared), str(out_path), FrameReader(frames), quant_format=QuantFormat.QDQ,
-                                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-                                op_types_to_quantize=ops, calibrate_method=CalibrationMethod.MinMax,
-                                calibration_providers=["CPUExecutionProvider"],
-                                # TensorRT takes float biases (it fuses them); int32 bias Q/DQ is onnxruntime's own
-                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                               "QuantizeBias": False})
+                quantize_static(
+                    str(prepared),
+                    str(out_path),
+                    FrameReader(frames),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8,
+                    op_types_to_quantize=ops,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    calibration_providers=["CPUExecutionProvider"],
+                    # TensorRT takes float biases (it fuses them); int32 bias Q/DQ is onnxruntime's own
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                )
         except Exception as error:
-            raise ExportError(f"{out_path}: INT8 quantisation for TensorRT failed ({type(error).__name__}: "
-                              f"{error})") from error
+            raise ExportError(
+                f"{out_path}: INT8 quantisation for TensorRT failed ({type(error).__name__}: {error})"
+            ) from error
     problems = qdq_problems(out_path)
     if problems:
         raise ExportError(f"{out_path}: not TensorRT-ready Q/DQ: {'; '.join(problems[:3])}")
-    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "for": "TensorRT explicit INT8",
-            "weights": "int8 symmetric, per channel", "activations": "int8 symmetric", "biases": "float",
-            "ops": ops,
-            "calibration": {"method": "MinMax", "frames": int(len(frames)), "batch": CALIB_BATCH}}
+    return {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "for": "TensorRT explicit INT8",
+        "weights": "int8 symmetric, per channel",
+        "activations": "int8 symmetric",
+        "biases": "float",
+        "ops": ops,
+        "calibration": {"method": "MinMax", "frames": int(len(frames)), "batch": CALIB_BATCH},
+    }
 
 
 def qdq_problems(path: Path) -> list[str]:
     """Why TensorRT would refuse a Q/DQ graph: a zero point that is not int8 or not 0 (empty when none)."""
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load(str(path))
     constants = {t.name: t for t in model.graph.initializer}
     problems = []
@@ -294,6 +301,7 @@ def qdq_problems(path: Path) -> list[str]:
 
 # --- building with the Python API --------------------------------------------------------------------------------
 
+
 @dataclass
 class EngineBuild:
     """What `build_engines` did: the engines written (manifest entries) or why none were."""
@@ -309,8 +317,16 @@ def tensorrt_unavailable() -> str | None:
     return gpu_probe.missing("tensorrt", "cuda-device")
 
 
-def build_engine(trt, logger, source: Path, spec: GraphSpec, step: BuildStep, profile: BatchProfile,
-                 timing_cache: bytes, workspace_mib: int) -> tuple[bytes, bytes]:
+def build_engine(
+    trt,
+    logger,
+    source: Path,
+    spec: GraphSpec,
+    step: BuildStep,
+    profile: BatchProfile,
+    timing_cache: bytes,
+    workspace_mib: int,
+) -> tuple[bytes, bytes]:
     """One serialised engine from an ONNX file (TensorRT's Python API); returns (plan, updated timing cache)."""
     major = int(trt_version_tag(trt.__version__).split(".")[0])
     flags = 0
@@ -326,8 +342,9 @@ def build_engine(trt, logger, source: Path, spec: GraphSpec, step: BuildStep, pr
         raise ExportError(f"{source}: TensorRT {trt.__version__}'s ONNX parser refused the graph: {errors}")
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     if inputs != [t.name for t in spec.inputs]:
-        raise ExportError(f"{source}: TensorRT parsed inputs {inputs}, the manifest says "
-                          f"{[t.name for t in spec.inputs]}")
+        raise ExportError(
+            f"{source}: TensorRT parsed inputs {inputs}, the manifest says {[t.name for t in spec.inputs]}"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     for flag in step.builder_flags:
@@ -339,21 +356,29 @@ def build_engine(trt, logger, source: Path, spec: GraphSpec, step: BuildStep, pr
     config.set_timing_cache(config.create_timing_cache(timing_cache), False)  # False: refuse a mismatched cache
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise ExportError(f"{source}: TensorRT {trt.__version__} could not build the {step.precision} engine "
-                          f"(see TensorRT's log above)")
+        raise ExportError(
+            f"{source}: TensorRT {trt.__version__} could not build the {step.precision} engine "
+            f"(see TensorRT's log above)"
+        )
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
-def build_engines(bundle: Path, specs: dict[str, GraphSpec], precisions: tuple[str, ...] = ("fp16",),
-                  clip: bool = False, profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
-                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, device_index: int = 0) -> EngineBuild:
+def build_engines(
+    bundle: Path,
+    specs: dict[str, GraphSpec],
+    precisions: tuple[str, ...] = ("fp16",),
+    clip: bool = False,
+    profiles: dict[str, BatchProfile] = DEFAULT_PROFILES,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    device_index: int = 0,
+) -> EngineBuild:
     """Build the encoder (each of `precisions`), head (FP16) and, with `clip`, clip engines into bundle/trt/.
 
     Without TensorRT or a GPU nothing is built and `skipped` says why (the recipe is written either way)."""
     reason = tensorrt_unavailable() or gpu_probe.cuda_device_reason(device_index)
     if reason is not None:
         return EngineBuild(skipped=reason)
-    import tensorrt as trt
+    import tensorrt as trt  # deferred: tensorrt (optional, NVIDIA's wheel; absent on most machines)
 
     info = gpu_probe.device_info(device_index)
     version, major = trt.__version__, int(trt_version_tag(trt.__version__).split(".")[0])
@@ -369,48 +394,92 @@ def build_engines(bundle: Path, specs: dict[str, GraphSpec], precisions: tuple[s
     for role, precision in jobs:
         step = build_step(major, role, precision, files)
         if step is None:
-            log.warning("TensorRT %s: no %s %s engine: the bundle lacks the ONNX file it needs (see %s)", version,
-                        precision, role, RECIPE)
+            log.warning(
+                "TensorRT %s: no %s %s engine: the bundle lacks the ONNX file it needs (see %s)",
+                version,
+                precision,
+                role,
+                RECIPE,
+            )
             continue
         started = time.perf_counter()
-        plan, cache = build_engine(trt, logger, bundle / step.source, specs[role], step, profiles[role], cache,
-                                   workspace_mib)
+        plan, cache = build_engine(
+            trt, logger, bundle / step.source, specs[role], step, profiles[role], cache, workspace_mib
+        )
         name = engine_file_name(role, info.name, version, precision)
         engine = runtime.deserialize_cuda_engine(plan)  # the plan loads, and its I/O types (int32 before TRT 10)
         if engine is None:
             raise ExportError(f"{name}: TensorRT {version} cannot deserialise the engine it just built")
-        io_dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))).name
-                     for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))}
+        io_dtypes = {
+            n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))).name
+            for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+        }
         (folder / name).write_bytes(plan)
         cache_path.write_bytes(cache)
         seconds = time.perf_counter() - started
-        log.info("%s: built in %.0f s from %s (%s)", name, seconds, step.source, " ".join(step.trtexec_flags) or
-                 "strongly typed")
-        result.engines.append({"file": f"{TRT_DIR}/{name}", "graph": role, "precision": precision,
-                               "source": step.source, "gpu": info.name,
-                               "compute_capability": list(info.compute_capability),
-                               "tensorrt": trt_version_tag(version), "profile": profiles[role].to_dict(),
-                               "strongly_typed": step.strongly_typed, "builder_flags": list(step.builder_flags),
-                               "io_dtypes": io_dtypes,
-                               "workspace_mib": workspace_mib, "build_seconds": round(seconds, 1)})
+        log.info(
+            "%s: built in %.0f s from %s (%s)",
+            name,
+            seconds,
+            step.source,
+            " ".join(step.trtexec_flags) or "strongly typed",
+        )
+        result.engines.append(
+            {
+                "file": f"{TRT_DIR}/{name}",
+                "graph": role,
+                "precision": precision,
+                "source": step.source,
+                "gpu": info.name,
+                "compute_capability": list(info.compute_capability),
+                "tensorrt": trt_version_tag(version),
+                "profile": profiles[role].to_dict(),
+                "strongly_typed": step.strongly_typed,
+                "builder_flags": list(step.builder_flags),
+                "io_dtypes": io_dtypes,
+                "workspace_mib": workspace_mib,
+                "build_seconds": round(seconds, 1),
+            }
+        )
     return result
 
 
 def tensorrt_manifest(recipe: dict, build: EngineBuild, profiles: dict[str, BatchProfile] = DEFAULT_PROFILES) -> dict:
     """The manifest's `tensorrt` field: the recipe, the batch profiles, and the engines built (maybe none)."""
-    return {"recipe": recipe, "profiles": {role: p.to_dict() for role, p in profiles.items()},
-            "engines": build.engines, "built_on": {"gpu": build.gpu, "tensorrt": build.tensorrt},
-            "status": (f"no engine built at export: {build.skipped}; build on the target with "
-                       f"{shlex.quote('bash ' + RECIPE)}" if build.skipped else f"{len(build.engines)} engines built")}
+    return {
+        "recipe": recipe,
+        "profiles": {role: p.to_dict() for role, p in profiles.items()},
+        "engines": build.engines,
+        "built_on": {"gpu": build.gpu, "tensorrt": build.tensorrt},
+        "status": (
+            f"no engine built at export: {build.skipped}; build on the target with {shlex.quote('bash ' + RECIPE)}"
+            if build.skipped
+            else f"{len(build.engines)} engines built"
+        ),
+    }
 
 
 def fp16_variant_entry(role: str, stats: dict, opset: int) -> dict:
     """The manifest's `variants` entry of an FP16 graph."""
-    return {"file": FP16_FILES[role], "graph": role, "precision": "fp16", "format": "onnx", "opset": opset,
-            "providers": ["CUDAExecutionProvider", "TensorrtExecutionProvider"], "conversion": stats}
+    return {
+        "file": FP16_FILES[role],
+        "graph": role,
+        "precision": "fp16",
+        "format": "onnx",
+        "opset": opset,
+        "providers": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
+        "conversion": stats,
+    }
 
 
 def int8_trt_variant_entry(settings: dict, opset: int) -> dict:
-    return {"file": INT8_TRT_FILE, "graph": "encoder", "precision": "int8", "label": "int8-trt", "format": "onnx",
-            "opset": opset, "providers": ["TensorrtExecutionProvider"], "quantization": settings}
-
+    return {
+        "file": INT8_TRT_FILE,
+        "graph": "encoder",
+        "precision": "int8",
+        "label": "int8-trt",
+        "format": "onnx",
+        "opset": opset,
+        "providers": ["TensorrtExecutionProvider"],
+        "quantization": settings,
+    }

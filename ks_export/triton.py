@@ -21,10 +21,20 @@ CONFIG = "config.pbtxt"
 KEY_SLOT_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32"}  # TensorRT before 10 casts int64 inputs to int32
 
 
-def config_text(clip_len: int, n_aus: int, size: int, max_batch_size: int = 64, instances: int = 1,
-                kind: str = "KIND_AUTO", max_queue_delay_us: int = 500, platform: str = "onnxruntime_onnx",
-                name: str = MODEL_NAME, key_slot_type: str = "TYPE_INT64", note: str = "",
-                clip_stride: int = 1) -> str:
+def config_text(
+    clip_len: int,
+    n_aus: int,
+    size: int,
+    max_batch_size: int = 64,
+    instances: int = 1,
+    kind: str = "KIND_AUTO",
+    max_queue_delay_us: int = 500,
+    platform: str = "onnxruntime_onnx",
+    name: str = MODEL_NAME,
+    key_slot_type: str = "TYPE_INT64",
+    note: str = "",
+    clip_stride: int = 1,
+) -> str:
     """config.pbtxt for the clip graph (clip.onnx, or a TensorRT plan of it with platform "tensorrt_plan").
     Dims exclude the batch axis; key_slot is [B], hence dims [1] reshaped to []."""
     comment = "".join(f"# {line}\n" for line in note.splitlines())
@@ -70,8 +80,8 @@ instance_group [
 
 def parse_config(path: Path):
     """Parse a config.pbtxt into tritonclient's ModelConfig message; a bad field names the file and line."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import text_format  # deferred: protobuf, tritonclient's (the export extra)
+    from tritonclient.grpc import model_config_pb2  # deferred: tritonclient (the export extra)
 
     try:
         return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
@@ -79,9 +89,17 @@ def parse_config(path: Path):
         raise ExportError(f"{path}: not a valid Triton model config: {error}") from None
 
 
-def write_repository(bundle: Path, clip_onnx: Path, clip_len: int, n_aus: int, size: int,
-                     max_batch_size: int = 64, instances: int = 1, kind: str = "KIND_AUTO",
-                     clip_stride: int = 1) -> dict:
+def write_repository(
+    bundle: Path,
+    clip_onnx: Path,
+    clip_len: int,
+    n_aus: int,
+    size: int,
+    max_batch_size: int = 64,
+    instances: int = 1,
+    kind: str = "KIND_AUTO",
+    clip_stride: int = 1,
+) -> dict:
     """Write triton/ks_clip/ under `bundle`; returns the manifest's `serving.triton` entry."""
     model_dir = bundle / REPOSITORY / MODEL_NAME
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -92,16 +110,31 @@ def write_repository(bundle: Path, clip_onnx: Path, clip_len: int, n_aus: int, s
     if parsed.name != MODEL_NAME or parsed.max_batch_size != max_batch_size:
         raise ExportError(f"{config}: parsed back as {parsed.name!r} / max_batch_size {parsed.max_batch_size}")
     root = bundle / REPOSITORY
-    return {"repository": REPOSITORY, "model": MODEL_NAME, "config": (config.relative_to(bundle)).as_posix(),
-            "file": (model_dir / "1" / "model.onnx").relative_to(bundle).as_posix(), "copy_of": clip_onnx.name,
-            "max_batch_size": max_batch_size, "instance_group": {"count": instances, "kind": kind},
-            "clip_stride": clip_stride,
-            "command": f"tritonserver --model-repository=<bundle>/{root.name}"}
+    return {
+        "repository": REPOSITORY,
+        "model": MODEL_NAME,
+        "config": (config.relative_to(bundle)).as_posix(),
+        "file": (model_dir / "1" / "model.onnx").relative_to(bundle).as_posix(),
+        "copy_of": clip_onnx.name,
+        "max_batch_size": max_batch_size,
+        "instance_group": {"count": instances, "kind": kind},
+        "clip_stride": clip_stride,
+        "command": f"tritonserver --model-repository=<bundle>/{root.name}",
+    }
 
 
-def write_plan_repository(bundle: Path, plan: Path, clip_len: int, n_aus: int, size: int, max_batch_size: int,
-                          key_slot_dtype: str = "int64", instances: int = 1, built_by: str = "",
-                          clip_stride: int = 1) -> dict:
+def write_plan_repository(
+    bundle: Path,
+    plan: Path,
+    clip_len: int,
+    n_aus: int,
+    size: int,
+    max_batch_size: int,
+    key_slot_dtype: str = "int64",
+    instances: int = 1,
+    built_by: str = "",
+    clip_stride: int = 1,
+) -> dict:
     """Write triton/ks_clip_trt/ (config.pbtxt and 1/model.plan, a copy of the TensorRT clip engine `plan`);
     returns the manifest's `serving.triton_trt` entry. `max_batch_size` must not exceed the plan's profile."""
     if key_slot_dtype not in KEY_SLOT_TYPES:
@@ -109,16 +142,36 @@ def write_plan_repository(bundle: Path, plan: Path, clip_len: int, n_aus: int, s
     model_dir = bundle / REPOSITORY / PLAN_MODEL_NAME
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plan, model_dir / "1" / "model.plan")
-    note = (f"model.plan is {plan.name}{': ' + built_by if built_by else ''}. A plan runs only on that GPU model\n"
-            f"and under the TensorRT release that built it: Triton's container must ship that release.")
+    note = (
+        f"model.plan is {plan.name}{': ' + built_by if built_by else ''}. A plan runs only on that GPU model\n"
+        f"and under the TensorRT release that built it: Triton's container must ship that release."
+    )
     config = model_dir / CONFIG
-    config.write_text(config_text(clip_len, n_aus, size, max_batch_size, instances, "KIND_GPU",
-                                  platform="tensorrt_plan", name=PLAN_MODEL_NAME,
-                                  key_slot_type=KEY_SLOT_TYPES[key_slot_dtype], note=note, clip_stride=clip_stride))
+    config.write_text(
+        config_text(
+            clip_len,
+            n_aus,
+            size,
+            max_batch_size,
+            instances,
+            "KIND_GPU",
+            platform="tensorrt_plan",
+            name=PLAN_MODEL_NAME,
+            key_slot_type=KEY_SLOT_TYPES[key_slot_dtype],
+            note=note,
+            clip_stride=clip_stride,
+        )
+    )
     parsed = parse_config(config)
     if parsed.name != PLAN_MODEL_NAME or parsed.platform != "tensorrt_plan":
         raise ExportError(f"{config}: parsed back as {parsed.name!r} / {parsed.platform!r}")
-    return {"repository": REPOSITORY, "model": PLAN_MODEL_NAME, "config": config.relative_to(bundle).as_posix(),
-            "file": (model_dir / "1" / "model.plan").relative_to(bundle).as_posix(), "copy_of": f"trt/{plan.name}",
-            "max_batch_size": max_batch_size, "instance_group": {"count": instances, "kind": "KIND_GPU"},
-            "command": f"tritonserver --model-repository=<bundle>/{REPOSITORY}"}
+    return {
+        "repository": REPOSITORY,
+        "model": PLAN_MODEL_NAME,
+        "config": config.relative_to(bundle).as_posix(),
+        "file": (model_dir / "1" / "model.plan").relative_to(bundle).as_posix(),
+        "copy_of": f"trt/{plan.name}",
+        "max_batch_size": max_batch_size,
+        "instance_group": {"count": instances, "kind": "KIND_GPU"},
+        "command": f"tritonserver --model-repository=<bundle>/{REPOSITORY}",
+    }

@@ -2,7 +2,8 @@
 
 Polygraphy's habit: an artefact is not trusted until it has run beside its source. Every graph gets fresh
 random inputs and real SynthAU frames, for every key slot, and encoder -> head must equal clip.onnx.
-Probabilities must agree within PROB_TOL (absolute); logits within LOGIT_TOL absolute plus relative.
+Probabilities must agree within PROB_TOL (absolute); logits within LOGIT_TOL absolute plus relative. Each
+comparison is ks_export.parity's.
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ import torch
 from torch import nn
 
 from ks_export.graphs import random_inputs
+from ks_export.parity import Parity, Tolerance, compare_outputs
+from ks_runtime.core.bundle import PROBS
 from ks_runtime.engine.ort_graphs import open_session
 
-PROB_TOL = 1e-4   # on probabilities: the export fails above it
+PROB_TOL = 1e-4  # on probabilities: the export fails above it
 LOGIT_TOL = 1e-4  # on logits: |diff| <= LOGIT_TOL * (1 + |reference|), as numpy.isclose with atol = rtol
-REL_FLOOR = 1e-6  # relative error divides by max(|reference|, REL_FLOOR)
+PROBS_TOLERANCE = Tolerance(atol=PROB_TOL)
+LOGITS_TOLERANCE = Tolerance(atol=LOGIT_TOL, rtol=LOGIT_TOL)
+FAILURES_LISTED = 5  # the table ends with the report lines of this many failed checks
+
+
+def tolerance_for(output: str) -> Tolerance:
+    """Probabilities: absolute PROB_TOL; logits: LOGIT_TOL absolute plus relative."""
+    return PROBS_TOLERANCE if output == PROBS else LOGITS_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -29,44 +39,49 @@ class Check:
 
     graph: str
     inputs: str
-    output: str
     key_slot: str
-    max_abs: float
-    max_rel: float
-    ok: bool
+    parity: Parity
     judged: bool = True  # False: informational (e.g. the INT8 variant against FP32 PyTorch)
 
+    @property
+    def output(self) -> str:
+        return self.parity.name
 
-def errors(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """Max absolute and max relative error of `actual` against `reference`."""
-    actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)
-    if actual.shape != reference.shape:
-        raise ValueError(f"shape {actual.shape} against reference {reference.shape}")
-    diff = np.abs(actual - reference)
-    return float(diff.max(initial=0.0)), float((diff / np.maximum(np.abs(reference), REL_FLOOR)).max(initial=0.0))
+    @property
+    def max_abs(self) -> float:
+        return self.parity.max_abs
 
+    @property
+    def max_rel(self) -> float:
+        return self.parity.max_rel
 
-def within(actual: np.ndarray, reference: np.ndarray, kind: str) -> bool:
-    """Probabilities: absolute PROB_TOL; logits: isclose-style LOGIT_TOL. NaN anywhere fails."""
-    actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)
-    if not (np.isfinite(actual).all() and np.isfinite(reference).all()):
-        return False
-    diff = np.abs(actual - reference)
-    if kind == "probs":
-        return bool((diff <= PROB_TOL).all())
-    return bool((diff <= LOGIT_TOL * (1 + np.abs(reference))).all())
+    @property
+    def ok(self) -> bool:
+        return self.parity.ok
+
+    def report(self) -> str:
+        return f"{self.graph} on {self.inputs} inputs, key slot {self.key_slot}: {self.parity.report()}"
 
 
 @dataclass
 class VerificationReport:
     checks: list[Check] = field(default_factory=list)
 
-    def add(self, graph: str, inputs: str, key_slot: str, names: tuple[str, ...], actual: list[np.ndarray],
-            reference: list[np.ndarray], judged: bool = True) -> None:
-        for name, a, r in zip(names, actual, reference, strict=True):
-            max_abs, max_rel = errors(a, r)
-            ok = within(a, r, "probs" if name == "probs" else "logits")
-            self.checks.append(Check(graph, inputs, name, key_slot, max_abs, max_rel, ok, judged))
+    def add(
+        self,
+        graph: str,
+        inputs: str,
+        key_slot: str,
+        names: tuple[str, ...],
+        actual: list[np.ndarray],
+        reference: list[np.ndarray],
+        judged: bool = True,
+    ) -> None:
+        candidate = dict(zip(names, actual, strict=True))
+        for parity in compare_outputs(
+            candidate, dict(zip(names, reference, strict=True)), {name: tolerance_for(name) for name in names}
+        ):
+            self.checks.append(Check(graph, inputs, key_slot, parity, judged))
 
     @property
     def ok(self) -> bool:
@@ -80,8 +95,9 @@ class VerificationReport:
         """Per graph: max abs and rel error over all its checks, the tolerance, and whether all passed."""
         out: dict[str, dict] = {}
         for c in self.checks:
-            row = out.setdefault(c.graph, {"max_abs": 0.0, "max_rel": 0.0, "checks": 0, "passed": True,
-                                           "judged": c.judged})
+            row = out.setdefault(
+                c.graph, {"max_abs": 0.0, "max_rel": 0.0, "checks": 0, "passed": True, "judged": c.judged}
+            )
             row["max_abs"] = max(row["max_abs"], c.max_abs)
             row["max_rel"] = max(row["max_rel"], c.max_rel)
             row["checks"] += 1
@@ -93,8 +109,11 @@ class VerificationReport:
     def table(self) -> str:
         """One line per graph, input kind and output: max abs error at each key slot, then max abs / rel."""
         slots = sorted({c.key_slot for c in self.checks if c.key_slot.isdigit()}, key=int)
-        header = (f"{'graph':<24}{'inputs':<14}{'output':<16}" + "".join(f"{'slot ' + s:>9}" for s in slots)
-                  + f"{'mixed':>9}{'max abs':>10}{'max rel':>10}  result")
+        header = (
+            f"{'graph':<24}{'inputs':<14}{'output':<16}"
+            + "".join(f"{'slot ' + s:>9}" for s in slots)
+            + f"{'mixed':>9}{'max abs':>10}{'max rel':>10}  result"
+        )
         lines = [header]
         groups: dict[tuple[str, str, str], list[Check]] = {}
         for c in self.checks:
@@ -105,12 +124,17 @@ class VerificationReport:
             mixed = f"{by_slot['mixed']:>9.1e}" if "mixed" in by_slot else f"{'':>9}"
             judged = checks[0].judged
             result = ("ok" if all(c.ok for c in checks) else "FAIL") if judged else "info"
-            lines.append(f"{graph:<24}{inputs:<14}{output:<16}{cells}{mixed}{max(c.max_abs for c in checks):>10.1e}"
-                         f"{max(c.max_rel for c in checks):>10.1e}  {result}")
-        lines.append("inputs: random = fresh N(0,1) frames / N(0,2^2) logits, B=2-3 per slot, B=1 under mixed slots; "
-                     "SynthAU = two clips of consecutive test-fold frames (B=2)")
+            lines.append(
+                f"{graph:<24}{inputs:<14}{output:<16}{cells}{mixed}{max(c.max_abs for c in checks):>10.1e}"
+                f"{max(c.max_rel for c in checks):>10.1e}  {result}"
+            )
+        lines.append(
+            "inputs: random = fresh N(0,1) frames / N(0,2^2) logits, B=2-3 per slot, B=1 under mixed slots; "
+            "SynthAU = two clips of consecutive test-fold frames (B=2)"
+        )
         verdict = "PASS" if self.ok else f"FAIL ({len(self.failures)} checks over tolerance)"
         lines.append(f"tolerance: probabilities {PROB_TOL:.0e} absolute, logits {LOGIT_TOL:.0e} abs + rel; {verdict}")
+        lines += [f"  {c.report()}" for c in self.failures[:FAILURES_LISTED]]
         return "\n".join(lines)
 
 
@@ -128,9 +152,17 @@ def ort_runner(path: Path, input_names: tuple[str, ...]) -> Runner:
 
 
 @torch.no_grad()
-def verify_graphs(paths: dict[str, Path], modules: dict[str, nn.Module], real_frames: np.ndarray, clip_len: int,
-                  n_aus: int, seed: int = 0, report: VerificationReport | None = None,
-                  encoder_label: str = "encoder", judged: bool = True) -> VerificationReport:
+def verify_graphs(
+    paths: dict[str, Path],
+    modules: dict[str, nn.Module],
+    real_frames: np.ndarray,
+    clip_len: int,
+    n_aus: int,
+    seed: int = 0,
+    report: VerificationReport | None = None,
+    encoder_label: str = "encoder",
+    judged: bool = True,
+) -> VerificationReport:
     """Compare the ONNX graphs in `paths` with the torch `modules` of the same roles.
 
     real_frames: preprocessed SynthAU frames [N, 3, S, S], N >= clip_len + 1, consecutive frames of one video.

@@ -1,4 +1,4 @@
-"""The model bundle's manifest: the contract between export and the runtime (DESIGN.md, model bundle).
+"""The model bundle's manifest: the contract between export and the runtime (docs/bundle-format.md).
 
 `ks-export` writes it; this torch-free reader is the only one anything uses. A bundle whose manifest is
 missing, malformed, of an unknown version, or whose hashes disagree with its files is refused with a
@@ -30,15 +30,15 @@ GRAPH_FILES = {"encoder": "encoder.onnx", "head": "head.onnx", "clip": "clip.onn
 BATCH = "B"  # the dynamic batch axis in manifest shapes
 
 # Tensor names, shared by the exporter and every engine.
-FRAMES = "frames"                  # encoder in:  [B, 3, S, S] float32, preprocessed (to_network_input)
-SA_LOGITS = "sa_logits"            # encoder out: [B, U]; head in: [B, n, U]
+FRAMES = "frames"  # encoder in:  [B, 3, S, S] float32, preprocessed (to_network_input)
+SA_LOGITS = "sa_logits"  # encoder out: [B, U]; head in: [B, n, U]
 STUDENT_LOGITS = "student_logits"  # encoder out: [B, n, U]; head in: [B, n, n, U] [frame, student, AU]
-KEY_SLOT = "key_slot"              # head and clip in: [B] int64, the slot of the frame being scored
-CLIPS = "clips"                    # clip in: [B, n, 3, S, S] float32
-PROBS = "probs"                    # head and clip out: [B, U], the key frame's probabilities
+KEY_SLOT = "key_slot"  # head and clip in: [B] int64, the slot of the frame being scored
+CLIPS = "clips"  # clip in: [B, n, 3, S, S] float32
+PROBS = "probs"  # head and clip out: [B, U], the key frame's probabilities
 
 # Variants replace a graph with another build of it (another precision or engine); same tensors.
-ENCODER_INT8 = "encoder_int8"          # QDQ, uint8 activations: fastest on the CPU provider
+ENCODER_INT8 = "encoder_int8"  # QDQ, uint8 activations: fastest on the CPU provider
 ENCODER_INT8_TRT = "encoder_int8_trt"  # QDQ, symmetric int8 activations: what TensorRT's explicit INT8 takes
 FP16_VARIANTS = {"encoder": "encoder_fp16", "head": "head_fp16", "clip": "clip_fp16"}  # float32 in and out
 TRT_DIR = "trt"  # TensorRT: the trtexec recipe, engines (*.plan) and timing caches; manifest field 'tensorrt'
@@ -63,8 +63,11 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs]}
+        return {
+            "file": self.file,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
 
 
 def graph_specs(clip_len: int, n_aus: int, size: int) -> dict[str, GraphSpec]:
@@ -77,10 +80,10 @@ def graph_specs(clip_len: int, n_aus: int, size: int) -> dict[str, GraphSpec]:
     key_slot = TensorSpec(KEY_SLOT, "int64", (b,))
     probs = (f32(PROBS, u),)
     return {
-        "encoder": GraphSpec(GRAPH_FILES["encoder"], (f32(FRAMES, 3, size, size),),
-                             (f32(SA_LOGITS, u), f32(STUDENT_LOGITS, n, u))),
-        "head": GraphSpec(GRAPH_FILES["head"], (f32(SA_LOGITS, n, u), f32(STUDENT_LOGITS, n, n, u), key_slot),
-                          probs),
+        "encoder": GraphSpec(
+            GRAPH_FILES["encoder"], (f32(FRAMES, 3, size, size),), (f32(SA_LOGITS, u), f32(STUDENT_LOGITS, n, u))
+        ),
+        "head": GraphSpec(GRAPH_FILES["head"], (f32(SA_LOGITS, n, u), f32(STUDENT_LOGITS, n, n, u), key_slot), probs),
         "clip": GraphSpec(GRAPH_FILES["clip"], (f32(CLIPS, n, 3, size, size), key_slot), probs),
     }
 
@@ -121,8 +124,10 @@ class Manifest:
             return self.root / self.graphs[role].file
         if role in self.variants:
             return self.root / self.variants[role]["file"]
-        raise BundleError(f"{self.root / MANIFEST}: no graph or variant {role!r} "
-                          f"(graphs: {', '.join(self.graphs)}; variants: {', '.join(self.variants) or 'none'})")
+        raise BundleError(
+            f"{self.root / MANIFEST}: no graph or variant {role!r} "
+            f"(graphs: {', '.join(self.graphs)}; variants: {', '.join(self.variants) or 'none'})"
+        )
 
     def graph_of(self, name: str) -> str:
         """The graph role whose tensors a graph or variant has: "encoder_int8" -> "encoder"."""
@@ -169,6 +174,54 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     """Read and check a bundle's manifest.json (and, by default, every file's sha256)."""
     root = Path(root)
     path = root / MANIFEST
+    data = _load_manifest_json(root, path)
+    version = _read_version(data, path)
+    model = _read_model(data, path, version)
+    producer = _get(data, "producer", dict, path)
+    _get(data, "producer.version", str, path)
+    thresholds = _read_thresholds(data, path, len(model.columns))
+    policy = _get(data, "policy.default", str, path)
+    if policy not in POLICIES:
+        raise BundleError(f"{path}: field 'policy.default' is {policy!r}; known: {', '.join(POLICIES)}")
+    try:
+        preprocess = Preprocess.from_dict(_get(data, "preprocess", dict, path))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{path}: field 'preprocess': {error}") from None
+    graphs = _read_graphs(data, path)
+    _check_graph_specs(graphs, graph_specs(model.clip_len, len(model.columns), preprocess.size), path)
+    variants = _read_variants(data, path)
+    files = _read_files(data, path)
+    _get(data, "alignment", dict, path)
+    manifest = Manifest(
+        root=root,
+        au_columns=model.columns,
+        au_names=model.au_names,
+        clip_len=model.clip_len,
+        method=_get(data, "model.method", str, path),
+        fusion=_get(data, "model.fusion", str, path),
+        policy=policy,
+        thresholds=thresholds,
+        preprocess=preprocess,
+        alignment=dict(data["alignment"]),
+        opset=_get(data, "opset", int, path),
+        graphs=graphs,
+        variants=variants,
+        files=files,
+        raw=data,
+        producer=dict(producer),
+        clip_stride=model.clip_stride,
+    )
+    referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
+    unlisted = [f for f in referenced if f not in files]
+    if unlisted:
+        raise BundleError(f"{path}: field 'files' has no sha256 for {', '.join(unlisted)}")
+    if verify_hashes:
+        verify_files(manifest)
+    return manifest
+
+
+def _load_manifest_json(root: Path, path: Path) -> dict:
+    """The manifest's JSON object, refused unless the folder, the file and the 'format' field are there."""
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder")
     if not path.is_file():
@@ -179,11 +232,30 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
         raise BundleError(f"{path}: malformed JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path}: field 'format' is not {FORMAT!r}: not a Knowledge-Spreader bundle")
+    return data
+
+
+def _read_version(data: dict, path: Path) -> int:
     version = _get(data, "format_version", int, path)
     if version not in READABLE_VERSIONS:
-        raise BundleError(f"{path}: field 'format_version' is {version}; this runtime reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))}")
+        raise BundleError(
+            f"{path}: field 'format_version' is {version}; this runtime reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    return version
 
+
+@dataclass(frozen=True)
+class _ModelFields:
+    """The manifest's model fields that shape the graphs: the AUs, their names, n and the clip stride."""
+
+    columns: tuple[str, ...]
+    au_names: tuple[str, ...]
+    clip_len: int
+    clip_stride: int
+
+
+def _read_model(data: dict, path: Path, version: int) -> _ModelFields:
     columns = tuple(_get(data, "model.au_columns", list, path))
     try:
         au_set_from_numbers([parse_au_column(c) for c in columns])
@@ -200,60 +272,58 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     if clip_stride < 1:
         raise BundleError(f"{path}: field 'model.clip_stride' must be >= 1, got {clip_stride}")
     if clip_stride != 1 and version < 2:
-        raise BundleError(f"{path}: field 'model.clip_stride' is {clip_stride} in a version {version} manifest; "
-                          f"strided bundles are version 2")
-    producer = _get(data, "producer", dict, path)
-    _get(data, "producer.version", str, path)
+        raise BundleError(
+            f"{path}: field 'model.clip_stride' is {clip_stride} in a version {version} manifest; "
+            f"strided bundles are version 2"
+        )
+    return _ModelFields(columns, tuple(str(a) for a in au_names), clip_len, clip_stride)
+
+
+def _read_thresholds(data: dict, path: Path, n_aus: int) -> tuple[float, ...]:
     thresholds = []
     for i, value in enumerate(_get(data, "thresholds", list, path)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise BundleError(f"{path}: field 'thresholds[{i}]' should be a probability in [0, 1], got {value!r}")
         thresholds.append(float(value))
-    thresholds = tuple(thresholds)
-    if len(thresholds) != len(columns):
-        raise BundleError(f"{path}: field 'thresholds' has {len(thresholds)} values for {len(columns)} AUs")
-    policy = _get(data, "policy.default", str, path)
-    if policy not in POLICIES:
-        raise BundleError(f"{path}: field 'policy.default' is {policy!r}; known: {', '.join(POLICIES)}")
-    try:
-        preprocess = Preprocess.from_dict(_get(data, "preprocess", dict, path))
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{path}: field 'preprocess': {error}") from None
+    if len(thresholds) != n_aus:
+        raise BundleError(f"{path}: field 'thresholds' has {len(thresholds)} values for {n_aus} AUs")
+    return tuple(thresholds)
 
+
+def _read_graphs(data: dict, path: Path) -> dict[str, GraphSpec]:
     graphs = {}
     for role, spec in _get(data, "graphs", dict, path).items():
         graphs[role] = GraphSpec(
             file=_get(spec, "file", str, path),
             inputs=tuple(_tensor(t, path, f"graphs.{role}.inputs") for t in _get(spec, "inputs", list, path)),
-            outputs=tuple(_tensor(t, path, f"graphs.{role}.outputs") for t in _get(spec, "outputs", list, path)))
+            outputs=tuple(_tensor(t, path, f"graphs.{role}.outputs") for t in _get(spec, "outputs", list, path)),
+        )
     missing_roles = [r for r in GRAPH_ROLES if r not in graphs]
     if missing_roles:
         raise BundleError(f"{path}: field 'graphs' lacks {', '.join(missing_roles)}")
-    _check_graph_specs(graphs, graph_specs(clip_len, len(columns), preprocess.size), path)
+    return graphs
+
+
+def _read_variants(data: dict, path: Path) -> dict[str, dict]:
     variants = _get(data, "variants", dict, path)
     for name, variant in variants.items():
-        if (not isinstance(variant, dict) or not isinstance(variant.get("file"), str)
-                or variant.get("graph") not in GRAPH_ROLES):
-            raise BundleError(f"{path}: field 'variants.{name}' needs a 'file' and a 'graph' (one of "
-                              f"{', '.join(GRAPH_ROLES)})")
+        if (
+            not isinstance(variant, dict)
+            or not isinstance(variant.get("file"), str)
+            or variant.get("graph") not in GRAPH_ROLES
+        ):
+            raise BundleError(
+                f"{path}: field 'variants.{name}' needs a 'file' and a 'graph' (one of {', '.join(GRAPH_ROLES)})"
+            )
+    return dict(variants)
+
+
+def _read_files(data: dict, path: Path) -> dict[str, str]:
     files = _get(data, "files", dict, path)
     for name, digest in files.items():
         if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(digest, str) or len(digest) != 64:
             raise BundleError(f"{path}: field 'files.{name}' must map a path inside the bundle to a sha256 hex digest")
-    _get(data, "alignment", dict, path)
-    manifest = Manifest(
-        root=root, au_columns=columns, au_names=tuple(str(a) for a in au_names), clip_len=clip_len,
-        method=_get(data, "model.method", str, path), fusion=_get(data, "model.fusion", str, path), policy=policy,
-        thresholds=thresholds, preprocess=preprocess, alignment=dict(data["alignment"]),
-        opset=_get(data, "opset", int, path), graphs=graphs, variants=dict(variants), files=dict(files), raw=data,
-        producer=dict(producer), clip_stride=clip_stride)
-    referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
-    unlisted = [f for f in referenced if f not in files]
-    if unlisted:
-        raise BundleError(f"{path}: field 'files' has no sha256 for {', '.join(unlisted)}")
-    if verify_hashes:
-        verify_files(manifest)
-    return manifest
+    return dict(files)
 
 
 def _check_graph_specs(graphs: dict[str, GraphSpec], expected: dict[str, GraphSpec], where: Path) -> None:
@@ -262,9 +332,11 @@ def _check_graph_specs(graphs: dict[str, GraphSpec], expected: dict[str, GraphSp
         for kind in ("inputs", "outputs"):
             got = getattr(graphs[role], kind)
             if got != getattr(want, kind):
-                raise BundleError(f"{where}: field 'graphs.{role}.{kind}' is {[t.to_dict() for t in got]}, but "
-                                  f"model.clip_len, model.n_aus and preprocess.size give "
-                                  f"{[t.to_dict() for t in getattr(want, kind)]}")
+                raise BundleError(
+                    f"{where}: field 'graphs.{role}.{kind}' is {[t.to_dict() for t in got]}, but "
+                    f"model.clip_len, model.n_aus and preprocess.size give "
+                    f"{[t.to_dict() for t in getattr(want, kind)]}"
+                )
 
 
 def verify_files(manifest: Manifest) -> None:
@@ -275,26 +347,32 @@ def verify_files(manifest: Manifest) -> None:
             raise BundleError(f"{file}: missing, but listed in field 'files.{name}' of {MANIFEST}")
         actual = sha256_file(file)
         if actual != expected:
-            raise BundleError(f"{file}: sha256 {actual[:12]}... does not match field 'files.{name}' of {MANIFEST} "
-                              f"({expected[:12]}...): the file was changed or truncated after export")
+            raise BundleError(
+                f"{file}: sha256 {actual[:12]}... does not match field 'files.{name}' of {MANIFEST} "
+                f"({expected[:12]}...): the file was changed or truncated after export"
+            )
 
 
-def check_io(manifest: Manifest, role: str, inputs: list[tuple], outputs: list[tuple], where: Path | None = None
-             ) -> None:
+def check_io(
+    manifest: Manifest, role: str, inputs: list[tuple], outputs: list[tuple], where: Path | None = None
+) -> None:
     """Compare a graph's actual inputs and outputs, (name, shape) or (name, shape, dtype), with the manifest's
     spec of graph `role`; "B" must be a dynamic dim. `where` names the file opened (default: the role's file)."""
     spec = manifest.graphs[role]
     where = where or manifest.root / spec.file
     for kind, expected, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
         if [t.name for t in expected] != [item[0] for item in actual]:
-            raise BundleError(f"{where}: {kind} names {[item[0] for item in actual]} differ from {MANIFEST}'s "
-                              f"{[t.name for t in expected]}")
+            raise BundleError(
+                f"{where}: {kind} names {[item[0] for item in actual]} differ from {MANIFEST}'s "
+                f"{[t.name for t in expected]}"
+            )
         for tensor, item in zip(expected, actual, strict=True):
             shape = item[1]
             # A dynamic dim (any symbol, or None) stands for "B"; a fixed batch where "B" is due is an error.
             fixed = [d if isinstance(d, int) else BATCH for d in shape]
             if len(fixed) != len(tensor.shape) or any(e != a for e, a in zip(tensor.shape, fixed, strict=True)):
-                raise BundleError(f"{where}: {kind} {tensor.name!r} has shape {list(shape)}, {MANIFEST} says "
-                                  f"{list(tensor.shape)}")
+                raise BundleError(
+                    f"{where}: {kind} {tensor.name!r} has shape {list(shape)}, {MANIFEST} says {list(tensor.shape)}"
+                )
             if len(item) > 2 and item[2] != tensor.dtype:
                 raise BundleError(f"{where}: {kind} {tensor.name!r} is {item[2]}, {MANIFEST} says {tensor.dtype}")

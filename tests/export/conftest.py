@@ -10,8 +10,18 @@ from contextlib import contextmanager
 
 import pytest
 
-OVERRIDES = ["data.synth_size=tiny", "data.image_size=64", "train.epochs=1", "train.batches_per_epoch=2",
-             "train.workers=0", "model.backbone=tiny"]
+from ks_export.export import export_bundle
+from ks_train.config import load_config
+from ks_train.trainer import Trainer
+
+OVERRIDES = [
+    "data.synth_size=tiny",
+    "data.image_size=64",
+    "train.epochs=1",
+    "train.batches_per_epoch=2",
+    "train.workers=0",
+    "model.backbone=tiny",
+]
 
 
 @contextmanager
@@ -35,9 +45,6 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
-    from ks_train.config import load_config
-    from ks_train.trainer import Trainer
-
     out = tmp_path_factory.mktemp("run")
     with one_torch_thread():
         Trainer(load_config("synth-cpu", OVERRIDES), out, device="cpu", progress=False).fit()
@@ -47,8 +54,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(checkpoint, tmp_path_factory):
     """(bundle path, ExportReport) of the session's one export."""
-    from ks_export.export import export_bundle
-
     logging.getLogger("ks_export").setLevel(logging.INFO)
     out = tmp_path_factory.mktemp("export") / "bundle"
     with one_torch_thread():

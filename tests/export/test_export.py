@@ -9,12 +9,15 @@ import onnx
 import pytest
 import torch
 
+import ks_export.export as ex
+import ks_export.onnx_export as ox
 from ks_export import ExportError
 from ks_export.cli import main
 from ks_export.export import export_bundle, verify_bundle
 from ks_export.graphs import HeadGraph, graph_modules, load_ks_checkpoint, random_inputs
 from ks_export.onnx_export import (
     DEFAULT_OPSET,
+    ExportedGraph,
     check_graph,
     export_module,
     max_ort_opset,
@@ -29,6 +32,9 @@ from ks_runtime.core.policy import dense_clip_indices
 from ks_runtime.core.preprocess import to_network_input
 from ks_runtime.engine.ort_graphs import BundleGraphs
 from ks_runtime.synth.generate import SynthConfig, generate_sequence
+from ks_train.data.base import VideoSequence
+from ks_train.evaluate import dense_probabilities, encode_sequence
+from ks_train.methods import create_method
 from tests.checkpoint_edit import with_config
 
 
@@ -85,14 +91,11 @@ def test_onnxruntime_matches_pytorch_at_every_key_slot_and_batch_size(bundle, ch
 
 @pytest.mark.parametrize("policy", ["last", "ensemble"])
 def test_dense_inference_on_synthau_equals_ks_train_evaluate(bundle, checkpoint, policy):
-    from ks_train.data.base import VideoSequence
-    from ks_train.evaluate import dense_probabilities, encode_sequence
-    from ks_train.methods import create_method
-
     ckpt = load_ks_checkpoint(checkpoint)
     frames = synth_frames(ckpt.size)
-    sequence = VideoSequence("S99", "T1", np.zeros((len(frames), ckpt.n_aus), np.int8), np.arange(len(frames)),
-                             frames=frames)
+    sequence = VideoSequence(
+        "S99", "T1", np.zeros((len(frames), ckpt.n_aus), np.int8), np.arange(len(frames)), frames=frames
+    )
     method = create_method(ckpt.config)
     per_frame = encode_sequence(method, ckpt.model, sequence, ckpt.config.preprocess, torch.device("cpu"))
     want = dense_probabilities(method, ckpt.model, per_frame, policy)
@@ -123,13 +126,13 @@ def test_a_graph_off_by_more_than_the_tolerance_fails_verification(bundle, check
     assert not report.ok
     assert {c.graph for c in report.failures} >= {"head", "clip"}
     assert "FAIL" in report.table()
+    assert re.search(
+        r"\n  head on random inputs, key slot 0: probs: max abs .* \(atol 1e-4, rtol 0\) FAIL at \[", report.table()
+    ), "the table ends with the failed checks' report lines"
     assert "encoder->head=clip.onnx" not in {c.graph for c in report.failures}  # the ONNX graphs still agree
 
 
 def test_failed_verification_aborts_the_export_and_writes_nothing(bundle, checkpoint, tmp_path, monkeypatch):
-    import ks_export.export as ex
-    from ks_export.onnx_export import ExportedGraph
-
     def copy_graphs(ckpt, work, opset, exporter):  # reuse the session's graphs instead of exporting again
         with torch.no_grad():
             ckpt.model.temporal_teacher.out.bias += 0.05
@@ -161,6 +164,22 @@ def test_verify_names_a_truncated_graph(bundle_copy, capsys):
     assert "encoder.onnx" in capsys.readouterr().err
     rewrite_hash(bundle_copy, "encoder.onnx")  # a consistent manifest does not make the file valid
     with pytest.raises(BundleError, match=r"encoder\.onnx: not an ONNX file"):
+        verify_bundle(bundle_copy)
+
+
+def test_verify_refuses_a_clip_graph_that_differs_from_encoder_head(bundle_copy):
+    path = bundle_copy / "clip.onnx"
+    model = onnx.load(str(path))
+    target = max(model.graph.initializer, key=lambda t: onnx.numpy_helper.to_array(t).size)
+    shifted = onnx.numpy_helper.to_array(target) + 1.0
+    target.CopyFrom(onnx.numpy_helper.from_array(shifted.astype(np.float32), target.name))
+    onnx.save(model, str(path))
+    rewrite_hash(bundle_copy, "clip.onnx")  # hashes agree: only the parity check can tell
+    with pytest.raises(
+        BundleError,
+        match=r"head\.onnx: encoder -> head differs from clip\.onnx: probs: max abs .*"
+        r"\(atol 1e-4, rtol 0\) FAIL at \[",
+    ):
         verify_bundle(bundle_copy)
 
 
@@ -202,8 +221,11 @@ def test_an_opset_beyond_onnxruntime_is_refused_with_both_versions(checkpoint, t
     import onnxruntime
 
     too_new = max_ort_opset() + 1
-    with pytest.raises(ExportError, match=rf"--opset {too_new}: the installed onnxruntime "
-                                          rf"{re.escape(onnxruntime.__version__)} runs opsets up to {too_new - 1}"):
+    with pytest.raises(
+        ExportError,
+        match=rf"--opset {too_new}: the installed onnxruntime "
+        rf"{re.escape(onnxruntime.__version__)} runs opsets up to {too_new - 1}",
+    ):
         resolve_opset(too_new)
     assert main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "b"), "--opset", str(too_new)]) == 1
     assert f"--opset {too_new}" in capsys.readouterr().err
@@ -225,10 +247,6 @@ def test_a_checkpoint_with_an_unresolved_stride_is_refused(checkpoint, tmp_path)
 def test_a_strided_checkpoint_exports_and_its_bundle_gathers_strided_clips(checkpoint, tmp_path):
     """model.clip_stride travels into the manifest (and its lookahead), and the bundle's dense inference takes
     slots that many frames apart, as ks_train's evaluation does."""
-    from ks_train.data.base import VideoSequence
-    from ks_train.evaluate import dense_probabilities, encode_sequence
-    from ks_train.methods import create_method
-
     with_config(checkpoint, tmp_path / "strided.pt", clip_stride=3)  # the weights do not depend on the stride
     out = tmp_path / "bundle"
     export_bundle(tmp_path / "strided.pt", out, int8=False, triton=False, evaluate=False, exporter="legacy")
@@ -238,8 +256,9 @@ def test_a_strided_checkpoint_exports_and_its_bundle_gathers_strided_clips(check
 
     ckpt = load_ks_checkpoint(tmp_path / "strided.pt")
     frames = synth_frames(ckpt.size)
-    sequence = VideoSequence("S99", "T1", np.zeros((len(frames), ckpt.n_aus), np.int8), np.arange(len(frames)),
-                             frames=frames)
+    sequence = VideoSequence(
+        "S99", "T1", np.zeros((len(frames), ckpt.n_aus), np.int8), np.arange(len(frames)), frames=frames
+    )
     method = create_method(ckpt.config)
     per_frame = encode_sequence(method, ckpt.model, sequence, ckpt.config.preprocess, torch.device("cpu"))
     graphs = BundleGraphs(manifest, roles=("encoder", "head"))
@@ -269,8 +288,6 @@ def test_an_existing_folder_that_is_not_a_bundle_is_not_overwritten(checkpoint, 
 
 # --- exporter fallback and simplifier ------------------------------------------------------------------------
 def test_a_failing_dynamo_export_falls_back_to_the_legacy_exporter(checkpoint, tmp_path, monkeypatch, caplog):
-    import ks_export.onnx_export as ox
-
     def broken(*args, **kwargs):
         raise RuntimeError("simulated torch.export failure")
 
@@ -309,9 +326,16 @@ def test_a_simplified_graph_that_changes_the_outputs_is_not_kept(bundle, tmp_pat
     monkeypatch.setattr(onnxslim, "slim", wrong_slim)
     m = B.read_manifest(bundle)
     gen = torch.Generator().manual_seed(0)
-    feeds = [{n: a.numpy() for n, a in zip(HeadGraph.input_names,
-                                           random_inputs("head", 2, m.clip_len, m.n_aus, m.preprocess.size, gen),
-                                           strict=True)}]
+    feeds = [
+        {
+            n: a.numpy()
+            for n, a in zip(
+                HeadGraph.input_names,
+                random_inputs("head", 2, m.clip_len, m.n_aus, m.preprocess.size, gen),
+                strict=True,
+            )
+        }
+    ]
     before = path.read_bytes()
     assert "not kept" in simplify_if_equal(path, feeds)
     assert path.read_bytes() == before
@@ -329,8 +353,9 @@ def test_the_int8_encoder_is_smaller_quantised_and_evaluated(exported):
     quant = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert quant, "no QDQ nodes"
     zero_points = {t.name: t for t in model.graph.initializer}
-    activation_types = {zero_points[n.input[2]].data_type for n in quant if len(n.input) > 2 and n.input[2] in
-                        zero_points}
+    activation_types = {
+        zero_points[n.input[2]].data_type for n in quant if len(n.input) > 2 and n.input[2] in zero_points
+    }
     assert activation_types == {onnx.TensorProto.UINT8}
     rows = {r.variant: r for r in report.precision}
     assert set(rows) == {"fp32", "int8"}

@@ -23,11 +23,17 @@ def value(name, shape):
 def conv_model(batch="batch"):
     """x [B, 3, 8, 8] -> Conv 4x3x3x3, pad 1 -> [B, 4, 8, 8] -> Relu -> Conv 6x2x3x3, group 2, stride 2
     -> [B, 6, 4, 4]."""
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2], group=2)]
-    return model_of(nodes, [value("x", [batch, 3, 8, 8])], [value("y", None)],
-                    [weight("w1", 4, 3, 3, 3), weight("b1", 4), weight("w2", 6, 2, 3, 3)])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2], group=2),
+    ]
+    return model_of(
+        nodes,
+        [value("x", [batch, 3, 8, 8])],
+        [value("y", None)],
+        [weight("w1", 4, 3, 3, 3), weight("b1", 4), weight("w2", 6, 2, 3, 3)],
+    )
 
 
 def test_conv_by_hand():
@@ -46,14 +52,21 @@ def test_matmul_gemm_einsum_by_hand():
     # MatMul [2, 5, 6] x [6, 7] -> [2, 5, 7]: 70 outputs x 6 = 420 MACs.
     # Gemm [2*5, 7] x B^T with B [3, 7] (transB) -> [10, 3]: 30 outputs x 7 = 210 MACs.
     # Einsum "bd,ndh->bnh" with b=10, d=3, n=4, h=2: 10 x 3 x 4 x 2 = 240 MACs.
-    nodes = [helper.make_node("MatMul", ["a", "m"], ["mm"]),
-             helper.make_node("Reshape", ["mm", "flat"], ["mm2"]),
-             helper.make_node("Gemm", ["mm2", "g"], ["gm"], transB=1),
-             helper.make_node("Einsum", ["gm", "e"], ["y"], equation="bd,ndh->bnh")]
-    inits = [weight("m", 6, 7), numpy_helper.from_array(np.array([-1, 7], np.int64), "flat"), weight("g", 3, 7),
-             weight("e", 4, 3, 2)]
-    count = count_flops(model_of(nodes, [value("a", ["batch", 5, 6])], [value("y", None)], inits),
-                        shapes={"a": [2, 5, 6]})
+    nodes = [
+        helper.make_node("MatMul", ["a", "m"], ["mm"]),
+        helper.make_node("Reshape", ["mm", "flat"], ["mm2"]),
+        helper.make_node("Gemm", ["mm2", "g"], ["gm"], transB=1),
+        helper.make_node("Einsum", ["gm", "e"], ["y"], equation="bd,ndh->bnh"),
+    ]
+    inits = [
+        weight("m", 6, 7),
+        numpy_helper.from_array(np.array([-1, 7], np.int64), "flat"),
+        weight("g", 3, 7),
+        weight("e", 4, 3, 2),
+    ]
+    count = count_flops(
+        model_of(nodes, [value("a", ["batch", 5, 6])], [value("y", None)], inits), shapes={"a": [2, 5, 6]}
+    )
     assert count.by_op == {"MatMul": 840, "Gemm": 420, "Einsum": 480}
     assert count.total == 2 * (420 + 210 + 240)
     assert count.unresolved == ()

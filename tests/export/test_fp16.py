@@ -13,6 +13,7 @@ from ks_export import ExportError
 from ks_export.fp16 import FP16_MAX, FP16_PROB_TOL, FP16_TINY, convert_file, half_array, to_float16, verify_fp16
 from ks_runtime.core.bundle import read_manifest
 from ks_runtime.core.preprocess import to_network_input
+from ks_runtime.synth.generate import SynthConfig, generate_sequence
 
 F, H = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -33,12 +34,23 @@ def small_model() -> onnx.ModelProto:
         helper.make_node("Unsqueeze", ["is0f", "axis1"], ["is0f2"]),
         helper.make_node("Add", ["s", "is0f2"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(4, 0.5, np.float32), "scale"),
-             numpy_helper.from_array(np.zeros(4, np.float32), "bias"), numpy_helper.from_array(np.int64(0), "zero"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", F, ["B", 4]),
-                                               helper.make_tensor_value_info("idx", TensorProto.INT64, ["B"])],
-                              [helper.make_tensor_value_info("y", F, ["B", 4])], inits)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.full(4, 0.5, np.float32), "scale"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "bias"),
+        numpy_helper.from_array(np.int64(0), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small",
+        [
+            helper.make_tensor_value_info("x", F, ["B", 4]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, ["B"]),
+        ],
+        [helper.make_tensor_value_info("y", F, ["B", 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
@@ -46,8 +58,10 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
 
-FEEDS = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32) * 1e-3,
-         "idx": np.array([0, 1, 0], np.int64)}
+FEEDS = {
+    "x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32) * 1e-3,
+    "idx": np.array([0, 1, 0], np.int64),
+}
 
 
 def test_half_array_clamps_into_float16_range():
@@ -61,7 +75,8 @@ def test_everything_inside_is_float16_and_the_io_stays_float32():
     graph = model.graph
     assert [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)] == [F, TensorProto.INT64, F]
     assert {t.name: t.data_type for t in graph.initializer if t.name in ("w", "scale", "bias")} == dict.fromkeys(
-        ("w", "scale", "bias"), H)
+        ("w", "scale", "bias"), H
+    )
     casts = {n.output[0]: n.attribute[0].i for n in graph.node if n.op_type == "Cast"}
     assert casts == {"x__fp16": H, "is0f": H, "y": F}  # input up, the graph's own Cast retargeted, output down
     constant = next(n for n in graph.node if n.op_type == "Constant")
@@ -84,12 +99,16 @@ def test_blocked_ops_compute_in_float32_between_casts():
 
 
 def test_subgraphs_are_refused():
-    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "b", [],
-                               [helper.make_tensor_value_info("z", F, [1])])
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["z"])], "b", [], [helper.make_tensor_value_info("z", F, [1])]
+    )
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-                                            helper.make_tensor_value_info("x", F, [1])],
-                              [helper.make_tensor_value_info("y", F, [1])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", F, [1])],
+        [helper.make_tensor_value_info("y", F, [1])],
+    )
     with pytest.raises(ExportError, match="subgraph"):
         to_float16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
 
@@ -102,10 +121,9 @@ def fp16_bundle(bundle, tmp_path_factory):
     paths = {r: bundle / m.graphs[r].file for r in ("encoder", "head", "clip")}
     fp16 = {r: out / f"{r}.fp16.onnx" for r in paths}
     stats = {r: convert_file(paths[r], fp16[r]) for r in paths}
-    from ks_runtime.synth.generate import SynthConfig, generate_sequence
-
-    frames = generate_sequence(SynthConfig(size="tiny", image_size=m.preprocess.size, frames=m.clip_len + 1,
-                                           seed=2), 0, 0).frames
+    frames = generate_sequence(
+        SynthConfig(size="tiny", image_size=m.preprocess.size, frames=m.clip_len + 1, seed=2), 0, 0
+    ).frames
     return m, paths, fp16, stats, to_network_input(frames, m.preprocess)
 
 
@@ -134,3 +152,6 @@ def test_fp16_verification_fails_a_wrong_graph(fp16_bundle, tmp_path):
     report = verify_fp16(paths, {**fp16, "head": broken}, real, m.clip_len)
     assert not report.ok and "FAIL" in report.table()
     assert report.worst("head_fp16") > FP16_PROB_TOL
+    assert "\n  head_fp16 on random inputs: probs: max abs " in report.table()
+    assert "(atol 2e-3, rtol 0) FAIL at [" in report.table()
+    assert not report.summary()["passed"]

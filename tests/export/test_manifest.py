@@ -1,4 +1,4 @@
-"""manifest.json as ks_export writes it: every field DESIGN.md lists, hashes of every file, strict JSON, and
+"""manifest.json as ks_export writes it: every field docs/bundle-format.md lists, hashes of every file, strict JSON, and
 the reader's refusals of a tampered manifest."""
 
 import json
@@ -56,7 +56,10 @@ def test_the_manifest_has_every_field_the_design_lists(bundle, checkpoint):
     producer = data["producer"]
     assert producer["package"] == "knowledge-spreader" and producer["version"] and producer["created"]
     assert (producer["torch"], producer["onnx"], producer["onnxruntime"]) == (
-        torch.__version__, onnx.__version__, onnxruntime.__version__)
+        torch.__version__,
+        onnx.__version__,
+        onnxruntime.__version__,
+    )
     verification = data["verification"]
     assert verification["passed"] is True
     for graph in ("encoder", "head", "clip", "encoder->head", "encoder->head=clip.onnx"):
@@ -69,8 +72,14 @@ def test_files_lists_the_sha256_of_every_file_in_the_bundle(bundle):
     files = raw(bundle)["files"]
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {B.MANIFEST}
     assert set(files) == on_disk
-    assert {"encoder.onnx", "head.onnx", "clip.onnx", "encoder.int8.onnx", "triton/ks_clip/1/model.onnx",
-            "triton/ks_clip/config.pbtxt"} <= on_disk
+    assert {
+        "encoder.onnx",
+        "head.onnx",
+        "clip.onnx",
+        "encoder.int8.onnx",
+        "triton/ks_clip/1/model.onnx",
+        "triton/ks_clip/config.pbtxt",
+    } <= on_disk
     assert all(files[name] == B.sha256_file(bundle / name) for name in files)
 
 
@@ -81,14 +90,17 @@ def test_the_runtime_reader_reads_what_the_writer_wrote(bundle):
     assert m.path("encoder_int8").is_file()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["files"].update({"clip.onnx": "f" * 64}), r"clip\.onnx: sha256 .* field 'files\.clip\.onnx'"),
-    (lambda d: d.update(format_version=99), r"manifest\.json: field 'format_version' is 99; this runtime reads"),
-    (lambda d: d["model"].pop("au_names"), r"manifest\.json: missing field 'model\.au_names'"),
-    (lambda d: d["producer"].pop("version"), r"manifest\.json: missing field 'producer\.version'"),
-    (lambda d: d.pop("opset"), r"manifest\.json: missing field 'opset'"),
-    (lambda d: d["thresholds"].pop(), r"manifest\.json: field 'thresholds' has 11 values for 12 AUs"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["files"].update({"clip.onnx": "f" * 64}), r"clip\.onnx: sha256 .* field 'files\.clip\.onnx'"),
+        (lambda d: d.update(format_version=99), r"manifest\.json: field 'format_version' is 99; this runtime reads"),
+        (lambda d: d["model"].pop("au_names"), r"manifest\.json: missing field 'model\.au_names'"),
+        (lambda d: d["producer"].pop("version"), r"manifest\.json: missing field 'producer\.version'"),
+        (lambda d: d.pop("opset"), r"manifest\.json: missing field 'opset'"),
+        (lambda d: d["thresholds"].pop(), r"manifest\.json: field 'thresholds' has 11 values for 12 AUs"),
+    ],
+)
 def test_a_tampered_manifest_is_refused_naming_file_and_field(bundle_copy, change, message):
     edit(bundle_copy, change)
     with pytest.raises(BundleError, match=message):
@@ -111,8 +123,10 @@ def test_jsonable_writes_strict_json():
 
 
 def test_history_summary_keeps_the_best_and_last_epochs():
-    history = [{"epoch": 1, "loss": 2.0, "mean_f1": 0.2, "per_au_f1": {"AU01": 0.1}},
-               {"epoch": 2, "loss": 1.0, "mean_f1": 0.3, "ppl_accept_rate": float("nan")}]
+    history = [
+        {"epoch": 1, "loss": 2.0, "mean_f1": 0.2, "per_au_f1": {"AU01": 0.1}},
+        {"epoch": 2, "loss": 1.0, "mean_f1": 0.3, "ppl_accept_rate": float("nan")},
+    ]
     summary = history_summary(history)
     assert summary["epochs"] == 2 and summary["best_mean_f1"] == 0.3
     assert summary["last"] == {"epoch": 2, "loss": 1.0, "mean_f1": 0.3, "ppl_accept_rate": None}

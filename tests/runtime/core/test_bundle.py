@@ -1,5 +1,5 @@
-"""The manifest reader (ks_runtime/bundle.py) and the onnxruntime graphs (ks_runtime/ort_graphs.py), on a toy
-bundle built here from hand-written ONNX graphs whose maths numpy can redo (no torch, no export)."""
+"""The manifest reader (ks_runtime/core/bundle.py) and the onnxruntime graphs (ks_runtime/engine/ort_graphs.py), on a
+toy bundle built here from hand-written ONNX graphs whose maths numpy can redo (no torch, no export)."""
 
 import json
 import shutil
@@ -16,8 +16,8 @@ from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_runtime.engine.ort_graphs import BundleGraphs
 
 N, U, S = 3, 2, 8
-W_SA = np.array([1.5, -2.0], np.float32)                                   # sa_logits = mean(frame) * W_SA
-W_ST = np.arange(N * U, dtype=np.float32).reshape(N, U) / 4 - 0.5          # student_logits = mean(frame) * W_ST
+W_SA = np.array([1.5, -2.0], np.float32)  # sa_logits = mean(frame) * W_SA
+W_ST = np.arange(N * U, dtype=np.float32).reshape(N, U) / 4 - 0.5  # student_logits = mean(frame) * W_ST
 
 
 # --- numpy reference of the toy model ----------------------------------------------------------------------
@@ -39,7 +39,8 @@ def const(name, array):
 def head_nodes(sa, students, key_slot, prefix=""):
     p = prefix
     return [
-        const(p + "depth", np.array(N, np.int64)), const(p + "onoff", np.array([0, 1], np.float32)),
+        const(p + "depth", np.array(N, np.int64)),
+        const(p + "onoff", np.array([0, 1], np.float32)),
         helper.make_node("OneHot", [key_slot, p + "depth", p + "onoff"], [p + "onehot"], axis=-1),  # (B, n)
         const(p + "ax2", np.array([2], np.int64)),
         helper.make_node("Unsqueeze", [p + "onehot", p + "ax2"], [p + "onehot3"]),
@@ -57,10 +58,12 @@ def encoder_nodes(x_axes, sa_axes, st_axes, source):
     return [
         const("xaxes", np.array(x_axes, np.int64)),
         helper.make_node("ReduceMean", [source, "xaxes"], ["x"], keepdims=0),
-        const("sa_axes", np.array(sa_axes, np.int64)), const("st_axes", np.array(st_axes, np.int64)),
+        const("sa_axes", np.array(sa_axes, np.int64)),
+        const("st_axes", np.array(st_axes, np.int64)),
         helper.make_node("Unsqueeze", ["x", "sa_axes"], ["x_sa"]),
         helper.make_node("Unsqueeze", ["x", "st_axes"], ["x_st"]),
-        const("w_sa", W_SA), const("w_st", W_ST),
+        const("w_sa", W_SA),
+        const("w_st", W_ST),
         helper.make_node("Mul", ["x_sa", "w_sa"], ["sa"]),
         helper.make_node("Mul", ["x_st", "w_st"], ["st"]),
     ]
@@ -72,8 +75,9 @@ def value(spec, batch="B"):
 
 
 def save(path, nodes, spec, opset, batch="B"):
-    graph = helper.make_graph(nodes, path.stem, [value(t, batch) for t in spec.inputs],
-                              [value(t, batch) for t in spec.outputs])
+    graph = helper.make_graph(
+        nodes, path.stem, [value(t, batch) for t in spec.inputs], [value(t, batch) for t in spec.outputs]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     if opset <= onnx.defs.onnx_opset_version():
         onnx.checker.check_model(model)
@@ -84,19 +88,33 @@ def write_toy_bundle(root, opset=18, encoder_batch="B"):
     root.mkdir(parents=True, exist_ok=True)
     specs = B.graph_specs(N, U, S)
     enc = encoder_nodes([1, 2, 3], [1], [1, 2], B.FRAMES)
-    enc += [helper.make_node("Identity", ["sa"], [B.SA_LOGITS]),
-            helper.make_node("Identity", ["st"], [B.STUDENT_LOGITS])]
+    enc += [
+        helper.make_node("Identity", ["sa"], [B.SA_LOGITS]),
+        helper.make_node("Identity", ["st"], [B.STUDENT_LOGITS]),
+    ]
     save(root / "encoder.onnx", enc, specs["encoder"], opset, encoder_batch)
     save(root / "head.onnx", head_nodes(B.SA_LOGITS, B.STUDENT_LOGITS, B.KEY_SLOT), specs["head"], opset)
     clip = encoder_nodes([2, 3, 4], [2], [2, 3], B.CLIPS) + head_nodes("sa", "st", B.KEY_SLOT, "h_")
     save(root / "clip.onnx", clip, specs["clip"], opset)
     shutil.copyfile(root / "encoder.onnx", root / "encoder.int8.onnx")
     manifest = {
-        "format": B.FORMAT, "format_version": B.FORMAT_VERSION,
-        "model": {"method": "ks", "au_set": "custom", "au_columns": ["AU01", "AU02"], "au_names": ["a", "b"],
-                  "n_aus": U, "clip_len": N, "fusion": "mean"},
-        "thresholds": [0.5, 0.5], "policy": {"default": "last"}, "preprocess": Preprocess(size=S).to_dict(),
-        "alignment": {}, "opset": opset, "graphs": {r: s.to_dict() for r, s in specs.items()},
+        "format": B.FORMAT,
+        "format_version": B.FORMAT_VERSION,
+        "model": {
+            "method": "ks",
+            "au_set": "custom",
+            "au_columns": ["AU01", "AU02"],
+            "au_names": ["a", "b"],
+            "n_aus": U,
+            "clip_len": N,
+            "fusion": "mean",
+        },
+        "thresholds": [0.5, 0.5],
+        "policy": {"default": "last"},
+        "preprocess": Preprocess(size=S).to_dict(),
+        "alignment": {},
+        "opset": opset,
+        "graphs": {r: s.to_dict() for r, s in specs.items()},
         "variants": {B.ENCODER_INT8: {"file": "encoder.int8.onnx", "graph": "encoder", "precision": "int8"}},
         "producer": {"package": "test", "version": "0"},
     }
@@ -140,22 +158,27 @@ def test_graph_specs_name_every_tensor_with_a_dynamic_batch():
     assert all(t.shape[0] == "B" for s in specs.values() for t in (*s.inputs, *s.outputs))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(format_version=3), "field 'format_version' is 3; this runtime reads versions 1, 2"),
-    (lambda d: d["model"].pop("clip_len"), "missing field 'model.clip_len'"),
-    (lambda d: d.pop("producer"), "missing field 'producer'"),
-    (lambda d: d["model"].update(n_aus=3), "field 'model.n_aus' is 3"),
-    (lambda d: d["graphs"]["head"]["inputs"][0].update(shape=["B", 4, 2]), "field 'graphs.head.inputs'"),
-    (lambda d: d["variants"][B.ENCODER_INT8].pop("graph"), "field 'variants.encoder_int8'"),
-    (lambda d: d["files"].update({"encoder.onnx": "0" * 64}), "field 'files.encoder.onnx'"),
-    (lambda d: d["files"].update({"../x": "0" * 64}), "field 'files.../x'"),
-    (lambda d: d["policy"].update(default="sometimes"), "field 'policy.default'"),
-    (lambda d: d.update(format="zip"), "field 'format'"),
-    (lambda d: d["model"].update(clip_stride=0), "field 'model.clip_stride' must be >= 1"),
-    (lambda d: d["model"].update(clip_stride="2"), "field 'model.clip_stride' should be int"),
-    (lambda d: d.update(format_version=1) or d["model"].update(clip_stride=2),
-     "field 'model.clip_stride' is 2 in a version 1 manifest"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(format_version=3), "field 'format_version' is 3; this runtime reads versions 1, 2"),
+        (lambda d: d["model"].pop("clip_len"), "missing field 'model.clip_len'"),
+        (lambda d: d.pop("producer"), "missing field 'producer'"),
+        (lambda d: d["model"].update(n_aus=3), "field 'model.n_aus' is 3"),
+        (lambda d: d["graphs"]["head"]["inputs"][0].update(shape=["B", 4, 2]), "field 'graphs.head.inputs'"),
+        (lambda d: d["variants"][B.ENCODER_INT8].pop("graph"), "field 'variants.encoder_int8'"),
+        (lambda d: d["files"].update({"encoder.onnx": "0" * 64}), "field 'files.encoder.onnx'"),
+        (lambda d: d["files"].update({"../x": "0" * 64}), "field 'files.../x'"),
+        (lambda d: d["policy"].update(default="sometimes"), "field 'policy.default'"),
+        (lambda d: d.update(format="zip"), "field 'format'"),
+        (lambda d: d["model"].update(clip_stride=0), "field 'model.clip_stride' must be >= 1"),
+        (lambda d: d["model"].update(clip_stride="2"), "field 'model.clip_stride' should be int"),
+        (
+            lambda d: d.update(format_version=1) or d["model"].update(clip_stride=2),
+            "field 'model.clip_stride' is 2 in a version 1 manifest",
+        ),
+    ],
+)
 def test_reader_names_the_field_that_is_wrong(copy, change, message):
     edit_manifest(copy, change)
     with pytest.raises(BundleError, match=message.replace(".", r"\.").replace("(", r"\(")) as info:
@@ -202,12 +225,14 @@ def test_dense_probabilities_follow_the_shared_policy(toy, policy):
     frames = np.random.default_rng(2).integers(0, 256, (7, 12, 12, 3), dtype=np.uint8)  # resized to S
     got = graphs.dense_probabilities(frames, policy, batch_size=3, head_batch=4)
     sa, st = ref_encode(to_network_input(frames, Preprocess(size=S)))
+
     def scored(clip):  # the reference head on one clip, from the per-frame reference outputs
         index = list(clip.frames)
         return ref_head(sa[index][None], st[index][None], np.array([clip.key_slot]))[0]
 
-    want = np.stack([np.mean([scored(c) for c in clips_for_frame(t, len(frames), N, policy)], axis=0)
-                     for t in range(len(frames))])
+    want = np.stack(
+        [np.mean([scored(c) for c in clips_for_frame(t, len(frames), N, policy)], axis=0) for t in range(len(frames))]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got.shape == (7, U)
 
@@ -243,8 +268,12 @@ def test_check_io_names_a_wrong_tensor(toy):
     with pytest.raises(BundleError, match="input names"):
         B.check_io(m, "head", [("sa", ["B", N, U])], [("probs", ["B", U])])
     with pytest.raises(BundleError, match="is float32, manifest.json says int64"):
-        B.check_io(m, "clip", [("clips", ["B", N, 3, S, S], "float32"), ("key_slot", ["B"], "float32")],
-                   [("probs", ["B", U], "float32")])
+        B.check_io(
+            m,
+            "clip",
+            [("clips", ["B", N, 3, S, S], "float32"), ("key_slot", ["B"], "float32")],
+            [("probs", ["B", U], "float32")],
+        )
 
 
 def test_adjacent_bundles_stay_version_1_and_strided_ones_are_version_2(bundle, strided_bundle):
