@@ -21,8 +21,14 @@ from ks_train.model.ks import one_hot_slot
 
 
 @torch.no_grad()
-def encode_sequence(method: Method, model: torch.nn.Module, sequence: VideoSequence, preprocess: Preprocess,
-                    device: torch.device, batch_size: int = 64) -> tuple[torch.Tensor, ...]:
+def encode_sequence(
+    method: Method,
+    model: torch.nn.Module,
+    sequence: VideoSequence,
+    preprocess: Preprocess,
+    device: torch.device,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, ...]:
     """The per-frame outputs of every frame of a sequence, each (T, ...)."""
     outputs: list[tuple[torch.Tensor, ...]] = []
     for start in range(0, len(sequence), batch_size):
@@ -33,8 +39,9 @@ def encode_sequence(method: Method, model: torch.nn.Module, sequence: VideoSeque
 
 
 @torch.no_grad()
-def dense_probabilities(method: Method, model: torch.nn.Module, per_frame: tuple[torch.Tensor, ...],
-                        policy: str, batch_size: int = 256) -> np.ndarray:
+def dense_probabilities(
+    method: Method, model: torch.nn.Module, per_frame: tuple[torch.Tensor, ...], policy: str, batch_size: int = 256
+) -> np.ndarray:
     """Probabilities [T, U] from per-frame outputs: each frame's clip(s) by the policy, then the head."""
     length = per_frame[0].shape[0]
     n = method.clip_len
@@ -51,19 +58,34 @@ def dense_probabilities(method: Method, model: torch.nn.Module, per_frame: tuple
     return torch.cat(probs).float().cpu().numpy().reshape(length, k, -1).mean(1)
 
 
-def predict_sequences(method: Method, model: torch.nn.Module, sequences: list[VideoSequence],
-                      preprocess: Preprocess, policy: str, device: torch.device) -> list[np.ndarray]:
+def predict_sequences(
+    method: Method,
+    model: torch.nn.Module,
+    sequences: list[VideoSequence],
+    preprocess: Preprocess,
+    policy: str,
+    device: torch.device,
+) -> list[np.ndarray]:
     was_training = model.training
     model.eval()
     try:
-        return [dense_probabilities(method, model, encode_sequence(method, model, s, preprocess, device), policy)
-                for s in sequences]
+        return [
+            dense_probabilities(method, model, encode_sequence(method, model, s, preprocess, device), policy)
+            for s in sequences
+        ]
     finally:
         model.train(was_training)
 
 
-def evaluate(method: Method, model: torch.nn.Module, sequences: list[VideoSequence], preprocess: Preprocess,
-             policy: str, device: torch.device, columns: list[str]) -> F1Report:
+def evaluate(
+    method: Method,
+    model: torch.nn.Module,
+    sequences: list[VideoSequence],
+    preprocess: Preprocess,
+    policy: str,
+    device: torch.device,
+    columns: list[str],
+) -> F1Report:
     """Per-AU F1 over all frames of `sequences`, dense testing under `policy`."""
     probs = predict_sequences(method, model, sequences, preprocess, policy, device)
     labels = np.concatenate([s.labels for s in sequences])
@@ -85,9 +107,15 @@ class PseudoLabelAnalysis:
 
 
 @torch.no_grad()
-def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence], masks: list[np.ndarray],
-                          preprocess: Preprocess, ppl_threshold: float, device: torch.device,
-                          method: Method) -> PseudoLabelAnalysis:
+def pseudo_label_analysis(
+    model: torch.nn.Module,
+    sequences: list[VideoSequence],
+    masks: list[np.ndarray],
+    preprocess: Preprocess,
+    ppl_threshold: float,
+    device: torch.device,
+    method: Method,
+) -> PseudoLabelAnalysis:
     """Score every training key frame's clip (slot = key number mod n, so slots are balanced), take TT's
     pseudo labels on its unlabelled slots, and compare them with the hidden labels for the clips that
     PPL accepts, for all clips (naive), and for the most confident clips in the same number."""
@@ -111,8 +139,7 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
         probs = torch.sigmoid(tt).cpu().numpy()
         known = (truth != -1) & unlabelled[..., None]
         hits = ((probs >= 0.5) == (truth == 1)) & known
-        confidence.append(np.where(unlabelled[..., None], np.maximum(probs, 1 - probs), np.nan)
-                          .reshape(len(keys), -1))
+        confidence.append(np.where(unlabelled[..., None], np.maximum(probs, 1 - probs), np.nan).reshape(len(keys), -1))
         correct.append(hits.reshape(len(keys), -1).sum(1))
         total.append(known.reshape(len(keys), -1).sum(1))
     p_perturbed, correct, total = map(np.concatenate, (p_perturbed, correct, total))
@@ -125,5 +152,6 @@ def pseudo_label_analysis(model: torch.nn.Module, sequences: list[VideoSequence]
     def accuracy(selected: np.ndarray) -> float:
         return float(correct[selected].sum() / total[selected].sum()) if total[selected].sum() else float("nan")
 
-    return PseudoLabelAnalysis(len(accept), float(accept.mean()), accuracy(np.ones_like(accept)), accuracy(accept),
-                               accuracy(by_confidence))
+    return PseudoLabelAnalysis(
+        len(accept), float(accept.mean()), accuracy(np.ones_like(accept)), accuracy(accept), accuracy(by_confidence)
+    )

@@ -48,8 +48,9 @@ def inverse_rate_weights(labels: np.ndarray, min_rate: float = 0.01) -> np.ndarr
     return (inverse / inverse.mean()).astype(np.float32)
 
 
-def au_weights(labels: np.ndarray, per_au: str = "inverse_rate", positive: str = "none",
-               max_positive: float = 10.0) -> AUWeights:
+def au_weights(
+    labels: np.ndarray, per_au: str = "inverse_rate", positive: str = "none", max_positive: float = 10.0
+) -> AUWeights:
     """Loss weights from the kept training labels. `positive="balanced"` weighs positives by (1 - p) / p
     (clipped to [1/max, max]), so that 0.5 separates the classes as if they were equally frequent [R]."""
     if per_au not in AU_WEIGHTINGS or positive not in POSITIVE_WEIGHTINGS:
@@ -65,14 +66,14 @@ def au_weights(labels: np.ndarray, per_au: str = "inverse_rate", positive: str =
     return AUWeights(torch.from_numpy(w), torch.from_numpy(pw))
 
 
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: AUWeights,
-                 mask: torch.Tensor) -> torch.Tensor:
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: AUWeights, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the masked-in entries of w_u * BCE(logit, target) with positives scaled by pw_u; 0 when
     nothing is masked in. logits, targets, mask (..., U). Targets may be soft (probabilities).
     Computed in fp32 whatever autocast made the logits: a bf16 mask sum miscounts past 256 entries."""
     logits, mask = logits.float(), mask.float()
-    per_entry = F.binary_cross_entropy_with_logits(logits, targets.float().clamp(0, 1), reduction="none",
-                                                   pos_weight=weights.positive)
+    per_entry = F.binary_cross_entropy_with_logits(
+        logits, targets.float().clamp(0, 1), reduction="none", pos_weight=weights.positive
+    )
     total = (per_entry * weights.per_au * mask).sum()
     return total / mask.sum().clamp(min=1.0)
 
@@ -87,8 +88,7 @@ def loss_t(tt_logits: torch.Tensor, labels: torch.Tensor, weights: AUWeights) ->
     return weighted_bce(tt_logits, labels, weights, labels != UNKNOWN)
 
 
-def loss_skd(student_key_logits: torch.Tensor, sa_key_logits: torch.Tensor, clip_mask: torch.Tensor
-             ) -> torch.Tensor:
+def loss_skd(student_key_logits: torch.Tensor, sa_key_logits: torch.Tensor, clip_mask: torch.Tensor) -> torch.Tensor:
     """L_SKD: the active student on the key frame against stop-gradient S_a probabilities. (B, U)."""
     targets = torch.sigmoid(sa_key_logits.detach())
     plain = AUWeights.uniform(student_key_logits.shape[-1], student_key_logits.device)
@@ -100,8 +100,13 @@ def pseudo_labels(tt_logits: torch.Tensor) -> torch.Tensor:
     return (tt_logits.detach() >= 0).to(tt_logits.dtype)
 
 
-def loss_pl(sa_logits: torch.Tensor, tt_logits: torch.Tensor, unlabelled_slots: torch.Tensor,
-            accepted: torch.Tensor, weights: AUWeights) -> torch.Tensor:
+def loss_pl(
+    sa_logits: torch.Tensor,
+    tt_logits: torch.Tensor,
+    unlabelled_slots: torch.Tensor,
+    accepted: torch.Tensor,
+    weights: AUWeights,
+) -> torch.Tensor:
     """L_PL: TT's hard pseudo labels train S_a on the unlabelled slots of accepted clips.
 
     sa_logits, tt_logits (B, n, U); unlabelled_slots (B, n) bool; accepted (B,) bool.

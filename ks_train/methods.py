@@ -52,8 +52,9 @@ class Method:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def train_step(self, model: nn.Module, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool
-                   ) -> StepResult:
+    def train_step(
+        self, model: nn.Module, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool
+    ) -> StepResult:
         raise NotImplementedError
 
     def encode(self, model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -105,8 +106,9 @@ def perturb_tokens(tokens: torch.Tensor, key_slot: int, kinds: tuple[str, ...]) 
     return torch.where(use_swap, swapped, negated)
 
 
-def gate(loss_cfg: LossConfig, p_perturbed: torch.Tensor, tt_logits: torch.Tensor,
-         unlabelled_slots: torch.Tensor) -> torch.Tensor:
+def gate(
+    loss_cfg: LossConfig, p_perturbed: torch.Tensor, tt_logits: torch.Tensor, unlabelled_slots: torch.Tensor
+) -> torch.Tensor:
     """Which clips' pseudo labels to accept (B,) bool: PPL, none (naive: all) or a confidence threshold."""
     if loss_cfg.gate == "none":
         return torch.ones_like(p_perturbed, dtype=torch.bool)
@@ -165,8 +167,13 @@ class KSMethod(Method):
         if semi_supervised:
             pl_weights = weights if lc.pl_weight_positives else weights.without_positive()
             terms["L_PL"] = losses.loss_pl(sa, tt, unlabelled, accepted, pl_weights)
-        loss = (terms["L_A"] + terms["L_T"] + lc.l_skd * terms["L_SKD"] + lc.l_self * terms["L_self"]
-                + lc.l_pl * terms.get("L_PL", torch.zeros((), device=sa.device)))
+        loss = (
+            terms["L_A"]
+            + terms["L_T"]
+            + lc.l_skd * terms["L_SKD"]
+            + lc.l_self * terms["L_self"]
+            + lc.l_pl * terms.get("L_PL", torch.zeros((), device=sa.device))
+        )
         counts = pseudo_label_counts(tt.detach(), batch.truth, unlabelled, accepted)
         return StepResult(loss, {k: v.detach() for k, v in terms.items()}, counts)
 
@@ -178,8 +185,9 @@ class KSMethod(Method):
         return model.head(sa, students, key_slot)
 
 
-def pseudo_label_counts(tt_logits: torch.Tensor, truth: torch.Tensor, unlabelled: torch.Tensor,
-                        accepted: torch.Tensor) -> dict[str, float]:
+def pseudo_label_counts(
+    tt_logits: torch.Tensor, truth: torch.Tensor, unlabelled: torch.Tensor, accepted: torch.Tensor
+) -> dict[str, float]:
     """Acceptance and the pseudo labels' accuracy on hidden labels, for all clips and for accepted ones."""
     has_unlabelled = unlabelled.any(1)
     correct = (losses.pseudo_labels(tt_logits) == truth) & (truth != losses.UNKNOWN)  # (B, n, U)
@@ -197,6 +205,7 @@ def pseudo_label_counts(tt_logits: torch.Tensor, truth: torch.Tensor, unlabelled
 
 def summarise_counts(counts: dict[str, float]) -> dict[str, float]:
     """Epoch summaries from summed counts: PPL acceptance rate and pseudo-label accuracies."""
+
     def ratio(a: str, b: str) -> float:
         return counts.get(a, 0.0) / counts[b] if counts.get(b) else float("nan")
 

@@ -40,8 +40,7 @@ class TrainingError(KSError):
     """Training cannot go on (a NaN or infinite loss); the message names the step, batch and term."""
 
 
-def load_experiment_data(cfg: ExperimentConfig, progress: bool = False,
-                         subjects: list[str] | None = None) -> AUDataset:
+def load_experiment_data(cfg: ExperimentConfig, progress: bool = False, subjects: list[str] | None = None) -> AUDataset:
     """The dataset a config names: SynthAU in memory when no root is given, else the adapter's reader."""
     data = cfg.data
     if data.dataset == "synth" and not data.root:
@@ -61,8 +60,9 @@ def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
     None on other CPUs, where emulated bf16 is slower than fp32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    native = [getattr(torch.cpu, name, lambda: False)() for name in
-              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    native = [
+        getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     return torch.bfloat16 if any(native) else None
 
 
@@ -109,9 +109,41 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def warn_if_clips_outreach(cfg: ExperimentConfig, train_seqs: list[VideoSequence]) -> None:
+    """Warn when a KS clip spans more frames than the longest training video (its slots then repeat edges)."""
+    reach = (cfg.model.clip_len - 1) * cfg.model.clip_stride + 1
+    longest = max((len(s) for s in train_seqs), default=0)
+    if cfg.method == "ks" and reach > longest:
+        log.warning(
+            "a clip reaches over %d frames (n = %d, stride %d) but the longest training video has %d: "
+            "slots past a video's ends repeat its edge frames; a smaller model.clip_stride may suit",
+            reach,
+            cfg.model.clip_len,
+            cfg.model.clip_stride,
+            longest,
+        )
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, floor: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay from the base learning rate to `floor` times it over `total_steps`."""
+
+    def factor(step: int) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, out_dir: Path | str, device: str = "auto",
-                 dataset: AUDataset | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: Path | str,
+        device: str = "auto",
+        dataset: AUDataset | None = None,
+        progress: bool = True,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.device = resolve_device(device)
         self.dist = Distributed.from_env(self.device)
@@ -121,19 +153,15 @@ class Trainer:
         self.dataset = dataset or load_experiment_data(cfg, progress=self.progress)
         self.columns = self.dataset.au_set.columns
         # clip_stride 0: the label spacing, resolved here so checkpoints and bundles hold the stride trained with.
-        cfg = replace(cfg, model=replace(cfg.model, n_aus=len(self.columns),
-                                         clip_stride=cfg.model.clip_stride or every_k(cfg)))
+        cfg = replace(
+            cfg, model=replace(cfg.model, n_aus=len(self.columns), clip_stride=cfg.model.clip_stride or every_k(cfg))
+        )
         self.cfg = cfg
         self.method = create_method(cfg)
         # channels_last: oneDNN's and cuDNN's fastest convolution layout (1.5x on this CPU in fp32).
         self.model = self.method.build_model().to(self.device, memory_format=torch.channels_last)
         self.train_seqs, self.test_seqs = self.dataset.split(cfg.data.fold)
-        reach = (cfg.model.clip_len - 1) * cfg.model.clip_stride + 1
-        longest = max((len(s) for s in self.train_seqs), default=0)
-        if cfg.method == "ks" and reach > longest:
-            log.warning("a clip reaches over %d frames (n = %d, stride %d) but the longest training video has %d: "
-                        "slots past a video's ends repeat its edge frames; a smaller model.clip_stride may suit",
-                        reach, cfg.model.clip_len, cfg.model.clip_stride, longest)
+        warn_if_clips_outreach(cfg, self.train_seqs)
 
         self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
         kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])
@@ -141,33 +169,37 @@ class Trainer:
 
         n, stride = self.method.clip_len, self.method.clip_stride
         batch = cfg.train.batch_size * (cfg.model.clip_len if cfg.method == "frame" else 1)
-        self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0,
-                                   stride=stride)
-        self.builder = ClipBatchBuilder(self.train_seqs, self.index, n, cfg.preprocess, cfg.train.augment,
-                                        cfg.train.seed, stride)
+        self.batches = ClipBatches(self.index, n, batch, cfg.train.unlabelled_per_batch if n > 1 else 0, stride=stride)
+        self.builder = ClipBatchBuilder(
+            self.train_seqs, self.index, n, cfg.preprocess, cfg.train.augment, cfg.train.seed, stride
+        )
         self.batches_per_epoch = cfg.train.batches_per_epoch or len(self.batches)
         self.total_steps = self.batches_per_epoch * cfg.train.epochs
 
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
-                                           weight_decay=cfg.train.weight_decay)
-        floor = cfg.train.min_lr_ratio
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / max(self.total_steps, 1), 1))))
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        self.scheduler = cosine_schedule(self.optimizer, self.total_steps, cfg.train.min_lr_ratio)
         self.amp_dtype = mixed_precision_dtype(self.device) if cfg.train.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        step_module = TrainStep(self.method, self.model)
-        if self.dist.world > 1:
-            if self.device.type == "cuda":
-                step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
-            step_module = nn.parallel.DistributedDataParallel(
-                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.step_module = step_module
+        self.step_module = self._step_module()
 
         self.epoch = 0
         self.global_batch = 0
         self.best_f1 = -1.0
         self.history: list[dict] = []
+
+    def _step_module(self) -> nn.Module:
+        """The training step as a module: wrapped in DistributedDataParallel (with synchronised batch norm on
+        GPUs) when more than one process trains."""
+        step_module = TrainStep(self.method, self.model)
+        if self.dist.world == 1:
+            return step_module
+        if self.device.type == "cuda":
+            step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
+        return nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
 
     # --- checkpoints ------------------------------------------------------------------------------
     def state(self, metrics: dict) -> dict:
@@ -178,8 +210,12 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "au_columns": list(self.columns),
             "preprocess": self.cfg.preprocess.to_dict(),
-            "dataset": {"name": self.dataset.name, "version": getattr(self.dataset, "version", ""),
-                        "fold": self.cfg.data.fold, "every_k": self.index.every_k},
+            "dataset": {
+                "name": self.dataset.name,
+                "version": getattr(self.dataset, "version", ""),
+                "fold": self.cfg.data.fold,
+                "every_k": self.index.every_k,
+            },
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -198,8 +234,13 @@ class Trainer:
         saved = ExperimentConfig.from_dict(state["config"])
         if saved.to_dict() != self.cfg.to_dict():
             ours, theirs = self.cfg.to_dict(), saved.to_dict()
-            diff = [f"{section}.{k}" for section in ours if isinstance(ours[section], dict)
-                    for k in ours[section] if ours[section][k] != theirs.get(section, {}).get(k)]
+            diff = [
+                f"{section}.{k}"
+                for section in ours
+                if isinstance(ours[section], dict)
+                for k in ours[section]
+                if ours[section][k] != theirs.get(section, {}).get(k)
+            ]
             diff += [k for k in ours if not isinstance(ours[k], dict) and ours[k] != theirs.get(k)]
             raise CheckpointError(f"{state['path']}: trained with another config (differs in {', '.join(diff)})")
         checkpoint.check_au_columns(state, list(self.columns))
@@ -226,8 +267,13 @@ class Trainer:
             record = self.train_epoch()
             if (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs:
                 report = self.evaluate()
-                record.update({"mean_f1": report.mean, "floor": report.mean_floor,
-                               "per_au_f1": dict(zip(self.columns, map(float, report.f1), strict=True))})
+                record.update(
+                    {
+                        "mean_f1": report.mean,
+                        "floor": report.mean_floor,
+                        "per_au_f1": dict(zip(self.columns, map(float, report.f1), strict=True)),
+                    }
+                )
             self.epoch += 1
             self.history.append(record)
             if self.dist.main:
@@ -248,12 +294,18 @@ class Trainer:
         cfg = self.cfg
         semi = cfg.method == "ks" and self.epoch >= cfg.train.warmup_epochs
         rng = np.random.default_rng([cfg.train.seed, self.epoch])
-        batches = self.batches.epoch(rng, with_unlabelled=semi, first_batch=self.global_batch,
-                                     count=self.batches_per_epoch)
+        batches = self.batches.epoch(
+            rng, with_unlabelled=semi, first_batch=self.global_batch, count=self.batches_per_epoch
+        )
         batches = [items[self.dist.rank :: self.dist.world] for items in batches]
         loader = torch.utils.data.DataLoader(
-            EpochBatches(self.builder, batches, self.epoch, self.global_batch), batch_size=None, shuffle=False,
-            num_workers=cfg.train.workers, collate_fn=lambda x: x, persistent_workers=False)
+            EpochBatches(self.builder, batches, self.epoch, self.global_batch),
+            batch_size=None,
+            shuffle=False,
+            num_workers=cfg.train.workers,
+            collate_fn=lambda x: x,
+            persistent_workers=False,
+        )
         self.model.train()
         if cfg.train.freeze_bn:
             for module in self.model.modules():
@@ -262,8 +314,13 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(loader, total=len(batches), disable=not self.progress, leave=False,
-                   desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}")
+        bar = tqdm(
+            loader,
+            total=len(batches),
+            disable=not self.progress,
+            leave=False,
+            desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
+        )
         for b, batch in enumerate(bar):
             result = self.train_batch(batch.to(self.device), semi, b)
             for name, value in result.terms.items():
@@ -274,15 +331,21 @@ class Trainer:
             bar.set_postfix(loss=f"{float(result.loss.detach()):.3f}")
             self.global_batch += 1
         n = max(len(batches), 1)
-        record = {"epoch": self.epoch + 1, "semi_supervised": semi, "seconds": time.perf_counter() - started,
-                  "lr": self.scheduler.get_last_lr()[0], **{k: v / n for k, v in sums.items()}}
+        record = {
+            "epoch": self.epoch + 1,
+            "semi_supervised": semi,
+            "seconds": time.perf_counter() - started,
+            "lr": self.scheduler.get_last_lr()[0],
+            **{k: v / n for k, v in sums.items()},
+        }
         if cfg.method == "ks":
             record.update(summarise_counts(counts))
         return record
 
     def train_batch(self, batch: ClipBatch, semi: bool, index: int) -> StepResult:
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+        )
         with autocast:
             result = self.step_module(batch, self.weights, semi)
         for name, value in {"total": result.loss, **result.terms}.items():
@@ -290,7 +353,8 @@ class Trainer:
                 raise TrainingError(
                     f"loss term {name} is {float(value.detach())} at epoch {self.epoch + 1}, batch {index} "
                     f"(global step {self.global_batch}, key slot {batch.key_slot}); stopping. "
-                    f"The last checkpoint is intact.")
+                    f"The last checkpoint is intact."
+                )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.loss).backward()
         if self.cfg.train.grad_clip > 0:
@@ -302,8 +366,15 @@ class Trainer:
         return result
 
     def evaluate(self, sequences: list[VideoSequence] | None = None, policy: str | None = None) -> F1Report:
-        return evaluate(self.method, self.model, sequences or self.test_seqs, self.cfg.preprocess,
-                        policy or self.cfg.train.eval_policy, self.device, list(self.columns))
+        return evaluate(
+            self.method,
+            self.model,
+            sequences or self.test_seqs,
+            self.cfg.preprocess,
+            policy or self.cfg.train.eval_policy,
+            self.device,
+            list(self.columns),
+        )
 
     # --- logging --------------------------------------------------------------------------------------
     def _tensorboard(self):
@@ -318,8 +389,9 @@ class Trainer:
     def _log(self, record: dict, writer) -> None:
         with open(self.out_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        summary = " ".join(f"{k}={v:.4f}" for k, v in record.items()
-                           if isinstance(v, float) and k not in ("seconds", "lr"))
+        summary = " ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k not in ("seconds", "lr")
+        )
         log.info("epoch %d (%.0f s): %s", record["epoch"], record["seconds"], summary)
         if writer is not None:
             for key, value in record.items():

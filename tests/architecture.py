@@ -52,8 +52,9 @@ def _resolve(node: ast.ImportFrom | ast.Import, importer: str, is_package: bool,
     return submodules if len(submodules) == len(node.names) else [base, *submodules]
 
 
-def _walk(node: ast.AST, in_function: bool = False, type_checking: bool = False
-          ) -> Iterator[tuple[ast.AST, bool, bool]]:
+def _walk(
+    node: ast.AST, in_function: bool = False, type_checking: bool = False
+) -> Iterator[tuple[ast.AST, bool, bool]]:
     for child in ast.iter_child_nodes(node):
         yield child, in_function, type_checking
         nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)

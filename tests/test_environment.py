@@ -5,9 +5,23 @@ import importlib
 import pytest
 
 REQUIRED = [
-    "numpy", "pandas", "cv2", "tqdm", "onnxruntime", "torch", "onnx", "onnxscript", "onnxslim",
-    "tritonclient.grpc.model_config_pb2", "pytest_benchmark", "threadpoolctl",
-    "ks_runtime", "ks_train", "ks_export", "cpp_ext", "cpp_ext.cuda",
+    "numpy",
+    "pandas",
+    "cv2",
+    "tqdm",
+    "onnxruntime",
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxslim",
+    "tritonclient.grpc.model_config_pb2",
+    "pytest_benchmark",
+    "threadpoolctl",
+    "ks_runtime",
+    "ks_train",
+    "ks_export",
+    "cpp_ext",
+    "cpp_ext.cuda",
 ]
 
 

@@ -70,8 +70,12 @@ def fake(importer: str, target: str, in_function: bool = False) -> Import:
 
 
 def test_the_layer_check_catches_io_reaching_into_synth_and_core_into_engine():
-    edges = [fake("ks_runtime.io.table", "ks_runtime.synth.face"), fake("ks_runtime.core.au", "ks_runtime.engine"),
-             fake("ks_runtime.faces.base", "ks_runtime.core.results"), fake("ks_runtime.detector", "ks_runtime.synth")]
+    edges = [
+        fake("ks_runtime.io.table", "ks_runtime.synth.face"),
+        fake("ks_runtime.core.au", "ks_runtime.engine"),
+        fake("ks_runtime.faces.base", "ks_runtime.core.results"),
+        fake("ks_runtime.detector", "ks_runtime.synth"),
+    ]
     bad = layer_violations(edges)
     assert len(bad) == 2 and "io/ imports ks_runtime.synth.face" in bad[0] and "core/ imports" in bad[1]
 

@@ -28,26 +28,26 @@ class KSConfig:
     """Model shape. [S] stated by the paper, [R] our reconstruction (KS_SPEC.md)."""
 
     n_aus: int = 12
-    clip_len: int = 5                  # n [S: 5 by default]
+    clip_len: int = 5  # n [S: 5 by default]
     # [R] frames between a clip's slots: 1 = adjacent frames (the paper's); 0 = the label spacing k, so that
     # every slot of a labelled clip is a labelled frame (resolved by the trainer; README: +4.6 points at 10%)
     clip_stride: int = 1
-    backbone: str = "tiny"             # [R] resnet50 gives the paper's ~25M parameters
-    token_width: int = 0               # W; 0 means W = U [S]
-    au_feature_dropout: float = 0.0    # [R]
-    sa_depth: int = 2                  # [R]
-    sa_heads: int = 8                  # [S]
-    sa_head_dim: int = 8               # [R] attention's own head width, since W = U does not split 8 ways
-    sa_mlp_ratio: float = 4.0          # [R]
-    tt_depth: int = 2                  # [R]
-    tt_heads: int = 8                  # [S]
-    tt_head_dim: int = 8               # [R]
-    tt_mlp_ratio: float = 4.0          # [R]
-    dropout: float = 0.1               # [R]
-    student_hidden: int = 64           # [R] deliberately weak MLP students [S]
-    ppl_hidden: int = 32               # [R]
-    source_embedding: bool = True      # [R] tells TT which slot holds the teacher-made (key) token
-    fusion: str = "mean"               # [R] mean of sigmoid(S_a) and sigmoid(TT) at the key slot
+    backbone: str = "tiny"  # [R] resnet50 gives the paper's ~25M parameters
+    token_width: int = 0  # W; 0 means W = U [S]
+    au_feature_dropout: float = 0.0  # [R]
+    sa_depth: int = 2  # [R]
+    sa_heads: int = 8  # [S]
+    sa_head_dim: int = 8  # [R] attention's own head width, since W = U does not split 8 ways
+    sa_mlp_ratio: float = 4.0  # [R]
+    tt_depth: int = 2  # [R]
+    tt_heads: int = 8  # [S]
+    tt_head_dim: int = 8  # [R]
+    tt_mlp_ratio: float = 4.0  # [R]
+    dropout: float = 0.1  # [R]
+    student_hidden: int = 64  # [R] deliberately weak MLP students [S]
+    ppl_hidden: int = 32  # [R]
+    source_embedding: bool = True  # [R] tells TT which slot holds the teacher-made (key) token
+    fusion: str = "mean"  # [R] mean of sigmoid(S_a) and sigmoid(TT) at the key slot
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -82,7 +82,7 @@ class TokenClassifier(nn.Module):
 
     def __init__(self, tokens: int, width: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(tokens, width) * width ** -0.5)
+        self.weight = nn.Parameter(torch.randn(tokens, width) * width**-0.5)
         self.bias = nn.Parameter(torch.zeros(tokens))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +94,9 @@ class SpatialTeacher(nn.Module):
 
     def __init__(self, cfg: KSConfig) -> None:
         super().__init__()
-        self.encoder = Encoder(cfg.n_aus, cfg.width, cfg.sa_depth, cfg.sa_heads, cfg.sa_head_dim,
-                               cfg.sa_mlp_ratio, cfg.dropout)
+        self.encoder = Encoder(
+            cfg.n_aus, cfg.width, cfg.sa_depth, cfg.sa_heads, cfg.sa_head_dim, cfg.sa_mlp_ratio, cfg.dropout
+        )
         self.classifier = TokenClassifier(cfg.n_aus, cfg.width)
 
     def forward(self, au_features: torch.Tensor) -> torch.Tensor:
@@ -108,9 +109,9 @@ class SpatialStudents(nn.Module):
     def __init__(self, cfg: KSConfig) -> None:
         super().__init__()
         n, d, h, u = cfg.clip_len, cfg.n_aus * cfg.width, cfg.student_hidden, cfg.n_aus
-        self.w1 = nn.Parameter(torch.randn(n, d, h) * d ** -0.5)
+        self.w1 = nn.Parameter(torch.randn(n, d, h) * d**-0.5)
         self.b1 = nn.Parameter(torch.zeros(n, h))
-        self.w2 = nn.Parameter(torch.randn(n, h, u) * h ** -0.5)
+        self.w2 = nn.Parameter(torch.randn(n, h, u) * h**-0.5)
         self.b2 = nn.Parameter(torch.zeros(n, u))
 
     def forward(self, au_features: torch.Tensor) -> torch.Tensor:
@@ -126,8 +127,9 @@ class TemporalTeacher(nn.Module):
         super().__init__()
         self.source = nn.Embedding(2, cfg.width) if cfg.source_embedding else None
         self.project_in = nn.Identity() if cfg.width == cfg.n_aus else nn.Linear(cfg.n_aus, cfg.width)
-        self.encoder = Encoder(cfg.clip_len, cfg.width, cfg.tt_depth, cfg.tt_heads, cfg.tt_head_dim,
-                               cfg.tt_mlp_ratio, cfg.dropout)
+        self.encoder = Encoder(
+            cfg.clip_len, cfg.width, cfg.tt_depth, cfg.tt_heads, cfg.tt_head_dim, cfg.tt_mlp_ratio, cfg.dropout
+        )
         self.out = nn.Linear(cfg.width, cfg.n_aus)
 
     def forward(self, tokens: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,8 +184,9 @@ class KSModel(nn.Module):
         return self.spatial_teacher(f_s), self.students(f_s)
 
     # --- per clip (head.onnx) -----------------------------------------------------------------
-    def clip_tokens(self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_onehot: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def clip_tokens(
+        self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_onehot: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token j is S_a's logits if j is the key slot, else student j's on frame j.
 
         sa_logits (B, n, U), student_logits (B, n, n, U) [frame, student, AU], key_onehot (B, n).

@@ -19,7 +19,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * inner)
         self.proj = nn.Linear(inner, width)
         self.drop = nn.Dropout(dropout)
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -37,8 +37,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads, head_dim, dropout)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -48,8 +49,9 @@ class Block(nn.Module):
 class Encoder(nn.Module):
     """Learnable positional embedding [T, W], `depth` blocks, a final LayerNorm. No class token."""
 
-    def __init__(self, tokens: int, width: int, depth: int, heads: int, head_dim: int, mlp_ratio: float,
-                 dropout: float) -> None:
+    def __init__(
+        self, tokens: int, width: int, depth: int, heads: int, head_dim: int, mlp_ratio: float, dropout: float
+    ) -> None:
         super().__init__()
         self.pos = nn.Parameter(torch.zeros(tokens, width))
         nn.init.trunc_normal_(self.pos, std=0.02)

@@ -56,7 +56,9 @@ def test_strided_clips_match_reference(rng, stride, dtype, tail):
             got, want, err_msg=f"R={len(ring)} first={first} count={count} n={n} start={start} ends={ends}"
         )
         # the runtime's numpy fallback (KS_DISABLE_CPP_EXT=1) takes the same clips
-        np.testing.assert_array_equal(kernels.gather_clips_numpy(ring, first, count, ends, n, start, stride=stride), want)
+        np.testing.assert_array_equal(
+            kernels.gather_clips_numpy(ring, first, count, ends, n, start, stride=stride), want
+        )
 
 
 def test_strided_clips_wrap_and_replicate_edges():

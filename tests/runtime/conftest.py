@@ -14,8 +14,16 @@ from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.engine.base import Engine
 
 # clip_stride 1: the base bundle streams adjacent frames; strided_bundle below covers a stride.
-OVERRIDES = ["data.synth_size=tiny", "data.image_size=32", "model.clip_len=3", "model.clip_stride=1",
-             "model.backbone=tiny", "train.epochs=1", "train.batches_per_epoch=2", "train.workers=0"]
+OVERRIDES = [
+    "data.synth_size=tiny",
+    "data.image_size=32",
+    "model.clip_len=3",
+    "model.clip_stride=1",
+    "model.backbone=tiny",
+    "train.epochs=1",
+    "train.batches_per_epoch=2",
+    "train.workers=0",
+]
 CLIP_LEN, SIZE = 3, 32
 
 
@@ -24,8 +32,16 @@ def toy_dataset():
     from ks_train.data.base import AUDataset, VideoSequence
 
     rng = np.random.default_rng(0)
-    sequences = [VideoSequence(f"S{s}", "T1", rng.integers(0, 2, (16, 12)).astype(np.int8), np.arange(16),
-                               frames=rng.integers(0, 256, (16, SIZE, SIZE, 3), dtype=np.uint8)) for s in range(3)]
+    sequences = [
+        VideoSequence(
+            f"S{s}",
+            "T1",
+            rng.integers(0, 2, (16, 12)).astype(np.int8),
+            np.arange(16),
+            frames=rng.integers(0, 256, (16, SIZE, SIZE, 3), dtype=np.uint8),
+        )
+        for s in range(3)
+    ]
     return AUDataset("toy", BP4D, sequences, [["S0"], ["S1"], ["S2"]])
 
 
@@ -56,8 +72,14 @@ def strided_bundle(checkpoint, tmp_path_factory):
     from tests.checkpoint_edit import with_config
 
     work = tmp_path_factory.mktemp("runtime_strided")
-    export_bundle(with_config(checkpoint, work / "strided.pt", clip_stride=2), work / "bundle", int8=False,
-                  triton=False, evaluate=False, exporter="legacy")
+    export_bundle(
+        with_config(checkpoint, work / "strided.pt", clip_stride=2),
+        work / "bundle",
+        int8=False,
+        triton=False,
+        evaluate=False,
+        exporter="legacy",
+    )
     return work / "bundle"
 
 

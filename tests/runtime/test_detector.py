@@ -130,13 +130,16 @@ def test_a_bundle_that_fails_its_checks_is_refused_before_the_first_frame(bundle
         Detector(copy)
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"engine": "trt"}, EngineError, "not available in this build"),
-    ({"engine": "tensorflow"}, ConfigError, "known engines"),
-    ({"device": "tpu"}, ConfigError, "cpu, cuda or cuda:N"),
-    ({"policy": "middle"}, ConfigError, "key-slot policy"),
-    ({"face": "mtcnn"}, ConfigError, "face stage 'mtcnn' is not known"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"engine": "trt"}, EngineError, "not available in this build"),
+        ({"engine": "tensorflow"}, ConfigError, "known engines"),
+        ({"device": "tpu"}, ConfigError, "cpu, cuda or cuda:N"),
+        ({"policy": "middle"}, ConfigError, "key-slot policy"),
+        ({"face": "mtcnn"}, ConfigError, "face stage 'mtcnn' is not known"),
+    ],
+)
 def test_bad_options_are_refused_with_a_clear_message(bundle, kwargs, error, message):
     with pytest.raises(error, match=message):
         Detector(bundle, **kwargs)

@@ -1,6 +1,5 @@
 """ks_runtime/inputs.py: what a user names -> a Source, and SynthAU sequences as sources."""
 
-
 import pytest
 
 from ks_runtime.inputs import SynthAUSource, SynthSpec, open_source
@@ -14,9 +13,13 @@ def test_synthau_specs_generate_the_named_sequence_with_labels():
     assert isinstance(source, SynthAUSource) and source.labels.shape == (120, 12) and source.fps == 25
     first = next(iter(source))
     assert first.index == 0 and first.image.shape == (64, 64, 3)
-    for bad, message in (("synthau:tiny:S02", "expected"), ("synthau:tiny:S99:T1", "S99"),
-                         ("synthau:tiny:S01:T5", "T5"), ("synthau:huge:S01:T1", "huge"),
-                         ("synthau:tiny:S01:T1:colour=red", "colour")):
+    for bad, message in (
+        ("synthau:tiny:S02", "expected"),
+        ("synthau:tiny:S99:T1", "S99"),
+        ("synthau:tiny:S01:T5", "T5"),
+        ("synthau:huge:S01:T1", "huge"),
+        ("synthau:tiny:S01:T1:colour=red", "colour"),
+    ):
         with pytest.raises(SourceError, match=message):
             open_source(bad)
 

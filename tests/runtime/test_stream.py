@@ -63,8 +63,9 @@ def video():
 def test_streamed_outputs_equal_clip_onnx_run_densely(graphs, ort_engine, video, policy):
     reference = clip_dense(graphs, video, policy)
     for batch in (1, 7):
-        streamer = StreamScheduler(ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=batch,
-                                                                                     head_batch=5))
+        streamer = StreamScheduler(
+            ort_engine, graphs.manifest.preprocess, StreamConfig(policy, batch_size=batch, head_batch=5)
+        )
         results = push_all(streamer, video)
         assert [r.index for r in results] == list(range(len(video)))
         streamed = np.stack([r.probs for r in results])
@@ -114,8 +115,9 @@ def test_a_faceless_frame_ends_the_stream_and_the_next_face_starts_one(fake_engi
     frames = synth_frames(20, size=16)[0]
     gap = range(8, 11)
     faces = [NO_FACE if i in gap else None for i in range(len(frames))]
-    results = push_all(StreamScheduler(fake_engine, small_preprocess, StreamConfig(policy, batch_size=4)), frames,
-                       faces=faces)
+    results = push_all(
+        StreamScheduler(fake_engine, small_preprocess, StreamConfig(policy, batch_size=4)), frames, faces=faces
+    )
     assert [r.index for r in results] == list(range(len(frames)))
     for r in results:
         assert (r.probs is None) == (r.index in gap) and r.success == (r.index not in gap)
@@ -152,8 +154,12 @@ def test_a_strided_model_finalises_once_its_farthest_slot_is_encoded(small_prepr
     engine = FakeEngine(n=n, stride=stride)
     frames = synth_frames(30, size=16)[0]
     # The frame each frame waits for, written out per policy: the clip holding t at slot m ends (n-1-m)*S later.
-    reach = {"last": lambda t: t, "center": lambda t: t + (n - 1 - n // 2) * stride,
-             "shift": lambda t: t + (n - 1 - t % n) * stride, "ensemble": lambda t: t + (n - 1) * stride}[policy]
+    reach = {
+        "last": lambda t: t,
+        "center": lambda t: t + (n - 1 - n // 2) * stride,
+        "shift": lambda t: t + (n - 1 - t % n) * stride,
+        "ensemble": lambda t: t + (n - 1) * stride,
+    }[policy]
     streamer = StreamScheduler(engine, small_preprocess, StreamConfig(policy, batch_size=1))
     stage = AlignedFaces(small_preprocess)
     done = 0
@@ -187,8 +193,9 @@ def test_clips_are_cut_from_the_ring_by_ops_gather_clips(fake_engine, small_prep
 
 def test_an_encoder_batch_waits_at_most_max_wait(fake_engine, small_preprocess):
     now = [0.0]
-    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig(batch_size=4, max_wait_ms=10.0),
-                            clock=lambda: now[0])
+    streamer = StreamScheduler(
+        fake_engine, small_preprocess, StreamConfig(batch_size=4, max_wait_ms=10.0), clock=lambda: now[0]
+    )
     frame = synth_frames(2, size=16)[0][0]
     streamer.push("a", SourceFrame(frame, 0.0, 0), AlignedFaces(small_preprocess)(frame, 0))
     now[0] = 0.009
@@ -208,14 +215,22 @@ def test_runner_batches_two_sources_and_keeps_each_in_order(fake_engine, small_p
     a, b = synth_frames(25, size=16)[0], synth_frames(19, size=16, subject=1)[0]
     streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("center", batch_size=6, queue_size=4))
     stage = AlignedFaces(small_preprocess)
-    results = [r for batch in Runner(streamer).run({"a": (ArraySource(a, fps=25), stage),
-                                                    "b": (ArraySource(b, fps=25), AlignedFaces(small_preprocess))})
-               for r in batch]
+    results = [
+        r
+        for batch in Runner(streamer).run(
+            {"a": (ArraySource(a, fps=25), stage), "b": (ArraySource(b, fps=25), AlignedFaces(small_preprocess))}
+        )
+        for r in batch
+    ]
     for key, frames in (("a", a), ("b", b)):
         mine = [r for r in results if r.source == key]
         assert [r.index for r in mine] == list(range(len(frames)))
-        assert np.abs(np.stack([r.probs for r in mine]) -
-                      fake_dense(fake_engine, frames, small_preprocess, "center")).max() <= 1e-6
+        assert (
+            np.abs(
+                np.stack([r.probs for r in mine]) - fake_dense(fake_engine, frames, small_preprocess, "center")
+            ).max()
+            <= 1e-6
+        )
     assert max(fake_engine.batches) > 1
 
 

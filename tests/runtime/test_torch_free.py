@@ -35,8 +35,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_whole_stream_runs_without_torch(bundle, tmp_path):
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), str(tmp_path)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(bundle), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result == {"rows": 120, "f1": True, "frames": 120, "live": [0, 1, 2], "cli": 0, "loaded": []}

@@ -48,8 +48,7 @@ def test_dense_indices_match_the_scalar_function(policy, length, stride):
 @pytest.mark.parametrize("stride", [1, 4])
 def test_lookahead_is_the_furthest_future_frame_any_clip_needs(stride):
     for policy in POLICIES:  # worst case over the shift cycle
-        needed = max(max(max(c.frames) - t for c in clips_for_frame(t, None, 5, policy, stride))
-                     for t in range(50, 55))
+        needed = max(max(max(c.frames) - t for c in clips_for_frame(t, None, 5, policy, stride)) for t in range(50, 55))
         assert lookahead(5, policy, stride) == needed
 
 

@@ -16,8 +16,9 @@ def test_network_input_normalises_each_channel_in_nchw():
 def test_bgr_input_is_reordered():
     spec = Preprocess(size=8, colour="RGB", mean=(0, 0, 0), std=(1, 1, 1))
     rgb = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(to_network_input(rgb[..., ::-1].copy(), spec, colour_in="BGR"),
-                                  to_network_input(rgb, spec))
+    np.testing.assert_array_equal(
+        to_network_input(rgb[..., ::-1].copy(), spec, colour_in="BGR"), to_network_input(rgb, spec)
+    )
 
 
 def test_resize_to_the_network_size():

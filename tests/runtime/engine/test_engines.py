@@ -19,12 +19,16 @@ def ort_gpu(monkeypatch):
     """onnxruntime as onnxruntime-gpu with TensorRT reports itself (no session is opened with it)."""
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
 
 
-@pytest.mark.parametrize("device, want", [("cpu", ("cpu", 0)), ("cuda", ("cuda", 0)), ("CUDA:3", ("cuda", 3)),
-                                          (" gpu:1 ", ("cuda", 1))])
+@pytest.mark.parametrize(
+    "device, want", [("cpu", ("cpu", 0)), ("cuda", ("cuda", 0)), ("CUDA:3", ("cuda", 3)), (" gpu:1 ", ("cuda", 1))]
+)
 def test_device_strings(device, want):
     assert parse_device(device) == want
 
@@ -40,14 +44,24 @@ def test_providers_from_device_strings(ort_gpu, tmp_path):
     assert ort.ort_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     trt, cuda, cpu = ort.ort_providers("cuda:2", tensorrt=True, cache_dir=tmp_path, fp16=False)
     cache = str(tmp_path)
-    assert trt == ("TensorrtExecutionProvider", {
-        "device_id": 2, "trt_fp16_enable": False, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-        "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
+    assert trt == (
+        "TensorrtExecutionProvider",
+        {
+            "device_id": 2,
+            "trt_fp16_enable": False,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+        },
+    )
     assert cuda == ("CUDAExecutionProvider", {"device_id": 2}) and cpu == "CPUExecutionProvider"
     with pytest.raises(EngineError, match="'ort-trt'.*runs on a GPU"):
         ort.ort_providers("cpu", tensorrt=True)
-    assert ort.ort_providers("cuda", tensorrt=True)[0] == ("TensorrtExecutionProvider",
-                                                         {"device_id": 0, "trt_fp16_enable": True})
+    assert ort.ort_providers("cuda", tensorrt=True)[0] == (
+        "TensorrtExecutionProvider",
+        {"device_id": 0, "trt_fp16_enable": True},
+    )
 
 
 def test_ort_trt_on_the_cpu_is_refused_before_touching_the_bundle(bundle, tmp_path):
@@ -99,8 +113,13 @@ class CudaArray:
     """An object that speaks __cuda_array_interface__ (never dereferenced here)."""
 
     def __init__(self, shape, typestr="<f4", strides=None, ptr=0x7000):
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False), "version": 3,
-                                         "strides": strides}
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (ptr, False),
+            "version": 3,
+            "strides": strides,
+        }
 
 
 def test_device_arrays_are_recognised_and_bound_in_place():

@@ -10,10 +10,14 @@ from ks_runtime.engine import gpu_probe
 
 
 def test_every_reason_is_none_or_starts_with_its_fixed_words():
-    starts = {"tensorrt": gpu_probe.TENSORRT_MISSING, "onnxruntime-gpu": gpu_probe.ORT_GPU_MISSING,
-              "onnxruntime-trt": gpu_probe.ORT_GPU_MISSING,
-              "cuda-python": gpu_probe.CUDA_PYTHON_MISSING, "cuda-device": gpu_probe.NO_CUDA_DEVICE,
-              "cuda-kernels": ("no CUDA driver/GPU", "libks_cuda.so was not built")}
+    starts = {
+        "tensorrt": gpu_probe.TENSORRT_MISSING,
+        "onnxruntime-gpu": gpu_probe.ORT_GPU_MISSING,
+        "onnxruntime-trt": gpu_probe.ORT_GPU_MISSING,
+        "cuda-python": gpu_probe.CUDA_PYTHON_MISSING,
+        "cuda-device": gpu_probe.NO_CUDA_DEVICE,
+        "cuda-kernels": ("no CUDA driver/GPU", "libks_cuda.so was not built"),
+    }
     for need, reason in ((need, check()) for need, check in gpu_probe.REASONS.items()):
         assert reason is None or reason.startswith(starts[need]), (need, reason)
     assert gpu_probe.missing() is None
@@ -42,8 +46,11 @@ def test_onnxruntime_gpu_reason_names_the_providers(monkeypatch):
     reason = gpu_probe.ort_gpu_reason()
     assert reason.startswith("onnxruntime-gpu not installed") and "CPUExecutionProvider" in reason
     assert "pip install .[gpu]" in reason
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     assert gpu_probe.ort_gpu_reason() is None and gpu_probe.ort_gpu_reason("TensorrtExecutionProvider") is None
 
 

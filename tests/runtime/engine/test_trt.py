@@ -31,6 +31,7 @@ EMULATED = kcuda.library_path() is not None  # the kernels' own per-thread code 
 
 # --- stand-ins --------------------------------------------------------------------------------------------------
 
+
 class Arena:
     """Host bytes addressed like device memory: malloc returns integer pointers (256-byte aligned, never 0)."""
 
@@ -57,8 +58,9 @@ class Arena:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         base = max((p for p in self.live if p <= ptr), default=None)
-        assert base is not None and ptr + nbytes <= base + self.live[base], \
+        assert base is not None and ptr + nbytes <= base + self.live[base], (
             f"access of {nbytes} bytes at {ptr:#x} overruns its allocation"
+        )
         offset = ptr - self.BASE
         return self.mem[offset : offset + nbytes].view(dtype).reshape(shape)
 
@@ -118,8 +120,9 @@ class OnnxGraph:
         def tensor(t):
             dtype = np.dtype(dtypes.get(t.name, t.dtype))
             dims = tuple(t.shape[1:])
-            return T.DeviceTensor(t.name, host.malloc(max_batch * int(np.prod(dims, dtype=np.int64)) *
-                                                      dtype.itemsize), dims, dtype)
+            return T.DeviceTensor(
+                t.name, host.malloc(max_batch * int(np.prod(dims, dtype=np.int64)) * dtype.itemsize), dims, dtype
+            )
 
         self.inputs = {t.name: tensor(t) for t in spec.inputs}
         self.outputs = {t.name: tensor(t) for t in spec.outputs}
@@ -129,8 +132,10 @@ class OnnxGraph:
         assert 1 <= batch <= self.max_batch
         self.batches.append(batch)
         arena = self.host.arena
-        feeds = {t.name: arena.view(t.ptr, (batch, *t.dims), t.dtype).astype(self.onnx_dtypes[t.name])
-                 for t in self.inputs.values()}
+        feeds = {
+            t.name: arena.view(t.ptr, (batch, *t.dims), t.dtype).astype(self.onnx_dtypes[t.name])
+            for t in self.inputs.values()
+        }
         for t, value in zip(self.outputs.values(), self.session.run(None, feeds), strict=True):
             arena.view(t.ptr, (batch, *t.dims), t.dtype)[...] = value
 
@@ -145,8 +150,9 @@ def device(bundle):
     manifest = read_manifest(bundle)
     arena = Arena()
     host = HostOps(arena)
-    engine = T.TrtEngine.from_parts(manifest, "cuda:0", host, OnnxGraph(manifest, "encoder", host, 4),
-                                    OnnxGraph(manifest, "head", host, 7))
+    engine = T.TrtEngine.from_parts(
+        manifest, "cuda:0", host, OnnxGraph(manifest, "encoder", host, 4), OnnxGraph(manifest, "head", host, 7)
+    )
     yield engine, host, arena
     if engine.ops is not None:
         engine.close()
@@ -154,9 +160,15 @@ def device(bundle):
 
 # --- names ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, slug", [("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
-                                        ("Orin (nvgpu)", "orin-nvgpu"),
-                                        ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090")])
+
+@pytest.mark.parametrize(
+    "name, slug",
+    [
+        ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
+        ("Orin (nvgpu)", "orin-nvgpu"),
+        ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090"),
+    ],
+)
 def test_engine_names_carry_gpu_and_tensorrt_release(name, slug):
     file = T.engine_file_name("encoder", name, "10.8.0.43", "fp16")
     assert file == f"encoder.{slug}.trt10.8.0.fp16.plan"
@@ -164,8 +176,16 @@ def test_engine_names_carry_gpu_and_tensorrt_release(name, slug):
     assert T.timing_cache_name(name, "8.6") == f"timing.{slug}.trt8.6.0.cache"
 
 
-@pytest.mark.parametrize("bad", ["encoder.onnx", "encoder.gpu.trt10.fp16.plan", "decoder.x.trt10.0.0.fp16.plan",
-                                 "encoder.x.trt10.0.0.bf16.plan", "encoder.X.trt10.0.0.fp16.plan"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "encoder.onnx",
+        "encoder.gpu.trt10.fp16.plan",
+        "decoder.x.trt10.0.0.fp16.plan",
+        "encoder.x.trt10.0.0.bf16.plan",
+        "encoder.X.trt10.0.0.fp16.plan",
+    ],
+)
 def test_other_file_names_are_not_engines(bad):
     assert T.parse_engine_name(bad) is None
 
@@ -182,6 +202,7 @@ def test_names_refuse_nonsense():
 
 
 # --- choosing the engines of a bundle ------------------------------------------------------------------------------
+
 
 def _with_engines(bundle, tmp_path, listed=(), built=()):
     """A copy of the bundle with empty plan files: `listed` in the manifest's tensorrt.engines, `built` unlisted."""
@@ -200,8 +221,10 @@ def _with_engines(bundle, tmp_path, listed=(), built=()):
 def test_engines_are_chosen_by_gpu_release_and_precision(bundle, tmp_path):
     h100, orin = "NVIDIA H100 80GB HBM3", "Orin"
     listed = [T.engine_file_name(r, h100, "10.8.0", p) for r, p in (("encoder", "fp16"), ("head", "fp16"))]
-    built = [T.engine_file_name(r, orin, "10.3.0", p) for r, p in (("encoder", "fp16"), ("encoder", "int8"),
-                                                                    ("head", "fp16"))]
+    built = [
+        T.engine_file_name(r, orin, "10.3.0", p)
+        for r, p in (("encoder", "fp16"), ("encoder", "int8"), ("head", "fp16"))
+    ]
     manifest = _with_engines(bundle, tmp_path, listed, built + ["notes.plan"])
     found = {e.name.file: e.listed for e in T.find_engines(manifest)}
     assert found == {**dict.fromkeys(listed, True), **dict.fromkeys(built, False)}
@@ -232,9 +255,11 @@ def test_a_badly_named_listed_engine_is_a_bundle_error(bundle, tmp_path):
 
 # --- bindings ------------------------------------------------------------------------------------------------------
 
+
 def _tensors(spec, **dtypes):
-    return {t.name: T.DeviceTensor(t.name, 256, tuple(t.shape[1:]), np.dtype(dtypes.get(t.name, t.dtype)))
-            for t in spec}
+    return {
+        t.name: T.DeviceTensor(t.name, 256, tuple(t.shape[1:]), np.dtype(dtypes.get(t.name, t.dtype))) for t in spec
+    }
 
 
 def test_bindings_are_checked_against_the_manifest(tmp_path):
@@ -264,14 +289,16 @@ def test_encoder_and_head_must_agree_on_the_ring_dtype(bundle):
 
 # --- the device path on the stand-ins ------------------------------------------------------------------------------
 
+
 def test_buffers_are_sized_for_the_profiles_and_all_freed(device):
     engine, host, arena = device
     m = engine.manifest
     n, u, s = m.clip_len, m.n_aus, m.preprocess.size
     sizes = sorted(arena.live.values())
     # encoder: frames, sa, students at max batch 4; head: sa, students, key_slot, probs at max batch 7; crops
-    want = sorted([4 * 3 * s * s * 4, 4 * u * 4, 4 * n * u * 4, 7 * n * u * 4, 7 * n * n * u * 4, 7 * 8, 7 * u * 4,
-                   4 * s * s * 3])
+    want = sorted(
+        [4 * 3 * s * s * 4, 4 * u * 4, 4 * n * u * 4, 7 * n * u * 4, 7 * n * n * u * 4, 7 * 8, 7 * u * 4, 4 * s * s * 3]
+    )
     assert sizes == want
     ring = engine.open_ring(10)
     assert arena.live[ring.sa] == 10 * u * 4 and arena.live[ring.students] == 10 * n * u * 4
@@ -291,8 +318,9 @@ def test_host_array_calls_equal_onnxruntime(device, bundle):
     n = engine.clip_len
     clips_sa, clips_st = np.stack([sa[i : i + n] for i in range(6)]), np.stack([students[i : i + n] for i in range(6)])
     slots = np.arange(6) % n
-    np.testing.assert_allclose(engine.head(clips_sa, clips_st, slots), graphs.head(clips_sa, clips_st, slots),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        engine.head(clips_sa, clips_st, slots), graphs.head(clips_sa, clips_st, slots), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("policy", ["last", "shift", "ensemble"])
@@ -342,8 +370,10 @@ def test_frames_and_clips_of_two_streams_share_batches(device, bundle):
     crops = np.stack([(a if key == "a" else b)[t] for key, t in order])
     engine.encode_crops(crops, [(ring_a if key == "a" else ring_b, t) for key, t in order])
     n = engine.clip_len
-    probs = engine.head_clips([(ring_a, 0, len(a), np.arange(len(a))), (ring_b, 0, len(b), np.arange(len(b)))],
-                              np.full(len(a) + len(b), n - 1))
+    probs = engine.head_clips(
+        [(ring_a, 0, len(a), np.arange(len(a))), (ring_b, 0, len(b), np.arange(len(b)))],
+        np.full(len(a) + len(b), n - 1),
+    )
     graphs = BundleGraphs(bundle, roles=("encoder", "head"))
     np.testing.assert_allclose(probs[: len(a)], graphs.dense_probabilities(a, "last"), atol=1e-5)
     np.testing.assert_allclose(probs[len(a) :], graphs.dense_probabilities(b, "last"), atol=1e-5)
@@ -396,8 +426,9 @@ def test_a_strided_bundle_gathers_strided_clips_on_the_device(strided_bundle, po
 
     manifest = read_manifest(strided_bundle)
     host = HostOps(Arena())
-    engine = T.TrtEngine.from_parts(manifest, "cuda:0", host, OnnxGraph(manifest, "encoder", host, 4),
-                                    OnnxGraph(manifest, "head", host, 7))
+    engine = T.TrtEngine.from_parts(
+        manifest, "cuda:0", host, OnnxGraph(manifest, "encoder", host, 4), OnnxGraph(manifest, "head", host, 7)
+    )
     assert engine.clip_stride == 2
     frames, _ = synth_frames(21)
     want = BundleGraphs(strided_bundle, roles=("encoder", "head")).dense_probabilities(frames, policy)
@@ -430,6 +461,7 @@ def test_device_path_refuses_bad_arguments(device):
 
 
 # --- the real thing ------------------------------------------------------------------------------------------------
+
 
 def test_trt_engine_without_tensorrt_says_why(bundle):
     reason = gpu_probe.missing("tensorrt", "cuda-python")

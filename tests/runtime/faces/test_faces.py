@@ -38,6 +38,7 @@ def rotation(angle_deg: float, scale: float, shift: tuple[float, float]) -> np.n
 
 # --- the alignment maths ------------------------------------------------------------------------------------
 
+
 def test_similarity_recovers_a_known_transform_from_two_or_five_points():
     rng = np.random.default_rng(0)
     truth = rotation(17.0, 0.31, (12.5, -40.0))
@@ -66,8 +67,8 @@ def test_align_crop_puts_the_eyes_on_the_template(face_px):
     bright = crop[..., 0].astype(float) - 90
     for target in template_pixels(template[:2], size):
         x, y = int(round(target[0])), int(round(target[1]))
-        patch = np.clip(bright[y - 3:y + 4, x - 3:x + 4], 0, None)
-        yy, xx = np.mgrid[y - 3:y + 4, x - 3:x + 4]
+        patch = np.clip(bright[y - 3 : y + 4, x - 3 : x + 4], 0, None)
+        yy, xx = np.mgrid[y - 3 : y + 4, x - 3 : x + 4]
         centre = np.array([(xx * patch).sum(), (yy * patch).sum()]) / patch.sum()
         assert np.linalg.norm(centre - target) < 0.6  # the dot's centre of mass sits on the template point
 
@@ -75,8 +76,9 @@ def test_align_crop_puts_the_eyes_on_the_template(face_px):
 def test_align_crop_is_warp_crop_when_the_face_is_not_much_larger_than_the_crop():
     frame = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     matrix = rotation(5.0, 0.8, (-20.0, 3.0))
-    np.testing.assert_array_equal(align_crop(frame, matrix, 48),
-                                  kernels.warp_crop(frame, matrix, (48, 48), border="replicate"))
+    np.testing.assert_array_equal(
+        align_crop(frame, matrix, 48), kernels.warp_crop(frame, matrix, (48, 48), border="replicate")
+    )
 
 
 def test_the_template_comes_from_the_manifest_and_falls_back_to_synthau():
@@ -85,8 +87,12 @@ def test_the_template_comes_from_the_manifest_and_falls_back_to_synthau():
     np.testing.assert_array_equal(template_from_alignment({"mode": "aligned_crops", "template": None}), expected)
     moved = {name: [x + 0.01, y] for name, (x, y) in alignment_template().items()}
     np.testing.assert_allclose(template_from_alignment({"template": moved}), expected + [0.01, 0.0])
-    for bad in ({"left_eye": [0.3, 0.4]}, {**moved, "nose_tip": ["x", 0.5]}, {**moved, "nose_tip": [1.5, 0.5]},
-                {**moved, "left_eye": [0.7, 0.4]}):
+    for bad in (
+        {"left_eye": [0.3, 0.4]},
+        {**moved, "nose_tip": ["x", 0.5]},
+        {**moved, "nose_tip": [1.5, 0.5]},
+        {**moved, "left_eye": [0.7, 0.4]},
+    ):
         with pytest.raises(BundleError, match="alignment.template"):
             template_from_alignment({"template": bad})
 
@@ -118,6 +124,7 @@ def test_unknown_stages_are_refused_naming_the_known_ones():
 
 # --- haar ------------------------------------------------------------------------------------------------------
 
+
 def test_opencv_ships_the_haar_cascades():
     folder = Path(cv2.data.haarcascades)
     assert (folder / "haarcascade_frontalface_default.xml").is_file()
@@ -129,8 +136,13 @@ def test_opencv_ships_the_haar_cascades():
 def test_eyes_fall_back_to_the_box_ratios_with_a_lower_confidence():
     box = np.array([100.0, 50.0, 300.0, 250.0])
     expected = eyes_from_box(box)
-    np.testing.assert_allclose(expected, [[100 + 200 * EYE_RATIOS[0, 0], 50 + 200 * EYE_RATIOS[0, 1]],
-                                          [100 + 200 * EYE_RATIOS[1, 0], 50 + 200 * EYE_RATIOS[1, 1]]])
+    np.testing.assert_allclose(
+        expected,
+        [
+            [100 + 200 * EYE_RATIOS[0, 0], 50 + 200 * EYE_RATIOS[0, 1]],
+            [100 + 200 * EYE_RATIOS[1, 0], 50 + 200 * EYE_RATIOS[1, 1]],
+        ],
+    )
     near = expected + [[3.0, -2.0], [-4.0, 1.0]]
     stray = np.array([[150.0, 230.0]])  # a nostril, say
     np.testing.assert_array_equal(pick_eyes(np.concatenate([stray, near[::-1]]), expected, 200.0), near)
@@ -183,7 +195,7 @@ def test_a_track_is_lost_when_the_face_goes_and_found_again_when_it_comes_back(s
     gone = np.flatnonzero(~seq.face_visible)
     assert len(gone) > 10
     assert not success[gone[len(gone) // 2]]  # the middle of the exit has no face
-    assert success[gone[-1] + 10:].all()  # found again after it came back
+    assert success[gone[-1] + 10 :].all()  # found again after it came back
     assert stage.track is not None
 
 
@@ -196,6 +208,7 @@ def test_align_frames_aligns_a_raw_video_for_training(scenes):
 
 # --- raw video through a bundle ---------------------------------------------------------------------------------
 
+
 def test_raw_video_with_the_face_leaving_gives_no_face_rows_and_edge_replicated_streams(bundle, tmp_path):
     """A face that leaves the frame ends the stream (success=0 rows, empty AUs); each face stream's results
     equal dense testing of that stream's crops alone (edges replicated at both ends), under a look-ahead policy."""
@@ -204,8 +217,9 @@ def test_raw_video_with_the_face_leaving_gives_no_face_rows_and_edge_replicated_
     from ks_runtime.synth.scene import write_scene_video
 
     cfg = SynthConfig(size="tiny", frames=90, seed=11)
-    seq = render_scene_sequence(cfg, 1, 0, (320, 240), SceneOptions(face_width_px=(90.0, 120.0), exit_prob=1.0,
-                                                                     exit_seconds=0.4))
+    seq = render_scene_sequence(
+        cfg, 1, 0, (320, 240), SceneOptions(face_width_px=(90.0, 120.0), exit_prob=1.0, exit_seconds=0.4)
+    )
     assert (~seq.face_visible).sum() >= 5 and seq.face_visible[:8].all() and seq.face_visible[-8:].all()
     video, _ = write_scene_video(seq, tmp_path / "scene.mkv")
 

@@ -92,8 +92,9 @@ def test_a_file_source_never_drops_however_slow_the_engine(frames):
     engine = FakeEngine(delay=0.01)
     streamer = StreamScheduler(engine, _pre(), StreamConfig(batch_size=2, queue_size=2, max_wait_ms=1))
     runner = Runner(streamer)
-    results = [r for batch in runner.run({"file": (ArraySource(frames[:20], fps=25), AlignedFaces(_pre()))})
-               for r in batch]
+    results = [
+        r for batch in runner.run({"file": (ArraySource(frames[:20], fps=25), AlignedFaces(_pre()))}) for r in batch
+    ]
     assert runner.dropped == {"file": 0} and [r.index for r in results] == list(range(20))
 
 
@@ -118,6 +119,7 @@ def _pre():
 
 
 # --- webcams --------------------------------------------------------------------------------------------------
+
 
 class FakeCapture:
     """cv2.VideoCapture as a webcam that gives `frames` BGR frames and then fails (unplugged)."""

@@ -19,8 +19,18 @@ COLUMNS = ("AU01", "AU02", "AU12")
 
 
 def result(probs, success=True, box=(100.0, 80.0, 220.0, 200.0)):
-    return FrameResult("0", 4, 0.16, success, 0.9 if success else 0.0, None if probs is None else np.asarray(probs),
-                       arrival=0.0, final=0.001, stream=0 if success else -1, box=box if success else None)
+    return FrameResult(
+        "0",
+        4,
+        0.16,
+        success,
+        0.9 if success else 0.0,
+        None if probs is None else np.asarray(probs),
+        arrival=0.0,
+        final=0.001,
+        stream=0 if success else -1,
+        box=box if success else None,
+    )
 
 
 def colour_count(image, colour):
@@ -38,7 +48,7 @@ def test_the_overlay_draws_the_box_points_and_a_bar_per_au():
     x, y = (points[0] + 0.5) * zoom - 0.5
     assert low[int(y), int(x)].tolist() != [0, 0, 0]  # an eye point
     high = draw_overlay(frame, result([0.9, 0.6, 0.9]), face, COLUMNS, (0.5, 0.5, 0.5))
-    panel_low, panel_high = low[:, 320 * zoom:], high[:, 320 * zoom:]
+    panel_low, panel_high = low[:, 320 * zoom :], high[:, 320 * zoom :]
     assert colour_count(panel_high, ON) > colour_count(panel_low, ON)  # AU01 crossed its threshold
     assert colour_count(panel_low, OFF) > colour_count(panel_high, OFF) + 100  # and is no longer grey
     empty = draw_overlay(frame, result(None, success=False), None, COLUMNS, (0.5, 0.5, 0.5))
@@ -46,8 +56,9 @@ def test_the_overlay_draws_the_box_points_and_a_bar_per_au():
 
 
 def test_small_frames_are_scaled_up_so_the_overlay_is_legible():
-    canvas = draw_overlay(np.zeros((32, 32, 3), np.uint8), result([0.5] * 3, box=(0.0, 0.0, 32.0, 32.0)), None,
-                          COLUMNS, (0.5,) * 3)
+    canvas = draw_overlay(
+        np.zeros((32, 32, 3), np.uint8), result([0.5] * 3, box=(0.0, 0.0, 32.0, 32.0)), None, COLUMNS, (0.5,) * 3
+    )
     assert canvas.shape[0] >= OVERLAY_MIN_HEIGHT
 
 
@@ -87,19 +98,33 @@ def test_the_live_window_is_refused_with_the_reason_where_there_is_no_display(bu
 def scene_video(tmp_path_factory):
     """A raw 320x240 SynthAU scene video (FFV1, lossless) whose face leaves the frame, and its ground truth."""
     cfg = SynthConfig(size="tiny", frames=100, seed=11)
-    seq = render_scene_sequence(cfg, 0, 0, (320, 240), SceneOptions(face_width_px=(90.0, 120.0), exit_prob=1.0,
-                                                                     exit_seconds=0.4))
+    seq = render_scene_sequence(
+        cfg, 0, 0, (320, 240), SceneOptions(face_width_px=(90.0, 120.0), exit_prob=1.0, exit_seconds=0.4)
+    )
     return write_scene_video(seq, tmp_path_factory.mktemp("scene") / "scene.mkv")
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_ks_run_on_a_raw_scene_video_writes_a_row_per_frame_and_the_overlay(bundle, scene_video, tmp_path, suffix,
-                                                                            capsys):
+def test_ks_run_on_a_raw_scene_video_writes_a_row_per_frame_and_the_overlay(
+    bundle, scene_video, tmp_path, suffix, capsys
+):
     video, truth_csv = scene_video
     truth = read_scene_csv(truth_csv)
     overlay = tmp_path / f"overlay{suffix}"
-    code = main([str(bundle), "--input", str(video), "--csv", str(tmp_path / "out.csv"), "--overlay", str(overlay),
-                 "--policy", "center", "--no-progress"])
+    code = main(
+        [
+            str(bundle),
+            "--input",
+            str(video),
+            "--csv",
+            str(tmp_path / "out.csv"),
+            "--overlay",
+            str(overlay),
+            "--policy",
+            "center",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and f"overlay -> {overlay}" in out
     table = read_results_csv(tmp_path / "out.csv")

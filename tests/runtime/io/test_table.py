@@ -24,13 +24,35 @@ def make_results(count=10, no_face=(4, 5)):
     for i in range(count):
         face = i not in no_face
         probs = rng.random(3).astype(np.float32) if face else None
-        out.append(FrameResult("0", i, i / 30, face, 1.0 if face else 0.0, probs, arrival=float(i),
-                               final=float(i) + 0.001 * (i + 1), stream=0 if i < 4 else (-1 if not face else 1)))
+        out.append(
+            FrameResult(
+                "0",
+                i,
+                i / 30,
+                face,
+                1.0 if face else 0.0,
+                probs,
+                arrival=float(i),
+                final=float(i) + 0.001 * (i + 1),
+                stream=0 if i < 4 else (-1 if not face else 1),
+            )
+        )
     return out
 
 
-EXPECTED = ["frame", "face_id", "timestamp", "confidence", "success", "AU01_c", "AU02_c", "AU12_c",
-            "AU01_p", "AU02_p", "AU12_p"]
+EXPECTED = [
+    "frame",
+    "face_id",
+    "timestamp",
+    "confidence",
+    "success",
+    "AU01_c",
+    "AU02_c",
+    "AU12_c",
+    "AU01_p",
+    "AU02_p",
+    "AU12_p",
+]
 
 
 @pytest.mark.parametrize("sep", [",", ", "])

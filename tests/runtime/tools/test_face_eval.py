@@ -1,7 +1,5 @@
 """ks_runtime/tools/face_eval.py: the face-stage evaluation report."""
 
-
-
 from ks_runtime.tools import face_eval
 
 
