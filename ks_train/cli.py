@@ -3,47 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
 
-from ks_runtime.core.errors import KSError
-
-# Each module defines `register(subparsers)`, which adds its parser and sets `run=` as a default.
-COMMAND_MODULES = (
-    "synth_stats",
-    "synth_preview",
-    "synth_generate",
-    "synth_scene",
-    "params",
-    "fit",
-    "evaluate_cmd",
-    "calibrate",
+from ks_runtime import commandline
+from ks_train.commands import (
+    calibrate,
+    evaluate_cmd,
+    fit,
+    params,
+    synth_generate,
+    synth_preview,
+    synth_scene,
+    synth_stats,
 )
+
+PROG = "ks-train"
+DESCRIPTION = """Train and evaluate Knowledge-Spreader, and generate SynthAU.
+
+-v: debug logging; -q: warnings only, no progress bar and no summary lines (tables and --json still print).
+Exit codes: 0 done, 1 an error (config, data, checkpoint; synth-stats: a gated statistic out of tolerance),
+2 bad arguments, 130 interrupted."""
+# Each module defines `register(subparsers)`, which adds its parser through commandline.add_command.
+COMMAND_MODULES = (synth_stats, synth_preview, synth_generate, synth_scene, params, fit, evaluate_cmd, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ks-train", description="Train and evaluate Knowledge-Spreader.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commandline.add_common_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"ks_train.commands.{name}").register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.run(args) or 0)
-    except KSError as error:
-        print(f"ks-train {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"ks-train {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return commandline.dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 
+from ks_runtime import commandline
 from ks_train.config import METHODS, PROFILES, load_config
+from ks_train.model.backbones import load_backbone_weights
+from ks_train.trainer import Trainer
 
 log = logging.getLogger("ks_train.fit")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="train a model", description=__doc__)
+    p = commandline.add_command(sub, "fit", run, help="train a model", description=__doc__)
     p.add_argument("--config", default="synth-cpu", help=f"a profile ({', '.join(PROFILES)}) or a JSON file")
     p.add_argument("--method", choices=METHODS, help="ks (default) or the frame-only baseline")
     p.add_argument("--data", help="dataset root (default: SynthAU generated in memory)")
@@ -26,11 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue the run whose last.pt is in DIR")
     p.add_argument("--until-epoch", type=int, help="stop after this epoch (the schedule stays the config's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override any config field, e.g. --set train.batch_size=16 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override any config field, e.g. --set train.batch_size=16 (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, config.json")
-    p.set_defaults(run=run)
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
@@ -55,21 +62,25 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_train.trainer import Trainer
-
     cfg = load_config(args.config, overrides_from_args(args))
-    trainer = Trainer(cfg, args.out, device=args.device, progress=not args.no_progress)
+    trainer = Trainer(cfg, args.out, device=args.device, progress=not (args.no_progress or commandline.quiet(args)))
     if args.init:
-        from ks_train.model.backbones import load_backbone_weights
-
         report = load_backbone_weights(trainer.model.backbone, args.init)
-        log.info("--init %s: %d tensors loaded, missing %s, unexpected %s", args.init, report.loaded,
-                 report.missing, report.unexpected)
+        log.info(
+            "--init %s: %d tensors loaded, missing %s, unexpected %s",
+            args.init,
+            report.loaded,
+            report.missing,
+            report.unexpected,
+        )
     if args.resume:
         trainer.resume(args.resume)
     history = trainer.fit(until_epoch=args.until_epoch)
     if history and "mean_f1" in history[-1]:
         last = history[-1]
-        print(f"epoch {last['epoch']}: mean F1 {last['mean_f1']:.3f} (all-positive floor {last['floor']:.3f}); "
-              f"best {trainer.best_f1:.3f}; checkpoints in {args.out}")
+        commandline.summary(
+            args,
+            f"epoch {last['epoch']}: mean F1 {last['mean_f1']:.3f} (all-positive floor "
+            f"{last['floor']:.3f}); best {trainer.best_f1:.3f}; checkpoints in {args.out}",
+        )
     return 0

@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 import time
 
+from ks_runtime import commandline
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.synth.generate import SIZES, SynthConfig, iter_sequences, write_dataset
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ks_runtime.synth.generate import SIZES
-
-    p = sub.add_parser("synth-generate", help="write a SynthAU set to disk", description=__doc__)
+    p = commandline.add_command(sub, "synth-generate", run, help="write a SynthAU set to disk", description=__doc__)
     p.add_argument("--size", choices=tuple(SIZES), default="tiny")
     p.add_argument("--au-set", choices=("bp4d", "disfa"), default="bp4d")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="frame image format (png is lossless)")
     p.add_argument("--labels-only", action="store_true", help="time the label process alone; write nothing")
     p.add_argument("--out", help="output folder (required unless --labels-only)")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_runtime.core.errors import ConfigError
-    from ks_runtime.synth.generate import SynthConfig, iter_sequences, write_dataset
-
     cfg = SynthConfig(size=args.size, au_set=args.au_set, seed=args.seed)
     shape = cfg.shape
     frames = shape.subjects * shape.tasks * shape.frames
@@ -33,9 +31,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise ConfigError("--out is required to write a set")
-        write_dataset(cfg, args.out, image_format=args.format, progress=True)
+        write_dataset(cfg, args.out, image_format=args.format, progress=not commandline.quiet(args))
     seconds = time.perf_counter() - started
     what = "labels" if args.labels_only else f"frames written to {args.out}"
-    print(f"SynthAU {args.size} ({shape.subjects} subjects x {shape.tasks} tasks x {shape.frames} frames, "
-          f"{shape.image_size} px, {frames} frames): {what} in {seconds:.1f} s ({frames / seconds:.0f} frames/s)")
+    commandline.summary(
+        args,
+        f"SynthAU {args.size} ({shape.subjects} subjects x {shape.tasks} tasks x "
+        f"{shape.frames} frames, {shape.image_size} px, {frames} frames): {what} in "
+        f"{seconds:.1f} s ({frames / seconds:.0f} frames/s)",
+    )
     return 0

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+
+from ks_runtime import commandline
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.synth.generate import SynthConfig, subject_id, task_id, task_profiles
+from ks_runtime.synth.scene import CODECS, render_scene_sequence, write_scene_video
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ks_runtime.synth.scene import CODECS
-
-    p = sub.add_parser("synth-scene", help="write a SynthAU scene video with its ground truth", description=__doc__)
+    p = commandline.add_command(
+        sub, "synth-scene", run, help="write a SynthAU scene video with its ground truth", description=__doc__
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", choices=("tiny", "small", "full"), default="small", help="SynthAU set (default: small)")
     p.add_argument("--au-set", choices=("bp4d", "disfa"), default="bp4d")
@@ -19,14 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default=None, help="task id, e.g. T1 (default: the set's first task)")
     p.add_argument("--seconds", type=float, default=None, help="length (default: the set's sequence length)")
     p.add_argument("--frame-size", default="640x480", help="WIDTHxHEIGHT in pixels (default: 640x480)")
-    p.add_argument("--format", choices=sorted(s.lstrip(".") for s in CODECS), default="mp4",
-                   help="mp4 (mp4v, lossy) or mkv / avi (FFV1, lossless); default: mp4")
-    p.set_defaults(run=run)
+    p.add_argument(
+        "--format",
+        choices=sorted(s.lstrip(".") for s in CODECS),
+        default="mp4",
+        help="mp4 (mp4v, lossy) or mkv / avi (FFV1, lossless); default: mp4",
+    )
 
 
 def _frame_size(text: str) -> tuple[int, int]:
-    from ks_runtime.core.errors import ConfigError
-
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -37,12 +44,6 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ks_runtime.core.errors import ConfigError
-    from ks_runtime.synth.generate import SynthConfig, subject_id, task_id, task_profiles
-    from ks_runtime.synth.scene import render_scene_sequence, write_scene_video
-
     cfg = SynthConfig(size=args.size, au_set=args.au_set, seed=args.seed)
     if args.seconds is not None:
         if not 0 < args.seconds <= 600:
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     seq = render_scene_sequence(cfg, subjects.index(args.subject), tasks.index(task), size)
     video, truth = write_scene_video(seq, Path(args.out) / f"{seq.subject}_{seq.task}.{args.format}")
     seconds = time.perf_counter() - started
-    print(f"wrote {video} ({len(seq.frames)} frames, {size[0]}x{size[1]}, face in view in "
-          f"{seq.face_visible.mean():.0%}) and {truth} in {seconds:.1f} s")
+    commandline.summary(
+        args,
+        f"wrote {video} ({len(seq.frames)} frames, {size[0]}x{size[1]}, face in view in "
+        f"{seq.face_visible.mean():.0%}) and {truth} in {seconds:.1f} s",
+    )
     return 0

@@ -10,32 +10,28 @@ import argparse
 import json
 import math
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ks_runtime.synth.stats import Report
+from ks_runtime import commandline
+from ks_runtime.core.au import get_au_set
+from ks_runtime.core.errors import ConfigError
+from ks_runtime.synth import stats
+from ks_runtime.synth.generate import SIZES, SynthConfig, iter_sequences
+from ks_runtime.synth.stats import Report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ks_runtime.synth.generate import SIZES
-
-    p = sub.add_parser("synth-stats", help="SynthAU label statistics against the targets",
-                       description=__doc__)
+    p = commandline.add_command(
+        sub, "synth-stats", run, help="SynthAU label statistics against the targets", description=__doc__
+    )
     p.add_argument("--au-set", choices=("bp4d", "disfa"), default="bp4d")
     p.add_argument("--sequences", type=int, default=2000, help="label-only sequences in the gated draw")
     p.add_argument("--frames", type=int, default=500, help="frames per sequence in the gated draw")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=tuple(SIZES),
-                   help="measure this realised set instead (information only)")
+    p.add_argument("--size", choices=tuple(SIZES), help="measure this realised set instead (information only)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ks_runtime.core.au import get_au_set
-    from ks_runtime.core.errors import ConfigError
-    from ks_runtime.synth import stats
-
     started = time.perf_counter()
     if args.size:
         measured = stats.label_statistics(_realised_occurrences(args), get_au_set(args.au_set))
@@ -43,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
         title = f"SynthAU {args.size} set, {args.au_set}, seed {args.seed}: for information, not gated"
     else:
         if args.sequences < 1 or args.frames < 2:
-            raise ConfigError(f"--sequences must be >= 1 and --frames >= 2, "
-                              f"got {args.sequences} and {args.frames}")
+            raise ConfigError(f"--sequences must be >= 1 and --frames >= 2, got {args.sequences} and {args.frames}")
         report = stats.acceptance_report(get_au_set(args.au_set), args.sequences, args.frames, args.seed)
-        title = (f"SynthAU label process, {args.au_set}: {args.sequences} label-only sequences "
-                 f"x {args.frames} frames, seed {args.seed}")
+        title = (
+            f"SynthAU label process, {args.au_set}: {args.sequences} label-only sequences "
+            f"x {args.frames} frames, seed {args.seed}"
+        )
     seconds = time.perf_counter() - started
     if args.json:
         print(json.dumps({**report.to_dict(), "seconds": round(seconds, 2)}, indent=1))
@@ -58,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _realised_occurrences(args: argparse.Namespace) -> list:
     """Occurrence labels [T, U] of every sequence of the realised set, generated without pixels."""
-    from ks_runtime.synth.generate import SynthConfig, iter_sequences
-
     cfg = SynthConfig(size=args.size, au_set=args.au_set, seed=args.seed)
     return [sequence.labels for sequence in iter_sequences(cfg, render=False)]
 
@@ -90,6 +85,9 @@ def format_report(report: Report, title: str, seconds: float) -> str:
     if report.gated:
         failed = report.failures
         names = ", ".join(row.name for row in failed)
-        lines.append(f"FAILED: {len(failed)} gated rows out of tolerance: {names}" if failed
-                     else "PASSED: every gated row within tolerance")
+        lines.append(
+            f"FAILED: {len(failed)} gated rows out of tolerance: {names}"
+            if failed
+            else "PASSED: every gated row within tolerance"
+        )
     return "\n".join(lines)

@@ -24,9 +24,24 @@ def last_json(out: str) -> dict:
 
 
 def test_ks_run_writes_the_csv_and_plot_and_prints_the_summary(bundle, video, tmp_path, capsys):
-    code = main([str(bundle), "--input", str(video), "--csv", str(tmp_path / "a.csv"), "--plot",
-                 str(tmp_path / "a.png"), "--policy", "center", "--batch-size", "3", "--threads", "1",
-                 "--no-progress"])
+    code = main(
+        [
+            str(bundle),
+            "--input",
+            str(video),
+            "--csv",
+            str(tmp_path / "a.csv"),
+            "--plot",
+            str(tmp_path / "a.png"),
+            "--policy",
+            "center",
+            "--batch-size",
+            "3",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "fps" in out and "p50" in out and "p99" in out and "dropped 0" in out and "look-ahead 1 frames" in out
@@ -41,8 +56,22 @@ def test_openface_flags_are_aliases(bundle, video, tmp_path, capsys):
 
     for i, frame in enumerate(synth_frames(6, size=32)[0]):
         cv2.imwrite(str(folder / f"{i}.png"), frame)
-    code = main(["--bundle", str(bundle), "-f", str(video), "-fdir", str(folder), "-out_dir", str(tmp_path / "out"),
-                 "--plot", "--no-progress", "--fps", "30"])
+    code = main(
+        [
+            "--bundle",
+            str(bundle),
+            "-f",
+            str(video),
+            "-fdir",
+            str(folder),
+            "-out_dir",
+            str(tmp_path / "out"),
+            "--plot",
+            "--no-progress",
+            "--fps",
+            "30",
+        ]
+    )
     assert code == 0
     for stem, rows in ((video.stem, 20), ("frames", 6)):
         table = read_results_csv(tmp_path / "out" / f"{stem}.csv")
@@ -86,8 +115,9 @@ def test_ks_run_on_a_synthau_video_gives_ks_train_evals_f1(bundle, checkpoint, t
     from ks_train.evaluate import evaluate
     from ks_train.methods import create_method
 
-    code = main([str(bundle), "--input", SPEC, "--policy", "shift", "--json", "--no-progress", "--csv",
-                 str(tmp_path / "s.csv")])
+    code = main(
+        [str(bundle), "--input", SPEC, "--policy", "shift", "--json", "--no-progress", "--csv", str(tmp_path / "s.csv")]
+    )
     assert code == 0
     streamed = last_json(capsys.readouterr().out)["mean_f1"]
 
@@ -98,8 +128,7 @@ def test_ks_run_on_a_synthau_video_gives_ks_train_evals_f1(bundle, checkpoint, t
     model = method.build_model()
     ckpt.load_model_state(model, state)
     sequence = VideoSequence("S05", "T1", source.labels, np.arange(len(source.labels)), frames=source.frames)
-    trained = evaluate(method, model, [sequence], cfg.preprocess, "shift", torch.device("cpu"),
-                       list(state["au_columns"]))
+    trained = evaluate(
+        method, model, [sequence], cfg.preprocess, "shift", torch.device("cpu"), list(state["au_columns"])
+    )
     assert streamed == pytest.approx(trained.mean, abs=1e-6)
-
-
