@@ -58,7 +58,7 @@ def doc_commands(paths: list[Path] = DOCS) -> list[DocCommand]:
             first_line = text.count("\n", 0, match.start(2)) + 1
             block = match.group(2).replace("\\\n", " ")
             for offset, line in enumerate(block.splitlines()):
-                command = line.strip().removeprefix("$ ").split(" #")[0].strip()
+                command = " ".join(line.strip().removeprefix("$ ").split(" #")[0].split())
                 if command.split(" ", 1)[0] in TOOLS:
                     name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
                     where = f"{name}:{first_line + offset}"
@@ -93,7 +93,7 @@ def test_the_docs_hold_commands_of_every_tool():
 def test_the_extractor_joins_continuations_and_drops_comments(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text("text\n```bash\n$ ks-run b \\\n  --input x  # note\nmake demo\n```\n")
-    assert [c.text for c in doc_commands([doc])] == ["ks-run b   --input x"]
+    assert [c.text for c in doc_commands([doc])] == ["ks-run b --input x"]
 
 
 @pytest.fixture(scope="module")
