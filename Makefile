@@ -37,8 +37,11 @@ bench: setup
 		--benchmark-json benchmarks/.cache/pytest-benchmark.json
 	$(PY) -m benchmarks.report --doc docs/benchmarks.md
 
+LINTED := ks_runtime ks_train ks_export cpp_ext tests benchmarks
+
 lint: setup
-	$(PY) -m ruff check ks_runtime ks_train ks_export tests benchmarks
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -15,24 +15,36 @@ def _summary(path, runs, setting=()):
 
 
 def _run(method, seed, f1, finished=True):
-    return {"name": f"{method}-0.1-s{seed}", "method": method, "labels": 0.1, "seed": seed, "finished": finished,
-            "evals": [{"epoch": 8, "mean_f1": f1}]}
+    return {
+        "name": f"{method}-0.1-s{seed}",
+        "method": method,
+        "labels": 0.1,
+        "seed": seed,
+        "finished": finished,
+        "evals": [{"epoch": 8, "mean_f1": f1}],
+    }
 
 
 def test_tabulate_differences_and_standard_errors(tmp_path):
     ref = [0.50, 0.52, 0.48]
     other = [0.55, 0.53, 0.57, 0.60]
-    a = _summary(tmp_path / "a.json", [_run("ks", s, 0.1) for s in range(2)] +
-                 [_run("frame", s, f) for s, f in enumerate(ref)])
-    b = _summary(tmp_path / "b.json", [_run("ks", s, f) for s, f in enumerate(other)] + [_run("ks", 9, 0.9, False)],
-                 ["model.clip_stride=10"])
+    a = _summary(
+        tmp_path / "a.json", [_run("ks", s, 0.1) for s in range(2)] + [_run("frame", s, f) for s, f in enumerate(ref)]
+    )
+    b = _summary(
+        tmp_path / "b.json",
+        [_run("ks", s, f) for s, f in enumerate(other)] + [_run("ks", 9, 0.9, False)],
+        ["model.clip_stride=10"],
+    )
     rows = tabulate([f"{a}:frame", b]).splitlines()[2:]
     assert len(rows) == 2 and rows[0].startswith("| frame, defaults | 0.1 | 3 | 0.500 | 0.020 | +0.000 |")
     diff = statistics.mean(other) - statistics.mean(ref)
     se = (statistics.stdev(other) ** 2 / 4 + statistics.stdev(ref) ** 2 / 3) ** 0.5
     # the unfinished run (0.9) is left out of the mean
-    assert rows[1] == (f"| ks, model.clip_stride=10 | 0.1 | 4 | {statistics.mean(other):.3f} | "
-                       f"{statistics.stdev(other):.3f} | {diff:+.3f} | {se:.3f} |")
+    assert rows[1] == (
+        f"| ks, model.clip_stride=10 | 0.1 | 4 | {statistics.mean(other):.3f} | "
+        f"{statistics.stdev(other):.3f} | {diff:+.3f} | {se:.3f} |"
+    )
 
 
 def test_summary_marks_unfinished_and_failed_runs(tmp_path):
@@ -62,5 +74,7 @@ def test_tabulate_a_reference_cut_short_gives_no_difference(tmp_path):
     a = _summary(tmp_path / "a.json", [_run("frame", 0, 0.5), _run("frame", 1, 0.4, False)])
     b = _summary(tmp_path / "b.json", [_run("ks", s, f) for s, f in enumerate([0.5, 0.6])])
     rows = tabulate([a, b]).splitlines()[2:]
-    assert rows == ["| frame, defaults | 0.1 | 1 | 0.500 | - | - | - |",
-                    "| ks, defaults | 0.1 | 2 | 0.550 | 0.071 | - | - |"]
+    assert rows == [
+        "| frame, defaults | 0.1 | 1 | 0.500 | - | - | - |",
+        "| ks, defaults | 0.1 | 2 | 0.550 | 0.071 | - | - |",
+    ]

@@ -32,6 +32,7 @@ def frame_value(images):
 
 # ---------------------------------------------------------------------------------------------------- BP4D
 
+
 def make_bp4d(root, sequences, frames=range(10, 15), naming="{:04d}.jpg", header="", rng=None):
     """sequences: (subject, task) pairs. Returns {(subject, task): the file's full label array [T, 17]}."""
     rng = rng or np.random.default_rng(0)
@@ -159,8 +160,9 @@ def test_bp4d_two_images_for_one_frame_is_an_error(tmp_path):
 
 
 def test_bp4dplus_contiguous_parts_and_natural_task_order(tmp_path):
-    make_bp4d(tmp_path, [("M001", "T1"), ("F002", "T10"), ("F002", "T2"), ("F001", "T1"), ("M002", "T1")],
-              frames=range(3))
+    make_bp4d(
+        tmp_path, [("M001", "T1"), ("F002", "T10"), ("F002", "T2"), ("F001", "T1"), ("M002", "T1")], frames=range(3)
+    )
     data = read_bp4dplus(tmp_path)
     assert data.name == "bp4dplus" and data.au_set.numbers == BP4D.numbers
     assert [s.key for s in data.sequences] == ["F001/T1", "F002/T2", "F002/T10", "M001/T1", "M002/T1"]
@@ -168,6 +170,7 @@ def test_bp4dplus_contiguous_parts_and_natural_task_order(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- DISFA
+
 
 def make_disfa(root, subjects, n_frames=6, first_frame=1, naming="{}.jpg", frames_dir="Images", seed=0):
     """Returns {subject: intensities [T, 8]} written to ActionUnit_Labels, and 0-based frame images."""
@@ -224,14 +227,17 @@ def test_disfa_missing_au_file_reads_as_zeros_with_a_warning(tmp_path, caplog):
     assert "SN006_au9.txt: missing" in caplog.text
 
 
-@pytest.mark.parametrize("lines, message", [
-    (["1,0", "2,0", "2,1"], r"line 3: frame 2 listed twice"),
-    (["1,0", "3,0", "2,1"], r"line 2: frame 3 skips the frames before it"),
-    (["5,0", "6,0", "4,1"], r"line 3: frame 4 out of order"),
-    (["1,0", "2,7"], r"line 2: intensity 7 outside 0..5"),
-    (["1,0", "2;1"], r"line 2: expected 'frame,intensity'"),
-    (["1,0", "2,a"], r"line 2: expected two integers"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["1,0", "2,0", "2,1"], r"line 3: frame 2 listed twice"),
+        (["1,0", "3,0", "2,1"], r"line 2: frame 3 skips the frames before it"),
+        (["5,0", "6,0", "4,1"], r"line 3: frame 4 out of order"),
+        (["1,0", "2,7"], r"line 2: intensity 7 outside 0..5"),
+        (["1,0", "2;1"], r"line 2: expected 'frame,intensity'"),
+        (["1,0", "2,a"], r"line 2: expected two integers"),
+    ],
+)
 def test_disfa_label_errors_name_file_and_line(tmp_path, lines, message):
     make_disfa(tmp_path, DISFA_SUBJECTS)
     (tmp_path / "ActionUnit_Labels" / "SN001" / "SN001_au4.txt").write_text("\n".join(lines) + "\n")
@@ -258,6 +264,7 @@ def test_disfa_root_without_layout_says_what_it_expected(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------- generic
+
 
 def make_generic(root, layout, header="frame,AU01,AU02,AU04", frames=range(3), naming="{:05d}.png", seed=0):
     """layout: {subject: [sequence, ...]}. Values include 9, -1 and empty (unknown). Returns the labels."""
@@ -341,6 +348,7 @@ def test_generic_with_fewer_than_three_subjects_has_no_parts(tmp_path, caplog):
 
 
 # -------------------------------------------------------------------------------------------- open_dataset
+
 
 def test_open_dataset_dispatches_and_reports_bad_arguments(tmp_path):
     make_bp4d(tmp_path, [("F001", "T1"), ("F003", "T1"), ("F004", "T1")])

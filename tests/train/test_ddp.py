@@ -13,10 +13,21 @@ from ks_train.config import load_config
 from ks_train.data.base import AUDataset, VideoSequence
 
 OVERRIDES = [
-    "data.image_size=32", "data.every_k=1", "model.dropout=0.0", "loss.p_student_key=0.0", "loss.l_self=0.0",
-    "train.epochs=1", "train.batches_per_epoch=1", "train.workers=0", "train.freeze_bn=true",
-    "train.augment.rotate_deg=0.0", "train.augment.flip_p=0.0", "train.augment.brightness=0.0",
-    "train.augment.contrast=0.0", "train.augment.saturation=0.0", "train.warmup_fraction=1.0",
+    "data.image_size=32",
+    "data.every_k=1",
+    "model.dropout=0.0",
+    "loss.p_student_key=0.0",
+    "loss.l_self=0.0",
+    "train.epochs=1",
+    "train.batches_per_epoch=1",
+    "train.workers=0",
+    "train.freeze_bn=true",
+    "train.augment.rotate_deg=0.0",
+    "train.augment.flip_p=0.0",
+    "train.augment.brightness=0.0",
+    "train.augment.contrast=0.0",
+    "train.augment.saturation=0.0",
+    "train.warmup_fraction=1.0",
     # fp32: bf16 autocast rounds the two half-batches' sums differently from the whole batch's
     "train.amp=false",
 ]
@@ -24,8 +35,16 @@ OVERRIDES = [
 
 def tiny_dataset() -> AUDataset:
     rng = np.random.default_rng(0)
-    sequences = [VideoSequence(f"S{s}", "T1", rng.integers(0, 2, (20, 12)).astype(np.int8), np.arange(20),
-                               frames=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)) for s in range(3)]
+    sequences = [
+        VideoSequence(
+            f"S{s}",
+            "T1",
+            rng.integers(0, 2, (20, 12)).astype(np.int8),
+            np.arange(20),
+            frames=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+        )
+        for s in range(3)
+    ]
     return AUDataset("toy", BP4D, sequences, [["S0"], ["S1"], ["S2"]])
 
 
@@ -38,8 +57,9 @@ def one_step(batch_size: int, out: str, steps: int = 1) -> dict[str, torch.Tenso
         trainer.train_epoch()
     state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     # The last step's gradients stay in .grad: under DDP they are the all-reduced mean over the ranks.
-    state.update({f"grad:{k}": p.grad.detach().clone() for k, p in trainer.model.named_parameters()
-                  if p.grad is not None})
+    state.update(
+        {f"grad:{k}": p.grad.detach().clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
+    )
     return state
 
 

@@ -7,8 +7,18 @@ from ks_train.cli import main
 
 def test_eval_scores_each_branch_and_reports_the_fusion(tmp_path, capsys):
     run = tmp_path / "run"
-    quick = ["--set", "data.image_size=32", "--set", "train.batches_per_epoch=2", "--set", "train.batch_size=4",
-             "--set", 'data.synth_size="tiny"', "--set", "train.workers=0"]
+    quick = [
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "train.batches_per_epoch=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        'data.synth_size="tiny"',
+        "--set",
+        "train.workers=0",
+    ]
     assert main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *quick, "--out", str(run)]) == 0
     capsys.readouterr()
     results = {}

@@ -17,8 +17,9 @@ from ks_train.data.folds import (
 )
 
 
-@pytest.mark.parametrize("parts, sizes, prefix", [(BP4D_PARTS, [14, 14, 13], ("F", "M")),
-                                                  (DISFA_PARTS, [9, 9, 9], ("SN",))])
+@pytest.mark.parametrize(
+    "parts, sizes, prefix", [(BP4D_PARTS, [14, 14, 13], ("F", "M")), (DISFA_PARTS, [9, 9, 9], ("SN",))]
+)
 def test_standard_parts_are_disjoint_and_complete(parts, sizes, prefix):
     assert [len(p) for p in parts] == sizes
     everyone = [s for p in parts for s in p]
@@ -29,10 +30,25 @@ def test_standard_parts_are_disjoint_and_complete(parts, sizes, prefix):
 def test_bp4d_parts_hold_the_published_subjects():
     assert BP4D_PARTS[0][:3] == ("F001", "F002", "F008") and "M014" in BP4D_PARTS[0]
     assert "F003" in BP4D_PARTS[1] and "M018" in BP4D_PARTS[1]
-    assert set(BP4D_PARTS[2]) == {"F004", "F006", "F007", "F012", "F014", "F015", "F017", "F019", "F021",
-                                  "M003", "M006", "M009", "M015"}
-    assert {f"SN{i:03d}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 21, 23, 24, 25, 26, 27,
-                                   28, 29, 30, 31, 32)} == {s for p in DISFA_PARTS for s in p}
+    assert set(BP4D_PARTS[2]) == {
+        "F004",
+        "F006",
+        "F007",
+        "F012",
+        "F014",
+        "F015",
+        "F017",
+        "F019",
+        "F021",
+        "M003",
+        "M006",
+        "M009",
+        "M015",
+    }
+    assert {
+        f"SN{i:03d}"
+        for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32)
+    } == {s for p in DISFA_PARTS for s in p}
 
 
 def test_standard_parts_restricted_to_present_subjects_keep_list_order():
@@ -81,12 +97,15 @@ def test_without_folds_json_parts_are_contiguous(tmp_path):
     assert layout_parts(tmp_path, ["c", "a", "b", "d"]) == [["a", "b"], ["c"], ["d"]]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"parts": [["a"], ["b"]', r"folds.json: line 1: not valid JSON"),
-    ('{"parts": [["a"], ["b"]]}', r"folds.json: expected .* with 3 lists"),
-    ('[["a"], ["b"], ["c"]]', r"folds.json: expected"),
-    ('{"parts": [["a"], ["b"], [3]]}', r"folds.json: parts\[2\] must be a list of subject names"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"parts": [["a"], ["b"]', r"folds.json: line 1: not valid JSON"),
+        ('{"parts": [["a"], ["b"]]}', r"folds.json: expected .* with 3 lists"),
+        ('[["a"], ["b"], ["c"]]', r"folds.json: expected"),
+        ('{"parts": [["a"], ["b"], [3]]}', r"folds.json: parts\[2\] must be a list of subject names"),
+    ],
+)
 def test_malformed_folds_json_names_the_file(tmp_path, text, message):
     path = tmp_path / "folds.json"
     path.write_text(text)

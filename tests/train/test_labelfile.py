@@ -47,22 +47,25 @@ def test_blank_lines_are_skipped_and_line_numbers_stay_physical(tmp_path):
         read_label_csv(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", r"line 1: empty file"),
-    ("AU01,AU02\n0,1\n", r"line 1: the first column must be the frame number"),
-    ("frame,AU01,time\n0,1,0\n", r"line 1: column 3 'time' is not an AU column"),
-    ("frame,AU01,1\n0,1,0\n", r"line 1: AU 1 has two columns"),
-    ("frame\n0\n", r"line 1: no AU columns"),
-    ("frame,AU01,AU02\n0,1,0\n1,x,0\n", r"line 3: column 'AU01': 'x' is not a number"),
-    ("frame,AU01,AU02\n0,1,0\n1,0,2\n", r"line 3: column 'AU02': value '2' is not 0, 1 or unknown"),
-    ("frame,AU01,AU02\n0,1,0\n1,0,0.5\n", r"line 3: column 'AU02': value '0.5'"),
-    ("frame,AU01,AU02\n0,1,0\n1,0,0\n0,1,1\n", r"line 4: frame 0 listed twice \(first on line 2\)"),
-    ("frame,AU01,AU02\n0,1,0\n1,0\n", r"line 3: 2 values, but the header has 3 columns"),
-    ("frame,AU01,AU02\n0,1,0\n1,0,1,1\n", r"line 3: 4 values"),
-    ("frame,AU01\nten,1\n", r"line 2: frame number 'ten' is not a number"),
-    ("frame,AU01\n1.5,1\n", r"line 2: frame number '1.5' is not a non-negative integer"),
-    ("frame,AU01\n", r"no label rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"line 1: empty file"),
+        ("AU01,AU02\n0,1\n", r"line 1: the first column must be the frame number"),
+        ("frame,AU01,time\n0,1,0\n", r"line 1: column 3 'time' is not an AU column"),
+        ("frame,AU01,1\n0,1,0\n", r"line 1: AU 1 has two columns"),
+        ("frame\n0\n", r"line 1: no AU columns"),
+        ("frame,AU01,AU02\n0,1,0\n1,x,0\n", r"line 3: column 'AU01': 'x' is not a number"),
+        ("frame,AU01,AU02\n0,1,0\n1,0,2\n", r"line 3: column 'AU02': value '2' is not 0, 1 or unknown"),
+        ("frame,AU01,AU02\n0,1,0\n1,0,0.5\n", r"line 3: column 'AU02': value '0.5'"),
+        ("frame,AU01,AU02\n0,1,0\n1,0,0\n0,1,1\n", r"line 4: frame 0 listed twice \(first on line 2\)"),
+        ("frame,AU01,AU02\n0,1,0\n1,0\n", r"line 3: 2 values, but the header has 3 columns"),
+        ("frame,AU01,AU02\n0,1,0\n1,0,1,1\n", r"line 3: 4 values"),
+        ("frame,AU01\nten,1\n", r"line 2: frame number 'ten' is not a number"),
+        ("frame,AU01\n1.5,1\n", r"line 2: frame number '1.5' is not a non-negative integer"),
+        ("frame,AU01\n", r"no label rows"),
+    ],
+)
 def test_errors_name_file_and_line(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(DataError, match=r"F001_T1.csv: " + message):

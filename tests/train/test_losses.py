@@ -85,7 +85,8 @@ def test_pseudo_positives_can_drop_the_positive_class_weight():
     expected = (2 * bce(0.3, 1) + 0.5 * bce(-0.2, 1)) / 2
     assert losses.loss_pl(sa, tt, *mask, plain).item() == pytest.approx(expected, rel=1e-6)
     assert losses.loss_pl(sa, tt, *mask, weights).item() == pytest.approx(
-        (2 * 4 * bce(0.3, 1) + 0.5 * 9 * bce(-0.2, 1)) / 2, rel=1e-6)
+        (2 * 4 * bce(0.3, 1) + 0.5 * 9 * bce(-0.2, 1)) / 2, rel=1e-6
+    )
 
 
 def test_loss_self_separates_clean_from_perturbed():

@@ -11,9 +11,16 @@ from ks_train.data.sampling import ClipBatches, build_sparse_index, clip_frames,
 def make_sequences(lengths, size=16, n_aus=3):
     """Each sequence's frames are filled with its own index, so a clip's source is visible in its pixels."""
     rng = np.random.default_rng(0)
-    return [VideoSequence(f"S{i}", "T1", rng.integers(0, 2, (n, n_aus)).astype(np.int8), np.arange(n),
-                          frames=np.full((n, size, size, 3), 10 * (i + 1), np.uint8))
-            for i, n in enumerate(lengths)]
+    return [
+        VideoSequence(
+            f"S{i}",
+            "T1",
+            rng.integers(0, 2, (n, n_aus)).astype(np.int8),
+            np.arange(n),
+            frames=np.full((n, size, size, 3), 10 * (i + 1), np.uint8),
+        )
+        for i, n in enumerate(lengths)
+    ]
 
 
 def test_label_ratio_keeps_that_share_of_frames():
@@ -81,8 +88,9 @@ def test_unlabelled_clips_join_only_when_asked_and_hold_no_kept_label():
 def test_a_built_batch_never_mixes_sequences_and_hides_unkept_labels():
     sequences = make_sequences([12, 7, 30])
     index = build_sparse_index([len(s) for s in sequences], every_k=3)
-    builder = ClipBatchBuilder(sequences, index, n=5, preprocess=Preprocess(size=16, mean=(0, 0, 0), std=(1, 1, 1)),
-                               augment=None, seed=0)
+    builder = ClipBatchBuilder(
+        sequences, index, n=5, preprocess=Preprocess(size=16, mean=(0, 0, 0), std=(1, 1, 1)), augment=None, seed=0
+    )
     items = next(ClipBatches(index, n=5, batch_size=6).epoch(np.random.default_rng(1), with_unlabelled=False))
     batch = builder.build(items, epoch=0, batch=0)
     assert batch.frames.shape == (6, 5, 3, 16, 16)
@@ -99,12 +107,23 @@ def test_a_built_batch_never_mixes_sequences_and_hides_unkept_labels():
 
 def test_a_strided_batch_loads_the_strided_frames():
     n_frames = 60
-    sequence = VideoSequence("S0", "T1", np.zeros((n_frames, 3), np.int8), np.arange(n_frames),
-                             frames=np.arange(n_frames, dtype=np.uint8)[:, None, None, None].repeat(16, 1)
-                             .repeat(16, 2).repeat(3, 3))
+    sequence = VideoSequence(
+        "S0",
+        "T1",
+        np.zeros((n_frames, 3), np.int8),
+        np.arange(n_frames),
+        frames=np.arange(n_frames, dtype=np.uint8)[:, None, None, None].repeat(16, 1).repeat(16, 2).repeat(3, 3),
+    )
     index = build_sparse_index([n_frames], every_k=10)
-    builder = ClipBatchBuilder([sequence], index, n=5, preprocess=Preprocess(size=16, mean=(0, 0, 0), std=(1, 1, 1)),
-                               augment=None, seed=0, stride=10)
+    builder = ClipBatchBuilder(
+        [sequence],
+        index,
+        n=5,
+        preprocess=Preprocess(size=16, mean=(0, 0, 0), std=(1, 1, 1)),
+        augment=None,
+        seed=0,
+        stride=10,
+    )
     items = next(ClipBatches(index, n=5, batch_size=4, stride=10).epoch(np.random.default_rng(0), False))
     batch = builder.build(items, epoch=0, batch=0)
     for b, item in enumerate(items):

@@ -29,8 +29,11 @@ def test_round_trip_labels_and_frames_equal_the_generator(written, in_memory):
     assert isinstance(disk, SynthAUDataset) and disk.version == GENERATOR_VERSION
     assert disk.config["seed"] == CFG.seed and disk.au_set == CFG.aus == in_memory.au_set
     assert disk.parts == in_memory.parts == synth_parts(CFG)
-    assert [s.key for s in disk.sequences] == [s.key for s in in_memory.sequences] == [
-        "S01/T1", "S01/T8", "S02/T1", "S02/T8", "S03/T1", "S03/T8"]
+    assert (
+        [s.key for s in disk.sequences]
+        == [s.key for s in in_memory.sequences]
+        == ["S01/T1", "S01/T8", "S02/T1", "S02/T8", "S03/T1", "S03/T8"]
+    )
     for s, (on_disk, memory) in enumerate(zip(disk.sequences, in_memory.sequences, strict=True)):
         reference = generate_sequence(CFG, s // CFG.tasks, s % CFG.tasks)
         np.testing.assert_array_equal(on_disk.labels, reference.labels)

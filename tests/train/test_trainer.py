@@ -13,15 +13,31 @@ from ks_train.config import load_config
 from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.trainer import Trainer, TrainingError, mixed_precision_dtype
 
-FAST = ["data.image_size=32", "data.every_k=3", "train.epochs=2", "train.batches_per_epoch=3", "train.workers=0",
-        "train.batch_size=2", "train.unlabelled_per_batch=1", "train.warmup_fraction=0.5"]
+FAST = [
+    "data.image_size=32",
+    "data.every_k=3",
+    "train.epochs=2",
+    "train.batches_per_epoch=3",
+    "train.workers=0",
+    "train.batch_size=2",
+    "train.unlabelled_per_batch=1",
+    "train.warmup_fraction=0.5",
+]
 
 
 def toy(au_set=BP4D, seed=0) -> AUDataset:
     rng = np.random.default_rng(seed)
     u = len(au_set)
-    sequences = [VideoSequence(f"S{s}", "T1", rng.integers(0, 2, (24, u)).astype(np.int8), np.arange(24),
-                               frames=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)) for s in range(3)]
+    sequences = [
+        VideoSequence(
+            f"S{s}",
+            "T1",
+            rng.integers(0, 2, (24, u)).astype(np.int8),
+            np.arange(24),
+            frames=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
+        )
+        for s in range(3)
+    ]
     return AUDataset("toy", au_set, sequences, [["S0"], ["S1"], ["S2"]])
 
 
@@ -46,7 +62,8 @@ def test_resume_continues_exactly(tmp_path):
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert {"L_A", "L_T", "L_SKD", "L_self", "ppl_accept_rate", "pl_acc_accepted", "mean_f1"} <= set(
-        json.loads(lines[1]))
+        json.loads(lines[1])
+    )
 
 
 def test_checkpoints_load_with_weights_only_and_reject_mismatches(tmp_path):
@@ -57,14 +74,20 @@ def test_checkpoints_load_with_weights_only_and_reject_mismatches(tmp_path):
     assert (tmp_path / "run" / "best.pt").exists()
     assert not list((tmp_path / "run").glob(".*tmp*"))  # atomic: no temporary left behind
 
-    other = Trainer(load_config("synth-cpu", FAST + ["model.sa_depth=1"]), tmp_path / "other", device="cpu",
-                    dataset=toy(), progress=False)
+    other = Trainer(
+        load_config("synth-cpu", FAST + ["model.sa_depth=1"]),
+        tmp_path / "other",
+        device="cpu",
+        dataset=toy(),
+        progress=False,
+    )
     with pytest.raises(CheckpointError, match="another config.*model.sa_depth"):
         other.resume(tmp_path / "run")
     with pytest.raises(CheckpointError, match="trained on AUs .*AU23.* but the data has"):
         checkpoint.check_au_columns(checkpoint.load_checkpoint(tmp_path / "run"), DISFA.columns)
-    narrow = Trainer(load_config("synth-cpu", FAST), tmp_path / "narrow", device="cpu", dataset=toy(DISFA),
-                     progress=False)
+    narrow = Trainer(
+        load_config("synth-cpu", FAST), tmp_path / "narrow", device="cpu", dataset=toy(DISFA), progress=False
+    )
     with pytest.raises(CheckpointError, match="another config.*model.n_aus"):
         narrow.resume(tmp_path / "run")
 
@@ -140,8 +163,10 @@ def test_mixed_precision_follows_the_device(monkeypatch):
     assert trainer_module.mixed_precision_dtype(torch.device("cpu")) == torch.bfloat16
 
 
-@pytest.mark.skipif(mixed_precision_dtype(torch.device("cpu")) is None,
-                    reason="this CPU has no native bf16 (AVX512-BF16 or AMX), so training stays in fp32")
+@pytest.mark.skipif(
+    mixed_precision_dtype(torch.device("cpu")) is None,
+    reason="this CPU has no native bf16 (AVX512-BF16 or AMX), so training stays in fp32",
+)
 def test_bf16_training_on_the_cpu_keeps_fp32_weights_and_finite_losses(tmp_path):
     trainer = Trainer(load_config("synth-cpu", FAST), tmp_path, device="cpu", dataset=toy(), progress=False)
     assert trainer.amp_dtype == torch.bfloat16
@@ -151,6 +176,11 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights_and_finite_losses(tmp_path)
     after = weights(trainer)
     assert all(v.dtype == before[k].dtype for k, v in after.items())
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
-    off = Trainer(load_config("synth-cpu", FAST + ["train.amp=false"]), tmp_path / "off", device="cpu",
-                  dataset=toy(), progress=False)
+    off = Trainer(
+        load_config("synth-cpu", FAST + ["train.amp=false"]),
+        tmp_path / "off",
+        device="cpu",
+        dataset=toy(),
+        progress=False,
+    )
     assert off.amp_dtype is None
