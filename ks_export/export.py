@@ -309,36 +309,13 @@ def _export_into(
         {role: g.path for role, g in exported.items()}, graph_modules(ckpt.model), real, ckpt.clip_len, ckpt.n_aus
     )
     verification = _verify_fp32(sources, work)
-    variants: dict[str, dict] = {}
-    frames = None
-    if int8:
-        log.info("calibrating the INT8 encoder on %d training frames", calib)
-        frames = calibration_frames(
-            experiment_sequences(ckpt.config, columns, "train", CALIB_SUBJECTS), preprocess, calib
-        )
-        variants[ENCODER_INT8] = _int8_variant(sources, work, frames, verification)
-    fp16_report = add_fp16_variants(work, sources.paths, real, ckpt.clip_len, opset, variants) if fp16 else None
-    if trt and int8:
-        variants[ENCODER_INT8_TRT] = _int8_trt_variant(sources, work, frames, verification)
-    serving, recipe, build = _serving_and_engines(ckpt, work, sources.paths["clip"], int8, triton, trt)
-    data = build_manifest(
-        ckpt,
-        opset,
-        {r: g.exporter for r, g in exported.items()},
-        {r: g.simplifier for r, g in exported.items()},
-        _summary(verification, fp16_report),
-        variants,
-        serving,
-        sha256_file(ckpt.path),
-        DEFAULT_POLICY,
-        tensorrt=tensorrt_manifest(recipe, build),
+    variants, fp16_report = _precision_variants(
+        ckpt, work, sources, verification, columns, preprocess, opset, calib, int8, fp16, trt
     )
-    manifest = write_manifest(work, data)
-    BundleGraphs(manifest)  # every graph opens in onnxruntime and matches the manifest's names and shapes
-    if build.engines:
-        engine_frames = test[0].load(np.arange(min(len(test[0]), 4 * ckpt.clip_len)))
-        data["tensorrt"]["engines"] = check_engines(manifest, engine_frames, build.engines)
-        manifest = write_manifest(work, data)
+    serving, recipe, build = _serving_and_engines(ckpt, work, sources.paths["clip"], int8, triton, trt)
+    data, manifest = _write_checked_manifest(
+        ckpt, work, opset, exported, _summary(verification, fp16_report), variants, serving, recipe, build, test
+    )
     report = ExportReport(
         work,
         ckpt.path,
@@ -353,6 +330,71 @@ def _export_into(
         manifest = _evaluate(report, ckpt, manifest, data, test, policy, progress)
     report.sizes = {name: (work / name).stat().st_size for name in sorted(manifest.files)}
     return report
+
+
+def _precision_variants(
+    ckpt: LoadedCheckpoint,
+    work: Path,
+    sources: _Sources,
+    verification: VerificationReport,
+    columns: list[str],
+    preprocess: Preprocess,
+    opset: int,
+    calib: int,
+    int8: bool,
+    fp16: bool,
+    trt: bool,
+) -> tuple[dict[str, dict], Fp16Report | None]:
+    """The variants asked for, in this order: the INT8 encoder for the CPU (calibrated on `calib` training
+    frames), the FP16 graphs, the symmetric INT8 encoder for TensorRT (with int8 only; same frames).
+    Returns (the manifest's variants field, the FP16 report or None)."""
+    variants: dict[str, dict] = {}
+    frames = None
+    if int8:
+        log.info("calibrating the INT8 encoder on %d training frames", calib)
+        frames = calibration_frames(
+            experiment_sequences(ckpt.config, columns, "train", CALIB_SUBJECTS), preprocess, calib
+        )
+        variants[ENCODER_INT8] = _int8_variant(sources, work, frames, verification)
+    fp16_report = add_fp16_variants(work, sources.paths, sources.real, ckpt.clip_len, opset, variants) if fp16 else None
+    if trt and int8:
+        variants[ENCODER_INT8_TRT] = _int8_trt_variant(sources, work, frames, verification)
+    return variants, fp16_report
+
+
+def _write_checked_manifest(
+    ckpt: LoadedCheckpoint,
+    work: Path,
+    opset: int,
+    exported: dict[str, ExportedGraph],
+    verification: dict,
+    variants: dict[str, dict],
+    serving: dict,
+    recipe: dict,
+    build: EngineBuild,
+    test: list[VideoSequence],
+) -> tuple[dict, Manifest]:
+    """Write manifest.json and open every graph through it; where engines were built, run them against
+    onnxruntime on the first test video and write their checks in. Returns (the manifest's data, the manifest)."""
+    data = build_manifest(
+        ckpt,
+        opset,
+        {r: g.exporter for r, g in exported.items()},
+        {r: g.simplifier for r, g in exported.items()},
+        verification,
+        variants,
+        serving,
+        sha256_file(ckpt.path),
+        DEFAULT_POLICY,
+        tensorrt=tensorrt_manifest(recipe, build),
+    )
+    manifest = write_manifest(work, data)
+    BundleGraphs(manifest)  # every graph opens in onnxruntime and matches the manifest's names and shapes
+    if build.engines:
+        engine_frames = test[0].load(np.arange(min(len(test[0]), 4 * ckpt.clip_len)))
+        data["tensorrt"]["engines"] = check_engines(manifest, engine_frames, build.engines)
+        manifest = write_manifest(work, data)
+    return data, manifest
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ The variant is then run beside its FP32 graph in onnxruntime on the CPU and must
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,64 +341,97 @@ def verify_fp16(
     """
     n, report = clip_len, Fp16Report()
     rng = np.random.default_rng(seed)
-    run = {
+    run = _sessions(paths, fp16_paths)
+    real = np.ascontiguousarray(real_frames, np.float32)
+    clips = np.stack([real[0:n], real[1 : n + 1]]).reshape(2 * n, *real.shape[1:])  # two clips, (2n, 3, S, S)
+    (sa, students), (sa16, students16) = _compare_encoders(run, report, rng, clips)
+    heads = {
+        "fp32": (sa.reshape(2, n, -1), students.reshape(2, n, n, -1)),  # (2, n, U), (2, n, n, U)
+        "fp16": (sa16.reshape(2, n, -1), students16.reshape(2, n, n, -1)),
+    }
+    for slot in range(n):
+        _compare_heads(run, report, rng, heads, slot)
+        if "clip" in fp16_paths:
+            _compare_clips(run, report, rng, clips.reshape(2, n, *real.shape[1:]), slot)  # (2, n, 3, S, S)
+    return report
+
+
+def _sessions(paths: dict[str, Path], fp16_paths: dict[str, Path]) -> dict[str, Callable]:
+    """The `run` of an onnxruntime session per graph: "fp32_encoder", ..., "fp16_clip"."""
+    return {
         key: open_session(p).run
         for key, p in [
             *(("fp32_" + r, p) for r, p in paths.items()),
             *(("fp16_" + r, p) for r, p in fp16_paths.items()),
         ]
     }
-    real = np.ascontiguousarray(real_frames, np.float32)
-    clips = np.stack([real[0:n], real[1 : n + 1]]).reshape(2 * n, *real.shape[1:])  # two clips, (2n, 3, S, S)
+
+
+def _compare_encoders(
+    run: dict[str, Callable], report: Fp16Report, rng: np.random.Generator, clips: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The FP16 encoder against the FP32 one on random frames, then on `clips`: the logits reported,
+    sigmoid(S_a) judged. Returns the FP32 and the FP16 outputs on `clips` ((S_a, student logits) each)."""
+    noise = rng.standard_normal((3, *clips.shape[1:])).astype(np.float32)
     encoded = {}
-    for label, frames in (("random", rng.standard_normal((3, *real.shape[1:])).astype(np.float32)), ("SynthAU", clips)):
+    for label, frames in (("random", noise), ("SynthAU", clips)):
         ref = run["fp32_encoder"](None, {FRAMES: frames})
         got = run["fp16_encoder"](None, {FRAMES: frames})
         for name, a, r in zip((SA_LOGITS, STUDENT_LOGITS), got, ref, strict=True):
             report.add("encoder_fp16", label, name, a, r, None)
         report.add("encoder_fp16", label, "sigmoid(sa)", _sigmoid(got[0]), _sigmoid(ref[0]), FP16_TOLERANCE)
         encoded[label] = (ref, got)
-    (sa, students), (sa16, students16) = encoded["SynthAU"]
-    heads = {
-        "fp32": (sa.reshape(2, n, -1), students.reshape(2, n, n, -1)),  # (2, n, U), (2, n, n, U)
-        "fp16": (sa16.reshape(2, n, -1), students16.reshape(2, n, n, -1)),
+    return encoded["SynthAU"]
+
+
+def _compare_heads(
+    run: dict[str, Callable],
+    report: Fp16Report,
+    rng: np.random.Generator,
+    heads: dict[str, tuple[np.ndarray, np.ndarray]],
+    slot: int,
+) -> None:
+    """At key slot `slot`, judged on the probabilities: the FP16 head against the FP32 one on random logits and
+    on the FP32 encoder's, and the FP16 encoder -> FP16 head chain against the FP32 one."""
+    (_, n, u), slots = heads["fp32"][0].shape, np.full(2, slot, np.int64)
+    random_feeds = {
+        SA_LOGITS: (2 * rng.standard_normal((3, n, u))).astype(np.float32),
+        STUDENT_LOGITS: (2 * rng.standard_normal((3, n, n, u))).astype(np.float32),
+        KEY_SLOT: np.full(3, slot, np.int64),
     }
-    u = sa.shape[-1]
-    for slot in range(n):
-        slots = np.full(2, slot, np.int64)
-        random_feeds = {
-            SA_LOGITS: (2 * rng.standard_normal((3, n, u))).astype(np.float32),
-            STUDENT_LOGITS: (2 * rng.standard_normal((3, n, n, u))).astype(np.float32),
-            KEY_SLOT: np.full(3, slot, np.int64),
-        }
+    report.add(
+        "head_fp16",
+        "random",
+        "probs",
+        run["fp16_head"](None, random_feeds)[0],
+        run["fp32_head"](None, random_feeds)[0],
+        FP16_TOLERANCE,
+    )
+    feeds32 = {SA_LOGITS: heads["fp32"][0], STUDENT_LOGITS: heads["fp32"][1], KEY_SLOT: slots}
+    feeds16 = {SA_LOGITS: heads["fp16"][0], STUDENT_LOGITS: heads["fp16"][1], KEY_SLOT: slots}
+    reference = run["fp32_head"](None, feeds32)[0]
+    report.add("head_fp16", "SynthAU", "probs", run["fp16_head"](None, feeds32)[0], reference, FP16_TOLERANCE)
+    report.add(
+        "encoder_fp16->head_fp16", "SynthAU", "probs", run["fp16_head"](None, feeds16)[0], reference, FP16_TOLERANCE
+    )
+
+
+def _compare_clips(
+    run: dict[str, Callable], report: Fp16Report, rng: np.random.Generator, clips: np.ndarray, slot: int
+) -> None:
+    """At key slot `slot`, the FP16 clip graph against the FP32 one on random clips and on `clips` (2, n, 3, S, S)."""
+    slots = np.full(2, slot, np.int64)
+    clip_feeds = [
+        ("random", {CLIPS: rng.standard_normal(clips.shape).astype(np.float32)}),
+        ("SynthAU", {CLIPS: clips}),
+    ]
+    for label, feeds in clip_feeds:
+        feeds = {**feeds, KEY_SLOT: slots}
         report.add(
-            "head_fp16",
-            "random",
+            "clip_fp16",
+            label,
             "probs",
-            run["fp16_head"](None, random_feeds)[0],
-            run["fp32_head"](None, random_feeds)[0],
+            run["fp16_clip"](None, feeds)[0],
+            run["fp32_clip"](None, feeds)[0],
             FP16_TOLERANCE,
         )
-        feeds32 = {SA_LOGITS: heads["fp32"][0], STUDENT_LOGITS: heads["fp32"][1], KEY_SLOT: slots}
-        feeds16 = {SA_LOGITS: heads["fp16"][0], STUDENT_LOGITS: heads["fp16"][1], KEY_SLOT: slots}
-        reference = run["fp32_head"](None, feeds32)[0]
-        report.add("head_fp16", "SynthAU", "probs", run["fp16_head"](None, feeds32)[0], reference, FP16_TOLERANCE)
-        report.add(
-            "encoder_fp16->head_fp16", "SynthAU", "probs", run["fp16_head"](None, feeds16)[0], reference, FP16_TOLERANCE
-        )
-        if "clip" in fp16_paths:
-            clip_feeds = [
-                ("random", {CLIPS: rng.standard_normal((2, n, *real.shape[1:])).astype(np.float32)}),
-                ("SynthAU", {CLIPS: clips.reshape(2, n, *real.shape[1:])}),
-            ]  # (2, n, 3, S, S)
-            for label, feeds in clip_feeds:
-                feeds = {**feeds, KEY_SLOT: slots}
-                report.add(
-                    "clip_fp16",
-                    label,
-                    "probs",
-                    run["fp16_clip"](None, feeds)[0],
-                    run["fp32_clip"](None, feeds)[0],
-                    FP16_TOLERANCE,
-                )
-    return report

@@ -28,6 +28,8 @@ from ks_train import __version__ as ks_train_version
 
 DEFAULT_POLICY = "last"  # streaming: no look-ahead, the lowest latency
 PACKAGE = "knowledge-spreader"
+DEFAULT_THRESHOLD = 0.5  # every AU's decision threshold until one is calibrated
+THRESHOLDS_SOURCE = "default (0.5 each; not calibrated)"
 
 
 def jsonable(value: Any) -> Any:
@@ -101,27 +103,14 @@ def build_manifest(
     profiles and engines (ks_export.tensorrt.tensorrt_manifest), read by ks_runtime.engine.trt."""
     cfg, state = ckpt.config, ckpt.state
     columns = list(state["au_columns"])
-    numbers = [parse_au_column(c) for c in columns]
     n, u, stride = ckpt.clip_len, len(columns), cfg.model.clip_stride
-    au_set = cfg.data.au_set if cfg.data.dataset == "synth" else au_set_from_numbers(numbers).name
     return jsonable(
         {
             "format": FORMAT,
             "format_version": manifest_version(stride),
-            "model": {
-                "method": cfg.method,
-                "au_set": au_set,
-                "au_columns": columns,
-                "au_names": [AU_NAMES.get(x, c) for x, c in zip(numbers, columns, strict=True)],
-                "n_aus": u,
-                "clip_len": n,
-                "clip_stride": stride,
-                "fusion": cfg.model.fusion,
-                "backbone": cfg.model.backbone,
-                "parameters": sum(p.numel() for p in ckpt.model.parameters()),
-            },
-            "thresholds": [0.5] * u,
-            "thresholds_source": "default (0.5 each; not calibrated)",
+            "model": model_section(ckpt, columns),
+            "thresholds": [DEFAULT_THRESHOLD] * u,
+            "thresholds_source": THRESHOLDS_SOURCE,
             "policy": {
                 "default": policy,
                 "lookahead": {p: lookahead(n, p, stride) for p in POLICIES},
@@ -136,22 +125,47 @@ def build_manifest(
             "variants": variants,
             "serving": serving,
             **({"tensorrt": tensorrt} if tensorrt is not None else {}),
-            "training": {
-                "checkpoint": {
-                    "file": ckpt.path.name,
-                    "sha256": checkpoint_sha256,
-                    "epoch": state.get("epoch"),
-                    "package_version": state.get("package_version"),
-                },
-                "config": state["config"],
-                "metrics": state.get("metrics", {}),
-                "dataset": state.get("dataset", {}),
-                "history": history_summary(state.get("history", [])),
-            },
+            "training": training_section(ckpt, checkpoint_sha256),
             "producer": producer(exporters, simplifier),
             "verification": verification,
         }
     )
+
+
+def model_section(ckpt: LoadedCheckpoint, columns: list[str]) -> dict:
+    """The manifest's model field: the method, the AUs it predicts (by column and name), its clip and size."""
+    cfg = ckpt.config
+    numbers = [parse_au_column(c) for c in columns]
+    au_set = cfg.data.au_set if cfg.data.dataset == "synth" else au_set_from_numbers(numbers).name
+    return {
+        "method": cfg.method,
+        "au_set": au_set,
+        "au_columns": columns,
+        "au_names": [AU_NAMES.get(x, c) for x, c in zip(numbers, columns, strict=True)],
+        "n_aus": len(columns),
+        "clip_len": ckpt.clip_len,
+        "clip_stride": cfg.model.clip_stride,
+        "fusion": cfg.model.fusion,
+        "backbone": cfg.model.backbone,
+        "parameters": sum(p.numel() for p in ckpt.model.parameters()),
+    }
+
+
+def training_section(ckpt: LoadedCheckpoint, checkpoint_sha256: str) -> dict:
+    """The manifest's training field: the checkpoint, its config, metrics and dataset, and a history summary."""
+    state = ckpt.state
+    return {
+        "checkpoint": {
+            "file": ckpt.path.name,
+            "sha256": checkpoint_sha256,
+            "epoch": state.get("epoch"),
+            "package_version": state.get("package_version"),
+        },
+        "config": state["config"],
+        "metrics": state.get("metrics", {}),
+        "dataset": state.get("dataset", {}),
+        "history": history_summary(state.get("history", [])),
+    }
 
 
 def hash_files(root: Path) -> dict[str, str]:

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -384,12 +385,7 @@ def build_engines(
     version, major = trt.__version__, int(trt_version_tag(trt.__version__).split(".")[0])
     files = {p.name for p in bundle.glob("*.onnx")}
     jobs = [("encoder", p) for p in precisions] + [("head", HEAD_PRECISION)] + ([("clip", "fp16")] if clip else [])
-    folder = bundle / TRT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    cache_path = folder / timing_cache_name(info.name, version)
-    cache = cache_path.read_bytes() if cache_path.is_file() else b""
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
+    builder = _EngineBuilder.open(trt, bundle, info, workspace_mib)
     result = EngineBuild(gpu=info.name, tensorrt=version)
     for role, precision in jobs:
         step = build_step(major, role, precision, files)
@@ -402,46 +398,75 @@ def build_engines(
                 RECIPE,
             )
             continue
+        result.engines.append(builder.build(role, precision, step, specs[role], profiles[role]))
+    return result
+
+
+@dataclass
+class _EngineBuilder:
+    """What the builds of one `build_engines` call share: TensorRT (the module, a logger, a runtime), the GPU,
+    the bundle and its trt/ folder, and the timing cache (rewritten after each engine)."""
+
+    trt: Any  # the tensorrt module
+    logger: Any
+    runtime: Any
+    info: gpu_probe.GpuInfo
+    bundle: Path
+    folder: Path
+    cache_path: Path
+    cache: bytes
+    workspace_mib: int
+
+    @classmethod
+    def open(cls, trt: Any, bundle: Path, info: gpu_probe.GpuInfo, workspace_mib: int) -> _EngineBuilder:
+        """Create bundle/trt/, read the timing cache of this GPU and TensorRT if there is one, start TensorRT."""
+        folder = bundle / TRT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        cache_path = folder / timing_cache_name(info.name, trt.__version__)
+        cache = cache_path.read_bytes() if cache_path.is_file() else b""
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        return cls(trt, logger, runtime, info, bundle, folder, cache_path, cache, workspace_mib)
+
+    def build(self, role: str, precision: str, step: BuildStep, spec: GraphSpec, profile: BatchProfile) -> dict:
+        """Build one engine by `step`, check that it loads, write it and the timing cache; its manifest entry."""
+        version = self.trt.__version__
         started = time.perf_counter()
-        plan, cache = build_engine(
-            trt, logger, bundle / step.source, specs[role], step, profiles[role], cache, workspace_mib
+        plan, self.cache = build_engine(
+            self.trt, self.logger, self.bundle / step.source, spec, step, profile, self.cache, self.workspace_mib
         )
-        name = engine_file_name(role, info.name, version, precision)
-        engine = runtime.deserialize_cuda_engine(plan)  # the plan loads, and its I/O types (int32 before TRT 10)
+        name = engine_file_name(role, self.info.name, version, precision)
+        io_dtypes = self.io_dtypes(plan, name)
+        (self.folder / name).write_bytes(plan)
+        self.cache_path.write_bytes(self.cache)
+        seconds = time.perf_counter() - started
+        flags = " ".join(step.trtexec_flags) or "strongly typed"
+        log.info("%s: built in %.0f s from %s (%s)", name, seconds, step.source, flags)
+        return {
+            "file": f"{TRT_DIR}/{name}",
+            "graph": role,
+            "precision": precision,
+            "source": step.source,
+            "gpu": self.info.name,
+            "compute_capability": list(self.info.compute_capability),
+            "tensorrt": trt_version_tag(version),
+            "profile": profile.to_dict(),
+            "strongly_typed": step.strongly_typed,
+            "builder_flags": list(step.builder_flags),
+            "io_dtypes": io_dtypes,
+            "workspace_mib": self.workspace_mib,
+            "build_seconds": round(seconds, 1),
+        }
+
+    def io_dtypes(self, plan: bytes, name: str) -> dict[str, str]:
+        """The plan, deserialised: it loads, and these are its I/O tensors' numpy types (int32 before TRT 10)."""
+        engine = self.runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise ExportError(f"{name}: TensorRT {version} cannot deserialise the engine it just built")
-        io_dtypes = {
-            n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))).name
+            raise ExportError(f"{name}: TensorRT {self.trt.__version__} cannot deserialise the engine it just built")
+        return {
+            n: np.dtype(self.trt.nptype(engine.get_tensor_dtype(n))).name
             for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
         }
-        (folder / name).write_bytes(plan)
-        cache_path.write_bytes(cache)
-        seconds = time.perf_counter() - started
-        log.info(
-            "%s: built in %.0f s from %s (%s)",
-            name,
-            seconds,
-            step.source,
-            " ".join(step.trtexec_flags) or "strongly typed",
-        )
-        result.engines.append(
-            {
-                "file": f"{TRT_DIR}/{name}",
-                "graph": role,
-                "precision": precision,
-                "source": step.source,
-                "gpu": info.name,
-                "compute_capability": list(info.compute_capability),
-                "tensorrt": trt_version_tag(version),
-                "profile": profiles[role].to_dict(),
-                "strongly_typed": step.strongly_typed,
-                "builder_flags": list(step.builder_flags),
-                "io_dtypes": io_dtypes,
-                "workspace_mib": workspace_mib,
-                "build_seconds": round(seconds, 1),
-            }
-        )
-    return result
 
 
 def tensorrt_manifest(recipe: dict, build: EngineBuild, profiles: dict[str, BatchProfile] = DEFAULT_PROFILES) -> dict:
