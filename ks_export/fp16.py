@@ -121,7 +121,8 @@ class _Converter:
         self.outputs = {o.name for o in self.graph.output}
         self.native: dict[str, int] = {v.name: FLOAT for v in self.graph.input if v.type.tensor_type.elem_type == FLOAT}
         # A graph output computed in float16 is renamed inside the graph and cast back to float32 under its name.
-        self.renamed = {o: f"{o}__fp16" for o in self.outputs if self.types.get(o) == FLOAT}
+        # In the graph's output order, so that the same graph always gives the same bytes.
+        self.renamed = {o.name: f"{o.name}__fp16" for o in self.graph.output if self.types.get(o.name) == FLOAT}
         self.nodes: list[onnx.NodeProto] = []
         self.casts: dict[tuple[str, int], str] = {}
 
