@@ -15,7 +15,7 @@ import cpp_ext
 from ks_runtime.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 224
-CLIP = 5  # n, KS_SPEC's default clip length
+CLIP = 5  # n, the paper's default clip length
 RING = 64
 FIRST = 1000  # the held frames wrap around the ring's end
 BATCHES = [1, 8, 32]

@@ -1,8 +1,8 @@
-"""Everything to run when a GPU is lent, in one command, printing README-ready tables.
+"""Everything to run when a GPU is lent, in one command, printing tables for docs/gpu.md.
 
     .venv/bin/python benchmarks/gpu_session.py [--quick] [--out gpu_session.md]
 
-In order (DESIGN.md: the CUDA kernels' parity and speed come first): (1) the CUDA kernels' parity tests
+In order (the CUDA kernels' parity and speed come first): (1) the CUDA kernels' parity tests
 (pytest -m gpu tests/cpp_ext/test_cuda_ops.py) and then every other GPU-marked test; (2) the kernels' speed
 against the same work in PyTorch (CUDA events); (3) one GPU training step through ks_train's Trainer (AMP as
 configured); (4) the encoder's inference in PyTorch, eager against CUDA-graph replay, for the synth-cpu and
@@ -40,7 +40,7 @@ from ks_train.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FEATURES = {  # README's GPU feature table: key -> what it is
+FEATURES = {  # docs/gpu.md's GPU feature table: key -> what it is
     "kernels": "CUDA kernels pack_frames / gather_clips / warp_crop: parity with the CPU ops",
     "kernel_speed": "CUDA kernels: speed against the same work in PyTorch",
     "gpu_tests": "every other `gpu`-marked test (TensorRT engine, ort CUDA/TensorRT providers, --trt export)",

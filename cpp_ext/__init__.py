@@ -3,7 +3,7 @@
 Each op reads and writes numpy buffers directly (no copies; `out=` to fill a preallocated one), releases the
 GIL, runs OpenMP across the batch, and checks its arguments: TypeError / ValueError / IndexError with a
 message, never a crash.
-`cpp_ext.cuda` has the same ops as CUDA kernels; `ks_runtime.ops` falls back to numpy without this package.
+`cpp_ext.cuda` has the same ops as CUDA kernels; `ks_runtime.core.kernels` falls back to numpy without this package.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# OpenMP threads that spin between calls hold cores the inference engine wants, and on a busy machine a
-# spinning team member that loses its core stalls the next call by a scheduler slice (4-12 ms measured on
-# a shared 2-core box, against 0.1-1 ms of work); sleeping threads wake in microseconds. libgomp reads this
-# when it loads, so it is set before the import below; a value the user set wins.
+# OpenMP threads that spin between calls hold cores the inference engine wants; on a busy machine a spinning
+# team member that loses its core stalls the next call by a scheduler slice (docs/gpu.md, Build switches), while
+# sleeping threads wake in microseconds. libgomp reads this when it loads, so it is set before the import below;
+# a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _cpu  # noqa: E402

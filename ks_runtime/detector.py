@@ -43,7 +43,7 @@ class Detector:
     """Per-frame AU probabilities from a model bundle.
 
     device: cpu, cuda or cuda:N; engine: ort (trt later); policy: last (lowest latency), center, shift or
-    ensemble (DESIGN.md, Streaming); face: the face stage (auto: aligned crops as they are, raw frames through
+    ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw frames through
     haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame may wait for
     one; threads: engine threads.
     """

@@ -1,4 +1,4 @@
-"""KS's loss terms as pure functions (KS_SPEC.md, Losses).
+"""KS's loss terms as pure functions (docs/model.md, Losses).
 
 Shapes: B clips, n slots, U AUs. Labels are float tensors with 1 / 0 and -1 for unknown (masked).
 Every supervised term is per-AU binary cross-entropy weighted by the inverse positive rate.

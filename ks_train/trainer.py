@@ -158,7 +158,7 @@ class Trainer:
         )
         self.cfg = cfg
         self.method = create_method(cfg)
-        # channels_last: oneDNN's and cuDNN's fastest convolution layout (1.5x on this CPU in fp32).
+        # channels_last: oneDNN's and cuDNN's fastest convolution layout.
         self.model = self.method.build_model().to(self.device, memory_format=torch.channels_last)
         self.train_seqs, self.test_seqs = self.dataset.split(cfg.data.fold)
         warn_if_clips_outreach(cfg, self.train_seqs)

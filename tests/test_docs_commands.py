@@ -34,7 +34,7 @@ TINY_TRAINING = [
 SHRINK = [  # (pattern, replacement) applied to a command's text
     (r"synthau:(small|medium|full):", "synthau:tiny:"),
     (r"--seconds \d+", "--seconds 2"),
-    (r"--report-sequences \d+", "--report-sequences 1"),
+    (r"--(report-)?sequences \d+", r"--\1sequences 1"),
     (r"--size (small|medium|full)\b", "--size tiny"),
 ]
 NEEDS = {"--trt": "TensorRT is not installed here (ks-export --trt builds engines with it)"}

@@ -46,8 +46,8 @@ def open_session(
     """One onnxruntime session; a corrupt file or an opset this onnxruntime cannot run names the file."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # Spinning worker threads starve the decoder and face threads on small CPUs (measured: half the fps on
-    # raw video on 2 cores); a parked thread costs a few microseconds to wake instead.
+    # Spinning worker threads starve the decoder and face threads on small CPUs (docs/runtime.md, Engines and
+    # devices); a parked thread costs a few microseconds to wake instead.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
     try:

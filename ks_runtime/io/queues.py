@@ -29,7 +29,7 @@ class Arrival:
 
 
 class FrameQueue:
-    """A bounded FIFO with DESIGN.md's rule: when full, a file source's put waits; a live source's put drops
+    """A bounded FIFO with the back-pressure rule: when full, a file source's put waits; a live source's put drops
     the oldest frame and counts it in `dropped`. `wake` (optional) is set on every put and close, so one
     consumer can wait on several queues."""
 

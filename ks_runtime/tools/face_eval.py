@@ -177,7 +177,7 @@ def available_backends(names: Sequence[str] = BACKENDS) -> tuple[list[str], dict
 
 
 def markdown(scores: Sequence[FaceScore], scenes: Sequence[SceneSequence], missing: dict[str, str]) -> str:
-    """The README table."""
+    """The table in docs/runtime.md, Faces on raw video."""
     frames = sum(len(s.frames) for s in scenes)
     h, w = scenes[0].frames.shape[1:3] if scenes else (0, 0)
     lines = [

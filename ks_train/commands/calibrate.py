@@ -1,9 +1,9 @@
-"""`ks-train calibrate`: SynthAU's difficulty calibration runs (SYNTH_AU.md, Difficulty).
+"""`ks-train calibrate`: SynthAU's difficulty calibration runs (docs/synthau.md, Calibration).
 
 Each run trains the frame-only model (`--method frame`) on 100% of the labels of SynthAU `small`, fold 1,
 with one named setting of the generator's difficulty knobs (or of the frame model's augmentation), and appends
 its per-epoch test F1, the all-positive floor and the F1 on three training subjects to a JSONL file: the
-record behind the README's calibration table. Never run against KS or any semi-supervised method.
+record behind the calibration table in docs/synthau.md. Never run against KS or any semi-supervised method.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ V20 = [
     "data.synth_nuisance.occlusion_prob=0.15",
 ]
 MID = ["data.synth_quirk_scale=0.5", "data.synth_nuisance.head_pose_deg=5.0", "data.synth_nuisance.jitter_px=0.3"]
-# name, what it changes (the README table's column), and its config overrides, in one place
+# name, what it changes (the calibration table's column), and its config overrides, in one place
 _DEFINED: list[tuple[str, str, list[str]]] = [
     ("default", "the frozen strengths", []),
     ("easy", "no quirks, no nuisance", ["data.synth_quirk_scale=0.0"] + OFF),
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--table",
         action="store_true",
-        help="print the runs recorded in --out as the README's Markdown table rows, then exit",
+        help="print the runs recorded in --out as the calibration table's Markdown rows, then exit",
     )
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--size", default="small", help="SynthAU size (the calibration is defined on `small`)")
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def table_rows(records: list[dict]) -> list[str]:
-    """One Markdown row per recorded run, in the README's calibration table's columns."""
+    """One Markdown row per recorded run, in the calibration table's columns."""
     rows = []
     for r in records:
         last = r["epochs"][-1]

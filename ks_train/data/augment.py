@@ -1,4 +1,4 @@
-"""Clip augmentation: parameters drawn once per clip and applied to every frame of it (KS_SPEC.md).
+"""Clip augmentation: parameters drawn once per clip and applied to every frame of it (docs/model.md, Data feeding).
 
 Rotation in [-45, 45] degrees, a horizontal flip with p = 0.5 and brightness / contrast / saturation
 jitter, on uint8 RGB frames with OpenCV. The same draw for all n frames keeps the clip's motion intact.

@@ -1,7 +1,7 @@
 """The 3 subject-exclusive parts of every dataset: standard BP4D/DISFA lists, contiguous splits, folds.json.
 
 Fold f tests on part f and trains on the others (AUDataset.split). The standard lists are the JAA-Net /
-ME-GraphAU ones (KS_SPEC.md, Evaluation) and are defined here only.
+ME-GraphAU ones (docs/training.md, Datasets) and are defined here only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sparse label sampling and clip construction (KS_SPEC.md, Data feeding).
+"""Sparse label sampling and clip construction (docs/model.md, Data feeding).
 
 Labels are kept on every k-th frame of each training sequence; a kept frame is a key frame. A clip is a key
 frame with its n-1 neighbours, clamped at the sequence's edges (edge replication, as in dense testing), and

@@ -1,7 +1,7 @@
 """SynthAU as a dataset: read from disk (the generic layout plus synthau.json) or generated in memory.
 
 Both return a SynthAUDataset, an AUDataset that also records the generator version and config, since
-results must name the version they were measured on (SYNTH_AU.md).
+results must name the version they were measured on (docs/synthau.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CNN backbones shared by all frames of a clip: [B, 3, H, W] float -> global-average-pooled [B, C].
 
-KS_SPEC item 1 [R]: ResNet-50 (C = 2048) matches the paper's parameter budget; ResNet-18 (512) and a tiny
+[R] (docs/model.md): ResNet-50 (C = 2048) matches the paper's parameter budget; ResNet-18 (512) and a tiny
 CNN (256) are for CPU work. `create_backbone(name)` is the only call site. The ResNets keep torchvision's
 parameter names (conv1, bn1, layer1.0.conv1, ..., layer4; no fc) so a local torchvision-style checkpoint
 loads through `load_backbone_weights`. Nothing is downloaded: without `--init PATH` training starts

@@ -1,11 +1,11 @@
-"""The Knowledge-Spreader model (KS_SPEC.md, Architecture), in one file.
+"""The Knowledge-Spreader model (docs/model.md, Architecture), in one file.
 
 Per frame:  backbone -> AU features f_s [U, W] -> Spatial Teacher S_a -> logits p_a [U]
                                                -> n Spatial Students (MLPs) -> logits [n, U]
 Per clip:   tokens (S_a at the key slot, student j at slot j) + position + source -> Temporal Teacher
             -> logits [n, U]; output = fusion of S_a and TT at the key slot. PPL classifies TT's pooled tokens.
 The per-frame and per-clip halves are separate methods because export runs them as separate graphs.
-Every [R] choice of KS_SPEC.md is a field of KSConfig.
+Every [R] choice of docs/model.md is a field of KSConfig.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ TEACHER, STUDENT = 1, 0  # source ids of a token
 
 @dataclass
 class KSConfig:
-    """Model shape. [S] stated by the paper, [R] our reconstruction (KS_SPEC.md)."""
+    """Model shape. [S] stated by the paper, [R] our reconstruction (docs/model.md)."""
 
     n_aus: int = 12
     clip_len: int = 5  # n [S: 5 by default]
     # [R] frames between a clip's slots: 1 = adjacent frames (the paper's); 0 = the label spacing k, so that
-    # every slot of a labelled clip is a labelled frame (resolved by the trainer; README: +4.6 points at 10%)
+    # every slot of a labelled clip is a labelled frame (resolved by the trainer; docs/experiments.md)
     clip_stride: int = 1
     backbone: str = "tiny"  # [R] resnet50 gives the paper's ~25M parameters
     token_width: int = 0  # W; 0 means W = U [S]

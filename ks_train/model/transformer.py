@@ -1,7 +1,7 @@
 """A small pre-norm transformer encoder whose attention has its own head width.
 
 KS's tokens are narrow (W = U, 12 or 8), which does not split into 8 heads, so attention projects W up to
-heads x head_dim and back (KS_SPEC.md, Architecture 3). Attention is written out with matmul and softmax
+heads x head_dim and back (docs/model.md, Architecture). Attention is written out with matmul and softmax
 so that every ONNX exporter and runtime handles it the same way.
 """
 

@@ -1,4 +1,4 @@
-"""Live sources (ks_runtime/sources.py: webcams, the simulated camera) and DESIGN.md's back-pressure rule: a
+"""Live sources (ks_runtime/io/sources.py: webcams, the simulated camera) and the back-pressure rule: a
 live source faster than the engine drops its oldest frames, counts them and reports them; a file never drops."""
 
 import time
