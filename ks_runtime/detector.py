@@ -42,10 +42,10 @@ SourceLike = Source | str | Path | Iterable
 class Detector:
     """Per-frame AU probabilities from a model bundle.
 
-    device: cpu, cuda or cuda:N; engine: ort (trt later); policy: last (lowest latency), center, shift or
-    ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw frames through
-    haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame may wait for
-    one; threads: engine threads.
+    device: cpu, cuda or cuda:N; engine: ort, ort-trt or trt; policy: last (lowest latency), center, shift or
+    ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw
+    frames through haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame
+    may wait for one; threads: engine threads.
     """
 
     def __init__(

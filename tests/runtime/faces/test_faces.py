@@ -156,8 +156,7 @@ def test_eyes_fall_back_to_the_box_ratios_with_a_lower_confidence():
 
 
 def test_haar_finds_tracks_and_aligns_scene_faces(scenes):
-    """Thresholds from measurement (docs/runtime.md, Faces on raw video): detection 0.987, false 4/66, eye error median 0.053,
-    alignment error median 0.049, ~190 fps on this 2-core box, detector on 40% of frames."""
+    """Thresholds below what `python -m ks_runtime.tools.face_eval` measures (docs/runtime.md, Faces on raw video)."""
     score = face_eval.score_backend("haar", scenes)
     assert score.frames == 300 and 0 < score.no_face_frames < 150  # the face left the frame in the videos
     assert score.detection_rate >= 0.95
