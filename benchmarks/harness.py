@@ -394,7 +394,10 @@ def code_key(
     versions: a cached artefact made by other code is not reused."""
     digest = hashlib.sha256(recipe.encode())
     for pattern in paths:
-        for path in sorted(ROOT.glob(pattern)):
+        matched = sorted(ROOT.glob(pattern))
+        if not matched:  # a moved file would silently drop out of the key, and stale caches would be reused
+            raise FileNotFoundError(f"code_key: {pattern!r} matches no file under {ROOT}")
+        for path in matched:
             digest.update(path.relative_to(ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     for package in packages:

@@ -38,7 +38,8 @@ EXPORT_SOURCES = [
     "ks_train/config.py",
     "ks_train/checkpoint.py",
     "ks_train/methods.py",
-    "ks_runtime/bundle.py",
+    "ks_export/templates/*",
+    "ks_runtime/core/*.py",
 ]
 # The untrained bundles verify and calibrate on SynthAU `tiny` (at the profile's image size): the network is the
 # profile's, and rendering the profile's own test part (SynthAU full at 224 px for paper-r50) would take minutes.

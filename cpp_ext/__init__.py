@@ -75,7 +75,7 @@ def pack_frames(
     """uint8 [B, H, W, 3] -> float32/float16 [B, 3, H, W], (x / 255 - mean[c]) / std[c], in one pass.
 
     swap_rb reverses the colour order (BGR <-> RGB). Computed in float32 like
-    ks_runtime.preprocess.to_network_input, then rounded to float16 if asked; `out` is written in place.
+    ks_runtime.core.preprocess.to_network_input, then rounded to float16 if asked; `out` is written in place.
     """
     frames = _array(frames, "pack_frames", "frames")
     if out is not None:

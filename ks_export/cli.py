@@ -57,15 +57,6 @@ def export_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def verify_parser() -> argparse.ArgumentParser:
-    """`ks-export verify`'s arguments alone, as a parser of its own."""
-    parser = argparse.ArgumentParser(prog=f"{PROG} verify", description=VERIFY_DESCRIPTION)
-    add_verify_arguments(parser)
-    commandline.add_common_flags(parser, version=False)
-    parser.set_defaults(run=verify_command, command_parser=parser)
-    return parser
-
-
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "ckpt_pos", nargs="?", metavar="CKPT", help="checkpoint file, or a run folder (best.pt, else last.pt)"

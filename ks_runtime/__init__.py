@@ -13,24 +13,12 @@ Imports no torch and none of our other packages except cpp_ext.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
 
 try:
     __version__ = version("knowledge-spreader")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-if TYPE_CHECKING:
-    from ks_runtime.detector import Detector
+from ks_runtime.detector import Detector  # noqa: E402  (after __version__, which the CLIs read)
 
 __all__ = ["Detector", "__version__"]
-
-
-def __getattr__(name: str) -> object:
-    """`ks_runtime.Detector`, imported on first use, so that `import ks_runtime.core` (all that training needs)
-    does not load the engines, face stages and pandas (about a second)."""
-    if name == "Detector":
-        from ks_runtime.detector import Detector  # deferred: the runtime stack, on first use
-
-        return Detector
-    raise AttributeError(f"module 'ks_runtime' has no attribute {name!r}")

@@ -132,28 +132,54 @@ RUNTIME_LAYERS = {
 }
 
 
+# cpp_ext's kernels sit below ks_runtime: core/kernels.py wraps the CPU ones, engine/ the CUDA ones.
+CPP_EXT_USERS = ("ks_runtime.core.kernels", "ks_runtime.engine")
+
+
 def runtime_layer(module: str) -> str | None:
+    """The layer a ks_runtime module belongs to (the layer's own package included), None above the layers."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "ks_runtime" and len(parts) > 2 and parts[1] in RUNTIME_LAYERS else None
+    return parts[1] if parts[0] == "ks_runtime" and len(parts) > 1 and parts[1] in RUNTIME_LAYERS else None
 
 
 def layer_violations(edges: list[Import]) -> list[str]:
-    """Each import from a runtime layer into a ks_runtime module its layer may not see (cpp_ext is allowed:
-    it is below ks_runtime)."""
+    """Each import from a runtime layer into a module of ours its layer may not see: another layer it does not
+    sit on, the modules above the layers, any other package of ours, or cpp_ext outside its two users."""
     bad = []
     for edge in edges:
         layer = runtime_layer(edge.importer)
-        if layer is None or not edge.target.startswith("ks_runtime"):
+        if layer is None:
             continue
-        target_layer = runtime_layer(edge.target) or edge.target
-        if target_layer != layer and target_layer not in RUNTIME_LAYERS[layer]:
+        if edge.target.split(".")[0] == "cpp_ext":
+            allowed = edge.importer.startswith(CPP_EXT_USERS)
+        elif edge.target.startswith("ks_runtime"):
+            allowed = runtime_layer(edge.target) in {layer, *RUNTIME_LAYERS[layer]}
+        else:
+            allowed = False
+        if not allowed:
             bad.append(f"{edge.path.relative_to(ROOT)}:{edge.line}: {layer}/ imports {edge.target}")
     return bad
 
 
+# What a `deferred:` comment may name: the optional dependencies (extras and compiled parts) that a function-level
+# import keeps from being loaded before it is needed.
+OPTIONAL_DEPENDENCIES = (
+    "onnxruntime",
+    "tensorrt",
+    "cuda",
+    "cpp_ext",
+    "torch",
+    "onnx",
+    "onnxslim",
+    "tritonclient",
+    "dlib",
+    "protobuf",
+)
+
+
 def undeclared_deferred_imports(edges: list[Import]) -> list[str]:
-    """Function-level imports of our modules without a `deferred:` comment (on the line or the line above)
-    naming the optional dependency they defer."""
+    """Function-level imports of our modules without a `deferred:` comment (on the line, or above the group of
+    imports it heads) naming the optional dependency they defer."""
     bad = []
     for edge in edges:
         if not edge.in_function:
@@ -163,7 +189,8 @@ def undeclared_deferred_imports(edges: list[Import]) -> list[str]:
         while first > 0 and lines[first - 1].lstrip().startswith(("from ", "import ")):
             first -= 1  # a group of imports under one comment
         context = " ".join(lines[max(first - 1, 0) : edge.line])
-        if "deferred:" not in context:
-            where = f"{edge.path.relative_to(ROOT)}:{edge.line}"
+        reason = context.partition("deferred:")[2]
+        if not any(dependency in reason for dependency in OPTIONAL_DEPENDENCIES):
+            where = f"{edge.path.relative_to(ROOT) if edge.path.is_relative_to(ROOT) else edge.path}:{edge.line}"
             bad.append(f"{where}: {edge.importer} imports {edge.target} in a function")
     return bad

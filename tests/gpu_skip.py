@@ -1,4 +1,4 @@
-"""One way for GPU tests to skip: the `gpu` mark plus a skip whose reason is ks_runtime.gpu's exact words
+"""One way for GPU tests to skip: the `gpu` mark plus a skip whose reason is ks_runtime.engine.gpu_probe's exact words
 ("tensorrt not installed", "onnxruntime-gpu not installed", "cuda-python not installed", "no CUDA device")."""
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and tests/export/test_cli_subcommands.py run the real thing."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 
 import pytest
@@ -153,6 +154,10 @@ def test_version(main, prog, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out == f"{prog} {__version__}\n"
+
+
+def test_the_version_is_the_installed_package_metadata():
+    assert __version__ == importlib.metadata.version("knowledge-spreader")
 
 
 @pytest.mark.parametrize("main", [run_cli.main, export_cli.main, train_cli.main])

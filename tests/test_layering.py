@@ -80,11 +80,40 @@ def test_the_layer_check_catches_io_reaching_into_synth_and_core_into_engine():
     assert len(bad) == 2 and "io/ imports ks_runtime.synth.face" in bad[0] and "core/ imports" in bad[1]
 
 
+def test_the_layer_check_covers_layer_packages_the_top_modules_and_cpp_ext():
+    allowed = [
+        fake("ks_runtime.engine.ort", "ks_runtime.core"),
+        fake("ks_runtime.core.kernels", "cpp_ext"),
+        fake("ks_runtime.engine.trt", "cpp_ext.cuda"),
+    ]
+    refused = [
+        fake("ks_runtime.core", "ks_runtime.engine.ort"),
+        fake("ks_runtime.io", "ks_runtime.synth"),
+        fake("ks_runtime.faces.align", "ks_runtime.stream"),
+        fake("ks_runtime.faces.align", "cpp_ext"),
+        fake("ks_runtime.core.au", "ks_train.config"),
+    ]
+    assert layer_violations(allowed) == []
+    assert len(layer_violations(refused)) == len(refused)
+
+
 def test_the_cycle_check_finds_a_three_module_cycle_and_ignores_deferred_edges():
     edges = [fake("a", "b"), fake("b", "c"), fake("c", "a"), fake("c", "d"), fake("d", "c", in_function=True)]
     assert cycles(edges) == [["a", "b", "c"]]
 
 
-def test_the_deferred_check_flags_a_function_import_without_a_reason():
-    edge = fake("ks_runtime.x", "ks_runtime.y", in_function=True)
-    assert undeclared_deferred_imports([edge]) and not undeclared_deferred_imports([fake("x", "y")])
+def test_the_deferred_check_wants_an_optional_dependency_named(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "def a():\n    from ks_runtime import x  # deferred: onnxruntime (the cpu extra)\n"
+        "def b():\n    from ks_runtime import y  # deferred: it is faster\n"
+        "def c():\n    # deferred: tensorrt\n    from ks_runtime import z\n    from ks_runtime import w\n"
+        "def d():\n    from ks_runtime import v\n"
+    )
+    edges = [
+        Import("m", f"ks_runtime.{n}", source, line, True, False)
+        for n, line in zip("xyzwv", (2, 4, 7, 8, 10), strict=True)
+    ]
+    flagged = undeclared_deferred_imports(edges)
+    assert [f.split(": ")[1].split()[2] for f in flagged] == ["ks_runtime.y", "ks_runtime.v"]
+    assert not undeclared_deferred_imports([fake("x", "y")])  # module-level imports need no reason

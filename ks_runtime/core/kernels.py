@@ -118,7 +118,7 @@ def pack_frames_numpy(
     b, h, w, _ = frames.shape
     _check_out(out, dtype, (b, 3, h, w), fn)
     src = frames[..., ::-1] if swap_rb else frames
-    # The arithmetic of ks_runtime.preprocess.to_network_input, so the two agree bit for bit.
+    # The arithmetic of ks_runtime.core.preprocess.to_network_input, so the two agree bit for bit.
     packed = (src.astype(np.float32) * np.float32(1.0 / 255.0) - mean32) * (np.float32(1.0) / std32)
     return _store(packed.transpose(0, 3, 1, 2).astype(dtype, copy=False), out)  # [B, 3, H, W]
 

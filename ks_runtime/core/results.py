@@ -1,15 +1,6 @@
-"""The face stage: a frame in, the aligned face crop the network reads out, or "no face".
+"""What the stages hand on: a frame's Face (the aligned crop, or none) and a frame's result (its probabilities).
 
-Every face stage has one call, `stage(image, index) -> Face`, and a registry name:
-- `aligned`: frames are already aligned face crops (SynthAU, pre-cropped datasets); resized, always a face.
-- `haar` (face_haar.py): OpenCV's bundled cascades on raw video, tracked between detections.
-- `dlib` (face_dlib.py, the optional `dlib` extra): dlib's HOG detector and 68 landmarks, tracked the same way.
-- `auto` (the default): `aligned` when the first frame is a square of at most AUTO_ALIGNED_MAX_PX pixels or
-  of the network's size (an aligned crop), `haar` otherwise (raw video, cameras).
-A detector stage maps the face's eyes (or five points) onto the bundle's alignment template with a similarity
-transform and cuts the crop with `kernels.warp_crop`; on a frame without a face it returns NO_FACE, and the engine
-ends the stream there and starts a new one at the next face. Training aligns raw datasets with the same
-stages (`align_frames`), so train and deploy see the same crops.
+Both live in the core because the face stages, the scheduler and the writers all pass them along.
 """
 
 from __future__ import annotations

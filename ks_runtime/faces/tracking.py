@@ -1,6 +1,6 @@
 """Following one face over frames: detect now and then, follow it with optical flow in between, smooth.
 
-`TrackedFaces` is the face stage every detector backend shares (face_haar.py, face_dlib.py). A backend gives
+`TrackedFaces` is the face stage every detector backend shares (haar.py, dlib.py). A backend gives
 two calls: `detect(grey, min_size, max_size)` -> face boxes, and `measure(grey, box)` -> the points the crop is
 aligned on (eye centres, then nose tip and mouth corners if it finds them) and a confidence. Per frame:
 1. no track: detect on the whole frame (downscaled); nothing found -> NO_FACE.

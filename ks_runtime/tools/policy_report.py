@@ -2,7 +2,7 @@
 
 `held_out_specs` finds the bundle's held-out SynthAU sequences from the training config in its manifest.
 `demo_stream` (the last step of `make demo`) writes one of them as a lossless video file and streams it.
-`policy_report` (`ks-run BUNDLE --policy-report`) runs every key-slot policy: F1 over the held-out part as
+`policy_report` (`ks-run report BUNDLE`) runs every key-slot policy: F1 over the held-out part as
 fast as the engine goes, and latency with the video replayed at its frame rate, as a camera delivers it.
 """
 
@@ -212,7 +212,7 @@ def policy_report(
     au_set = au_set_from_numbers(manifest.au_numbers).name
     sources = [SynthAUSource(s, au_set=au_set) if s.startswith("synthau:") else None for s in specs]
     if any(s is None for s in sources):
-        raise ConfigError("--policy-report needs SynthAU inputs (synthau:SIZE:SUBJECT:TASK), whose labels it scores")
+        raise ConfigError("the policy report needs SynthAU inputs (synthau:SIZE:SUBJECT:TASK), whose labels it scores")
     first = sources[0]
     replay = first.frames[:latency_frames] if latency_frames else first.frames
     rows, describe = [], ""

@@ -4,7 +4,7 @@
     <root>/AUCoding/AU_OCC/<subject>_<task>.csv     frame column, then every coded AU ("1", "AU01", ...)
 
 The label rows define the frames; 9 (unknown) is read as -1 and masked, never dropped. The 12 AUs of
-ks_runtime.au.BP4D are selected in order. BP4D uses the standard folds; BP4D+ has none, so its sorted
+ks_runtime.core.au.BP4D are selected in order. BP4D uses the standard folds; BP4D+ has none, so its sorted
 subjects are cut into 3 contiguous parts.
 """
 

@@ -7,7 +7,7 @@ DISFA ships videos, not frames: extract them first, e.g.
 `ffmpeg -i LeftVideoSN001_comp.avi -start_number 0 Images/SN001/%d.jpg` (zero padding optional, .jpg/.png;
 `frames_dir` names another folder). The first column of a label file is checked to count up by one (DISFA's
 own files start at 1); the line position, not that number, picks the frame. A missing AU file reads as all
-zero, with a warning. The 8 AUs of ks_runtime.au.DISFA; standard folds.
+zero, with a warning. The 8 AUs of ks_runtime.core.au.DISFA; standard folds.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""ks_runtime/engines.py on GPUs: providers from device strings, IOBinding, engine names, and what each says
-when onnxruntime-gpu, TensorRT or a GPU is missing. GPU runs are marked and skip with ks_runtime.gpu's reason."""
+"""ks_runtime/engine/ (ort.py, the registry) on GPUs: providers from device strings, IOBinding, engine names, and what
+each says when onnxruntime-gpu, TensorRT or a GPU is missing. GPU runs are marked and skip with gpu_probe's reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ks_runtime/gpu_probe.py: the one place that says why a GPU feature cannot run here, in the words tests skip with."""
+"""ks_runtime/engine/gpu_probe.py: the one place that says why a GPU feature cannot run here, in the words tests skip
+with."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ks_runtime/engine_trt.py: engine names, choosing a bundle's engines, and the device path's control flow.
+"""ks_runtime/engine/trt.py: engine names, choosing a bundle's engines, and the device path's control flow.
 
 No GPU or TensorRT here, so the device path runs on stand-ins that are not a GPU run and do not pretend to be:
 "device memory" is one host byte arena addressed by integer pointers, the kernels are cpp_ext.cuda's host

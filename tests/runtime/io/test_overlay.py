@@ -1,5 +1,6 @@
-"""The overlay (ks_runtime/sinks.py): the face box, points and AU bars drawn on each frame, the overlay video
-beside the CSV from `ks-run` on a raw SynthAU scene video, and the live window refused where there is no display."""
+"""The overlay (ks_runtime/io/overlay.py, faces/tap.py): the face box, points and AU bars drawn on each frame, the
+overlay video beside the CSV from `ks-run` on a raw SynthAU scene video, and the live window refused where there is
+no display."""
 
 import cv2
 import numpy as np

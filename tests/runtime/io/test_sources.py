@@ -1,5 +1,5 @@
-"""ks_runtime/sources.py: each source's frames and timestamps, bad input named by file and frame, and the
-back-pressure rule (a file source never drops; a fast live source drops the oldest and counts it)."""
+"""ks_runtime/io/sources.py and queues.py: each source's frames and timestamps, bad input named by file and frame, and
+the back-pressure rule (a file source never drops; a fast live source drops the oldest and counts it)."""
 
 import threading
 import time

@@ -1,5 +1,5 @@
-"""ks_runtime/sinks.py: the OpenFace-compatible CSV (read back by pandas, with and without OpenFace 2's ", "),
-the DataFrame, the timeline PNG and the run summary."""
+"""ks_runtime/io/ (table.py, timeline.py, summary.py): the OpenFace-compatible CSV (read back by pandas, with and
+without OpenFace 2's ", "), the DataFrame, the timeline PNG and the run summary."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""ks_runtime/tools/policy_report.py through `ks-run --policy-report`: a row per key-slot policy."""
+"""ks_runtime/tools/policy_report.py through `ks-run --policy-report` (the old spelling of `ks-run report`): a row per
+key-slot policy."""
 
 from ks_runtime.cli import main
 
