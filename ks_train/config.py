@@ -25,21 +25,21 @@ GATES = ("ppl", "none", "confidence")
 
 @dataclass
 class DataConfig:
-    dataset: str = "synth"          # synth | bp4d | bp4dplus | disfa | generic
-    root: str = ""                  # dataset root; empty for in-memory SynthAU
+    dataset: str = "synth"  # synth | bp4d | bp4dplus | disfa | generic
+    root: str = ""  # dataset root; empty for in-memory SynthAU
     synth_size: str = "small"
     synth_seed: int = 0
-    au_set: str = "bp4d"            # SynthAU's label set (real datasets fix their own)
+    au_set: str = "bp4d"  # SynthAU's label set (real datasets fix their own)
     # SynthAU's difficulty knobs; the defaults are the frozen, calibrated generator. Change them only for
     # calibration experiments: results on other settings are not results on SynthAU <version>.
     synth_quirk_scale: float = 0.25
     synth_expressiveness: float = 1.0
     synth_nuisance: NuisanceStrengths = field(default_factory=NuisanceStrengths)
     synth_texture: TextureStrengths = field(default_factory=TextureStrengths)
-    image_size: int = 96            # network input, pixels
+    image_size: int = 96  # network input, pixels
     fold: int = 1
-    label_ratio: float = 0.1        # fraction of training labels kept ...
-    every_k: int = 0                # ... or keep every k-th frame (overrides the ratio when > 0)
+    label_ratio: float = 0.1  # fraction of training labels kept ...
+    every_k: int = 0  # ... or keep every k-th frame (overrides the ratio when > 0)
     sampling_seed: int = 0
 
 
@@ -48,37 +48,37 @@ class LossConfig:
     l_skd: float = 1.0
     l_pl: float = 1.0
     l_self: float = 1.0
-    au_weighting: str = "inverse_rate"   # inverse_rate | none: scale each AU's term by 1 / its rate
+    au_weighting: str = "inverse_rate"  # inverse_rate | none: scale each AU's term by 1 / its rate
     # [R] rare | balanced | none: positives weighted (1 - p) / p within an AU; "rare" only raises them (never
-    # below 1), since downweighting a frequent AU's positives costs F1 (6 points in the README's demo runs)
+    # below 1), since downweighting a frequent AU's positives costs F1 (docs/experiments.md)
     positive_weighting: str = "rare"
     # [R] L_PL's positives: TT, trained weighted, already leans towards calling rare AUs positive, so
     # weighting its pseudo positives again would count the imbalance twice and teach S_a false positives.
     pl_weight_positives: bool = False
-    gate: str = "ppl"                    # ppl | none (naive pseudo-labels) | confidence (ablation)
-    ppl_threshold: float = 0.5           # [R] accept a clip when P(perturbed | clean tokens) < this
-    confidence_threshold: float = 0.9    # [R] the confidence gate's mean max(p, 1 - p)
-    p_student_key: float = 0.5           # [R] key token from the active student instead of S_a
+    gate: str = "ppl"  # ppl | none (naive pseudo-labels) | confidence (ablation)
+    ppl_threshold: float = 0.5  # [R] accept a clip when P(perturbed | clean tokens) < this
+    confidence_threshold: float = 0.9  # [R] the confidence gate's mean max(p, 1 - p)
+    p_student_key: float = 0.5  # [R] key token from the active student instead of S_a
     perturbations: tuple[str, ...] = ("swap", "negate")  # [R] what L_self teaches PPL to detect
-    ppl_detach_tokens: bool = True       # [R] L_self trains TT and PPL, not the per-frame encoders
+    ppl_detach_tokens: bool = True  # [R] L_self trains TT and PPL, not the per-frame encoders
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 8                  # labelled clips per batch
-    unlabelled_per_batch: int = 4        # unlabelled-only clips per batch after the warm-up
-    warmup_fraction: float = 0.3         # of the schedule; the paper's is 10 epochs
+    batch_size: int = 8  # labelled clips per batch
+    unlabelled_per_batch: int = 4  # unlabelled-only clips per batch after the warm-up
+    warmup_fraction: float = 0.3  # of the schedule; the paper's is 10 epochs
     lr: float = 1e-3
     weight_decay: float = 0.05
     min_lr_ratio: float = 0.02
     grad_clip: float = 5.0
-    amp: bool = True                     # mixed precision: CUDA, and CPUs with native bf16
+    amp: bool = True  # mixed precision: CUDA, and CPUs with native bf16
     eval_policy: str = "shift"
     eval_every: int = 1
-    batches_per_epoch: int = 0           # 0: one pass over the labelled clips; more cycles them
+    batches_per_epoch: int = 0  # 0: one pass over the labelled clips; more cycles them
     workers: int = 1
-    freeze_bn: bool = False              # keep BatchNorm statistics fixed (fine-tuning from --init weights)
+    freeze_bn: bool = False  # keep BatchNorm statistics fixed (fine-tuning from --init weights)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -106,8 +106,9 @@ class ExperimentConfig:
         if self.loss.au_weighting not in AU_WEIGHTINGS:
             raise ConfigError(f"loss.au_weighting must be one of {AU_WEIGHTINGS}, got {self.loss.au_weighting!r}")
         if self.loss.positive_weighting not in POSITIVE_WEIGHTINGS:
-            raise ConfigError(f"loss.positive_weighting must be one of {POSITIVE_WEIGHTINGS}, "
-                              f"got {self.loss.positive_weighting!r}")
+            raise ConfigError(
+                f"loss.positive_weighting must be one of {POSITIVE_WEIGHTINGS}, got {self.loss.positive_weighting!r}"
+            )
         if self.method == "ks" and self.model.clip_len < 2:
             raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
 
@@ -132,15 +133,20 @@ def _synth_cpu() -> ExperimentConfig:
     return ExperimentConfig(
         name="synth-cpu",
         # [R] clip_stride 0: a clip's slots are the label spacing k apart, so every slot of a labelled clip is a
-        # labelled frame; the paper's adjacent frames scored 4.6 points lower over 8 seeds at 10% labels (README).
+        # labelled frame; the paper's adjacent frames scored lower at 10% labels (docs/experiments.md).
         model=KSConfig(backbone="tiny", clip_len=5, clip_stride=0),
         data=DataConfig(dataset="synth", synth_size="small", image_size=96),
         # No rotation augmentation: SynthAU's head pose already turns the faces, and the paper's +-45 degrees
-        # kept the tiny CNN from fitting 2-3 px AU movements at 96 px (the calibration runs in the README).
+        # kept the tiny CNN from fitting 2-3 px AU movements at 96 px (the calibration runs in docs/synthau.md).
         # Epochs are 100 steps whatever the label ratio: one pass over 10% of `small`'s labels is 34 steps,
-        # far too few. 32 labelled clips a step: with 8, S_a learnt 3x slower per labelled frame (README).
-        train=TrainConfig(epochs=16, batch_size=32, unlabelled_per_batch=8, batches_per_epoch=100,
-                          augment=AugmentConfig(rotate_deg=0.0)),
+        # far too few. 32 labelled clips a step: with 8, S_a learnt slower per labelled frame (docs/experiments.md).
+        train=TrainConfig(
+            epochs=16,
+            batch_size=32,
+            unlabelled_per_batch=8,
+            batches_per_epoch=100,
+            augment=AugmentConfig(rotate_deg=0.0),
+        ),
     )
 
 
