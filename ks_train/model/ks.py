@@ -2,8 +2,9 @@
 
 Per frame:  backbone -> AU features f_s [U, W] -> Spatial Teacher S_a -> logits p_a [U]
                                                -> n Spatial Students (MLPs) -> logits [n, U]
-Per clip:   tokens (S_a at the key slot, student j at slot j) + position + source -> Temporal Teacher
-            -> logits [n, U]; output = fusion of S_a and TT at the key slot. PPL classifies TT's pooled tokens.
+Per clip:   tokens (S_a at the key slot, student j at slot j; or S_a at every slot) + position + source
+            -> Temporal Teacher -> logits [n, U]; output = fusion of S_a and TT at the key slot. PPL classifies
+            TT's pooled tokens.
 The per-frame and per-clip halves are separate methods because export runs them as separate graphs.
 Every [R] choice of docs/model.md is a field of KSConfig.
 """
@@ -17,9 +18,10 @@ from torch import nn
 
 from ks_runtime.core.errors import ConfigError
 from ks_train.model.backbones import create_backbone
-from ks_train.model.transformer import Encoder
+from ks_train.model.transformer import POSITIONS, Encoder
 
 FUSIONS = ("mean", "sa", "tt")
+TT_TOKENS = ("students", "sa")  # what TT's non-key tokens are: each slot's own student's logits, or S_a's
 TEACHER, STUDENT = 1, 0  # source ids of a token
 
 
@@ -48,6 +50,18 @@ class KSConfig:
     ppl_hidden: int = 32  # [R]
     source_embedding: bool = True  # [R] tells TT which slot holds the teacher-made (key) token
     fusion: str = "mean"  # [R] mean of sigmoid(S_a) and sigmoid(TT) at the key slot
+    # [R] TT's own token width: 0 keeps W (tokens = the U logits, no projection when W = U). > 0 projects each
+    # token's U logits to this width with a Linear (with bias), so TT's LayerNorms no longer erase a shift
+    # shared by all of a frame's logits: TT can see the frame's overall evidence level.
+    tt_width: int = 0
+    # [R] TT's logits = its output head's + its input token logits: TT starts from its input (the head is
+    # zero-initialised then) and learns corrections.
+    tt_residual: bool = False
+    tt_position: str = "learned"  # [R] TT's position embedding: learned | sinusoidal (a fixed sin/cos table)
+    tt_position_init: float = 0.02  # [R] init std of TT's learned position embedding; ~1 lets position matter
+    # [R] TT's tokens: "students" = S_a's logits at the key slot, student j's at slot j (the paper's split);
+    # "sa" = S_a's logits at every slot (at inference the students then feed no output).
+    tt_tokens: str = "students"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -56,10 +70,26 @@ class KSConfig:
             raise ConfigError(f"model.n_aus and model.clip_len must be >= 1, got {self.n_aus} and {self.clip_len}")
         if self.clip_stride < 0:
             raise ConfigError(f"model.clip_stride must be >= 1, or 0 for the label spacing; got {self.clip_stride}")
+        self.check_temporal_teacher()
+
+    def check_temporal_teacher(self) -> None:
+        if self.tt_width < 0:
+            raise ConfigError(f"model.tt_width must be >= 1, or 0 for the token width W; got {self.tt_width}")
+        if self.tt_position not in POSITIONS:
+            raise ConfigError(f"model.tt_position must be one of {POSITIONS}, got {self.tt_position!r}")
+        if self.tt_position_init < 0:
+            raise ConfigError(f"model.tt_position_init must be >= 0, got {self.tt_position_init}")
+        if self.tt_tokens not in TT_TOKENS:
+            raise ConfigError(f"model.tt_tokens must be one of {TT_TOKENS}, got {self.tt_tokens!r}")
 
     @property
     def width(self) -> int:
         return self.token_width or self.n_aus
+
+    @property
+    def tt_token_width(self) -> int:
+        """The width of TT's tokens (and of the encoded tokens PPL reads)."""
+        return self.tt_width or self.width
 
 
 class AUFeatures(nn.Module):
@@ -120,25 +150,50 @@ class SpatialStudents(nn.Module):
         return torch.einsum("bnh,nhu->bnu", hidden, self.w2) + self.b2  # (B, n, U)
 
 
+def tt_projection(cfg: KSConfig) -> nn.Module:
+    """TT's input projection: none when its tokens are the U logits themselves (W = U, no tt_width)."""
+    if cfg.tt_width == 0 and cfg.width == cfg.n_aus:
+        return nn.Identity()
+    return nn.Linear(cfg.n_aus, cfg.tt_token_width)
+
+
 class TemporalTeacher(nn.Module):
-    """TT: a transformer over the n frame tokens (width W = U) with position and source embeddings."""
+    """TT: a transformer over the n frame tokens with position and source embeddings.
+
+    Its tokens are the U logits (width W = U), or their projection to `tt_width`. With `tt_residual`, its
+    output logits are its head's plus its input logits.
+    """
 
     def __init__(self, cfg: KSConfig) -> None:
         super().__init__()
-        self.source = nn.Embedding(2, cfg.width) if cfg.source_embedding else None
-        self.project_in = nn.Identity() if cfg.width == cfg.n_aus else nn.Linear(cfg.n_aus, cfg.width)
+        width = cfg.tt_token_width
+        self.residual = cfg.tt_residual
+        self.source = nn.Embedding(2, width) if cfg.source_embedding else None
+        self.project_in = tt_projection(cfg)
         self.encoder = Encoder(
-            cfg.clip_len, cfg.width, cfg.tt_depth, cfg.tt_heads, cfg.tt_head_dim, cfg.tt_mlp_ratio, cfg.dropout
+            cfg.clip_len,
+            width,
+            cfg.tt_depth,
+            cfg.tt_heads,
+            cfg.tt_head_dim,
+            cfg.tt_mlp_ratio,
+            cfg.dropout,
+            pos_init=cfg.tt_position_init,
+            position=cfg.tt_position,
         )
-        self.out = nn.Linear(cfg.width, cfg.n_aus)
+        self.out = nn.Linear(width, cfg.n_aus)
+        if self.residual:  # start as the identity on the input logits
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, tokens: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, n, U), source (B, n) long -> (logits (B, n, U), encoded tokens (B, n, W))."""
+        """tokens (B, n, U), source (B, n) long -> (logits (B, n, U), encoded tokens (B, n, TT width))."""
         x = self.project_in(tokens)
         if self.source is not None:
             x = x + self.source(source)
         encoded = self.encoder(x)
-        return self.out(encoded), encoded
+        logits = self.out(encoded)
+        return (logits + tokens if self.residual else logits), encoded
 
 
 class PPLClassifier(nn.Module):
@@ -146,7 +201,7 @@ class PPLClassifier(nn.Module):
 
     def __init__(self, cfg: KSConfig) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.ppl_hidden), nn.GELU(), nn.Linear(cfg.ppl_hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(cfg.tt_token_width, cfg.ppl_hidden), nn.GELU(), nn.Linear(cfg.ppl_hidden, 1))
 
     def forward(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.mlp(encoded.mean(1)).squeeze(-1)  # (B,) logit of "perturbed"
@@ -187,15 +242,21 @@ class KSModel(nn.Module):
     def clip_tokens(
         self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_onehot: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token j is S_a's logits if j is the key slot, else student j's on frame j.
+        """TT's tokens and their source ids (TEACHER at the key slot, STUDENT elsewhere).
 
+        tt_tokens="students": token j is S_a's logits if j is the key slot, else student j's on frame j.
+        tt_tokens="sa": token j is S_a's logits on frame j, at every slot; the source ids still mark the key slot.
         sa_logits (B, n, U), student_logits (B, n, n, U) [frame, student, AU], key_onehot (B, n).
         """
         n = self.cfg.clip_len
         eye = torch.eye(n, device=sa_logits.device, dtype=sa_logits.dtype)
         own_student = (student_logits * eye[None, :, :, None]).sum(2)  # (B, n, U): student j on frame j
         key = key_onehot[..., None]
-        tokens = key * sa_logits + (1 - key) * own_student
+        if self.cfg.tt_tokens == "sa":
+            # + 0 x students keeps head.onnx's student_logits input in the graph (exact for finite logits)
+            tokens = sa_logits + 0.0 * own_student
+        else:
+            tokens = key * sa_logits + (1 - key) * own_student
         return tokens, key_onehot.long() * TEACHER
 
     def head(self, sa_logits: torch.Tensor, student_logits: torch.Tensor, key_slot: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,12 @@ so that every ONNX exporter and runtime handles it the same way.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+POSITIONS = ("learned", "sinusoidal")  # kinds of position embedding
 
 
 class Attention(nn.Module):
@@ -46,15 +50,44 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def sinusoidal_table(tokens: int, width: int) -> torch.Tensor:
+    """The fixed sin/cos position table [T, W] of "Attention is all you need": sin on even, cos on odd columns."""
+    position = torch.arange(tokens, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(tokens, width)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate[: width // 2])
+    return table
+
+
 class Encoder(nn.Module):
-    """Learnable positional embedding [T, W], `depth` blocks, a final LayerNorm. No class token."""
+    """Position embedding [T, W], `depth` blocks, a final LayerNorm. No class token.
+
+    `position`: "learned" (a parameter, truncated-normal init of std `pos_init`, cut at 2 std or +-2, whichever is
+    wider, so the default 0.02 draws exactly as before) or "sinusoidal" (a fixed table, amplitude 1, not saved).
+    """
 
     def __init__(
-        self, tokens: int, width: int, depth: int, heads: int, head_dim: int, mlp_ratio: float, dropout: float
+        self,
+        tokens: int,
+        width: int,
+        depth: int,
+        heads: int,
+        head_dim: int,
+        mlp_ratio: float,
+        dropout: float,
+        pos_init: float = 0.02,
+        position: str = "learned",
     ) -> None:
         super().__init__()
-        self.pos = nn.Parameter(torch.zeros(tokens, width))
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        if position == "sinusoidal":
+            self.register_buffer("pos", sinusoidal_table(tokens, width), persistent=False)
+        else:
+            self.pos = nn.Parameter(torch.zeros(tokens, width))
+            bound = max(2.0, 2.0 * pos_init)
+            nn.init.trunc_normal_(self.pos, std=pos_init, a=-bound, b=bound)
         self.blocks = nn.ModuleList(Block(width, heads, head_dim, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 

@@ -67,3 +67,16 @@ def test_fusion_choices(fusion):
     with torch.no_grad():
         out = m(torch.randn(2, 2, 3, 32, 32), torch.tensor([0, 1]))
     assert out.shape == (2, 3)
+
+
+@pytest.mark.parametrize("tt_tokens", ["students", "sa"])
+def test_per_frame_then_per_clip_equals_the_fused_forward_with_the_temporal_teacher_options(tt_tokens):
+    torch.manual_seed(2)
+    cfg = KSConfig(n_aus=6, clip_len=4, tt_width=16, tt_residual=True, tt_position_init=1.0, tt_tokens=tt_tokens)
+    m = KSModel(cfg).eval()
+    clips = torch.randn(2, 4, 3, 48, 48)
+    key = torch.tensor([1, 3])
+    with torch.no_grad():
+        sa, students = m.encode_frames(clips.flatten(0, 1))
+        split = m.head(sa.reshape(2, 4, 6), students.reshape(2, 4, 4, 6), key)
+        torch.testing.assert_close(split, m(clips, key), rtol=0, atol=1e-6)
