@@ -16,11 +16,18 @@ from ks_runtime.synth.face import NuisanceStrengths, TextureStrengths
 from ks_runtime.synth.generate import synth_config_from_data
 from ks_train import configio
 from ks_train.data.augment import AugmentConfig
-from ks_train.losses import AU_WEIGHTINGS, POSITIVE_WEIGHTINGS
+from ks_train.data.sampling import every_k_from_ratio
+from ks_train.losses import AU_WEIGHTINGS, PL_TARGETS, POSITIVE_WEIGHTINGS
 from ks_train.model.ks import KSConfig
 
 METHODS = ("ks", "frame")
 GATES = ("ppl", "none", "confidence")
+# data.feeding -> model.clip_stride (docs/model.md, Data feeding): "paper" is a key frame and its n - 1 adjacent
+# unlabelled neighbours; "strided" takes the slots the label spacing k apart (0, resolved to k by the trainer), so
+# every slot of a labelled clip is labelled [R].
+FEEDING_STRIDES = {"paper": 1, "strided": 0}
+# The feeding of synth-cpu and demo. Switching it to "paper" changes the demo's results: run the experiments first.
+SYNTH_CPU_FEEDING = "strided"
 
 
 @dataclass
@@ -41,6 +48,14 @@ class DataConfig:
     label_ratio: float = 0.1  # fraction of training labels kept ...
     every_k: int = 0  # ... or keep every k-th frame (overrides the ratio when > 0)
     sampling_seed: int = 0
+    # paper | strided: how clips are cut (FEEDING_STRIDES), mapped onto model.clip_stride; "" leaves
+    # model.clip_stride as given. Set it with --set data.feeding=paper; a contradicting clip_stride is refused.
+    feeding: str = ""
+
+    @property
+    def label_spacing(self) -> int:
+        """k: one kept label every k frames of a training sequence."""
+        return self.every_k if self.every_k > 0 else every_k_from_ratio(self.label_ratio)
 
 
 @dataclass
@@ -61,6 +76,9 @@ class LossConfig:
     p_student_key: float = 0.5  # [R] key token from the active student instead of S_a
     perturbations: tuple[str, ...] = ("swap", "negate")  # [R] what L_self teaches PPL to detect
     ppl_detach_tokens: bool = True  # [R] L_self trains TT and PPL, not the per-frame encoders
+    # L_PL's targets (losses.pl_targets): tt (TT's pseudo labels, the model) | truth (the hidden labels: perfect
+    # spreading, a ceiling) | key_label (the key's label copied to its clip: temporal label smoothness)
+    pl_target: str = "tt"
 
 
 @dataclass
@@ -109,8 +127,11 @@ class ExperimentConfig:
             raise ConfigError(
                 f"loss.positive_weighting must be one of {POSITIVE_WEIGHTINGS}, got {self.loss.positive_weighting!r}"
             )
+        if self.loss.pl_target not in PL_TARGETS:
+            raise ConfigError(f"loss.pl_target must be one of {PL_TARGETS}, got {self.loss.pl_target!r}")
         if self.method == "ks" and self.model.clip_len < 2:
             raise ConfigError("model.clip_len must be >= 2 for KS (a clip needs non-key slots)")
+        check_feeding(self.data, self.model)
 
     @property
     def synth(self):
@@ -129,12 +150,44 @@ class ExperimentConfig:
         return configio.from_dict(cls, data, "config")
 
 
+def check_feeding(data: DataConfig, model: KSConfig) -> None:
+    """Refuse a data.feeding that model.clip_stride contradicts. "strided" takes 0 (unresolved) or k (what the
+    trainer resolves 0 to and saves)."""
+    if data.feeding == "":
+        return
+    if data.feeding not in FEEDING_STRIDES:
+        raise ConfigError(f'data.feeding must be one of {tuple(FEEDING_STRIDES)} or "", got {data.feeding!r}')
+    stride = FEEDING_STRIDES[data.feeding]
+    if model.clip_stride == stride or (data.feeding == "strided" and model.clip_stride == data.label_spacing):
+        return
+    meaning = "adjacent frames" if stride else f"the label spacing, k = {data.label_spacing} here"
+    raise ConfigError(
+        f"data.feeding={data.feeding!r} means model.clip_stride={stride} ({meaning}), but model.clip_stride is "
+        f"{model.clip_stride}: set one of the two, or both alike"
+    )
+
+
+def apply_feeding(data: dict, overrides: list[str]) -> dict:
+    """Reconcile data.feeding and model.clip_stride in a config dict after `overrides`: a feeding the overrides
+    set decides model.clip_stride, and a clip_stride they set alone replaces the profile's or file's feeding;
+    when they set both, ExperimentConfig refuses a contradiction."""
+    named = {override.partition("=")[0].strip() for override in overrides}
+    if "data.feeding" in named and "model.clip_stride" not in named:
+        feeding = data["data"]["feeding"]  # apply_overrides has set it
+        if isinstance(feeding, str) and feeding in FEEDING_STRIDES and isinstance(data.get("model", {}), dict):
+            data.setdefault("model", {})["clip_stride"] = FEEDING_STRIDES[feeding]
+    elif "model.clip_stride" in named and "data.feeding" not in named and isinstance(data.get("data", {}), dict):
+        data.setdefault("data", {})["feeding"] = ""
+    return data
+
+
 def _synth_cpu() -> ExperimentConfig:
     return ExperimentConfig(
         name="synth-cpu",
-        # [R] clip_stride 0: a clip's slots are the label spacing k apart, so every slot of a labelled clip is a
-        # labelled frame; the paper's adjacent frames scored lower at 10% labels (docs/experiments.md).
-        model=KSConfig(backbone="tiny", clip_len=5, clip_stride=0),
+        # [R] strided feeding (SYNTH_CPU_FEEDING, clip_stride 0): a clip's slots are the label spacing k apart, so
+        # every slot of a labelled clip is a labelled frame; the paper's adjacent frames scored lower at 10% labels
+        # (docs/experiments.md). The profile states it as a clip_stride, leaving data.feeding free for --set.
+        model=KSConfig(backbone="tiny", clip_len=5, clip_stride=FEEDING_STRIDES[SYNTH_CPU_FEEDING]),
         data=DataConfig(dataset="synth", synth_size="small", image_size=96),
         # No rotation augmentation: SynthAU's head pose already turns the faces, and the paper's +-45 degrees
         # kept the tiny CNN from fitting 2-3 px AU movements at 96 px (the calibration runs in docs/synthau.md).
@@ -181,5 +234,5 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Experi
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
     if overrides:
-        data = configio.apply_overrides(data, overrides)
+        data = apply_feeding(configio.apply_overrides(data, overrides), overrides)
     return ExperimentConfig.from_dict(data)

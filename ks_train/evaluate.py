@@ -15,8 +15,8 @@ from ks_runtime.core.metrics import F1Report, f1_report
 from ks_runtime.core.policy import dense_clip_indices
 from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
-from ks_train.data.sampling import clip_frames
-from ks_train.methods import Method
+from ks_train.data.sampling import SparseIndex, clip_frames
+from ks_train.methods import Method, pseudo_label_counts, summarise_counts
 from ks_train.model.ks import one_hot_slot
 
 
@@ -94,9 +94,14 @@ def evaluate(
 
 @dataclass
 class PseudoLabelAnalysis:
-    """Accuracy of pseudo labels on hidden training labels under three gates accepting the same share."""
+    """Accuracy of TT's pseudo labels on hidden training labels at the scored clips' unlabelled slots, under three
+    gates: PPL, none (naive), and a confidence gate accepting as many clips as PPL. `keys` says which frames
+    key the clips (`scores_between_labels`): "labelled frames" or "frames between labels"; `labels_scored` counts
+    the pseudo labels scored (slot and AU, with a known hidden label), `clips` the clips with an unlabelled slot."""
 
     clips: int
+    labels_scored: int
+    keys: str
     accepted_fraction: float
     accuracy_naive: float
     accuracy_ppl: float
@@ -106,52 +111,89 @@ class PseudoLabelAnalysis:
         return asdict(self)
 
 
+def scores_between_labels(stride: int, every_k: int) -> bool:
+    """Which clips the pseudo-label analysis scores: the clips L_PL spreads labels over, cut at the model's own
+    stride (the only one TT knows).
+
+    - Paper feeding (stride 1, or any stride that is not a multiple of k, the label spacing): the clip around
+      each labelled key, whose other slots are unlabelled frames: a key frame's knowledge spread to its
+      neighbours. Returns False ("labelled frames").
+    - Strided feeding (stride a multiple of k): a labelled key's clip is labelled at every slot, so L_PL only ever
+      trains on clips with no kept label; the analysis keys a clip on the frame halfway to the next label,
+      t + k // 2 for each labelled t, whose slots all fall between labels. Returns True ("frames between labels").
+    """
+    return stride % every_k == 0
+
+
+def analysis_keys(mask: np.ndarray, stride: int, every_k: int) -> np.ndarray:
+    """The key frames of one training sequence's analysis clips (`scores_between_labels`)."""
+    keys = np.flatnonzero(mask)
+    if not scores_between_labels(stride, every_k):
+        return keys
+    keys = keys + every_k // 2
+    return keys[keys < len(mask)]
+
+
+def analysis_clips(
+    method: Method,
+    model: torch.nn.Module,
+    sequence: VideoSequence,
+    mask: np.ndarray,
+    every_k: int,
+    preprocess: Preprocess,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    """One sequence's analysis clips (`analysis_keys`, key slot = key number mod n): TT's logits (K, n, U), the
+    hidden labels (K, n, U), the unlabelled slots (K, n) and PPL's P(perturbed) (K,)."""
+    n, stride = method.clip_len, method.clip_stride or every_k
+    keys = analysis_keys(mask, stride, every_k)
+    slots = np.arange(len(keys)) % n
+    frames = clip_frames(keys, slots, n, len(sequence), stride)  # (K, n)
+    truth = torch.from_numpy(sequence.labels[frames].astype(np.float32))
+    unlabelled = torch.from_numpy(~mask[frames])
+    if len(keys) == 0:
+        return torch.zeros_like(truth), truth, unlabelled, torch.zeros(0)
+    sa, students = encode_sequence(method, model, sequence, preprocess, device)
+    index = torch.from_numpy(frames).to(device)
+    key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
+    tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)
+    tt, encoded = model.temporal_teacher(tokens, source)
+    return tt.float().cpu(), truth, unlabelled, torch.sigmoid(model.ppl(encoded)).float().cpu()
+
+
 @torch.no_grad()
 def pseudo_label_analysis(
     model: torch.nn.Module,
     sequences: list[VideoSequence],
-    masks: list[np.ndarray],
+    index: SparseIndex,
     preprocess: Preprocess,
     ppl_threshold: float,
     device: torch.device,
     method: Method,
 ) -> PseudoLabelAnalysis:
-    """Score every training key frame's clip (slot = key number mod n, so slots are balanced), take TT's
-    pseudo labels on its unlabelled slots, and compare them with the hidden labels for the clips that
-    PPL accepts, for all clips (naive), and for the most confident clips in the same number."""
+    """Score the training sequences' analysis clips (`analysis_keys`: around labelled keys for the paper's
+    feeding, between labels for strided feeding), take TT's pseudo labels on their unlabelled slots, and compare
+    them with the hidden labels for the clips PPL accepts, for all clips (naive), and for the most confident clips
+    in the same number (the counts of training's per-epoch log). The model's train/eval mode is restored."""
+    was_training = model.training
     model.eval()
-    n, stride = model.cfg.clip_len, model.cfg.clip_stride
-    p_perturbed, confidence, correct, total = [], [], [], []
-    for sequence, mask in zip(sequences, masks, strict=True):
-        sa, students = encode_sequence(method, model, sequence, preprocess, device)
-        keys = np.flatnonzero(mask)
-        if len(keys) == 0:
-            continue
-        slots = np.arange(len(keys)) % n
-        frames = clip_frames(keys, slots, n, len(sequence), stride)  # (K, n)
-        index = torch.from_numpy(frames).to(device)
-        key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
-        tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)
-        tt, encoded = model.temporal_teacher(tokens, source)
-        p_perturbed.append(torch.sigmoid(model.ppl(encoded)).cpu().numpy())
-        unlabelled = ~mask[frames]  # (K, n)
-        truth = sequence.labels[frames]  # (K, n, U)
-        probs = torch.sigmoid(tt).cpu().numpy()
-        known = (truth != -1) & unlabelled[..., None]
-        hits = ((probs >= 0.5) == (truth == 1)) & known
-        confidence.append(np.where(unlabelled[..., None], np.maximum(probs, 1 - probs), np.nan).reshape(len(keys), -1))
-        correct.append(hits.reshape(len(keys), -1).sum(1))
-        total.append(known.reshape(len(keys), -1).sum(1))
-    p_perturbed, correct, total = map(np.concatenate, (p_perturbed, correct, total))
-    confidence = np.nanmean(np.concatenate(confidence), axis=1)
-    accept = p_perturbed < ppl_threshold
-    k = int(accept.sum())
-    by_confidence = np.zeros_like(accept)
-    by_confidence[np.argsort(-np.nan_to_num(confidence, nan=-1.0), kind="stable")[:k]] = True
-
-    def accuracy(selected: np.ndarray) -> float:
-        return float(correct[selected].sum() / total[selected].sum()) if total[selected].sum() else float("nan")
-
+    try:
+        parts = [
+            analysis_clips(method, model, s, mask, index.every_k, preprocess, device)
+            for s, mask in zip(sequences, index.masks, strict=True)
+        ]
+    finally:
+        model.train(was_training)
+    tt, truth, unlabelled, p_perturbed = (torch.cat(part) for part in zip(*parts, strict=True))
+    counts = pseudo_label_counts(tt, truth, unlabelled, p_perturbed < ppl_threshold)
+    summary = summarise_counts(counts)
+    stride = method.clip_stride or index.every_k
     return PseudoLabelAnalysis(
-        len(accept), float(accept.mean()), accuracy(np.ones_like(accept)), accuracy(accept), accuracy(by_confidence)
+        clips=int(counts["clips_with_unlabelled"]),
+        labels_scored=int(counts["pl_total_all"]),
+        keys="frames between labels" if scores_between_labels(stride, index.every_k) else "labelled frames",
+        accepted_fraction=summary["ppl_accept_rate"],
+        accuracy_naive=summary["pl_acc_all"],
+        accuracy_ppl=summary["pl_acc_accepted"],
+        accuracy_confidence=summary["pl_acc_confidence_same_share"],
     )

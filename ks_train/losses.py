@@ -100,19 +100,53 @@ def pseudo_labels(tt_logits: torch.Tensor) -> torch.Tensor:
     return (tt_logits.detach() >= 0).to(tt_logits.dtype)
 
 
+PL_TARGETS = ("tt", "truth", "key_label")
+
+
+def pl_targets(
+    kind: str,
+    tt_logits: torch.Tensor,
+    labels: torch.Tensor,
+    truth: torch.Tensor,
+    key_slot: int,
+    accepted: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_PL's targets (B, n, U), 1 / 0 with -1 unknown (masked), and the clips they train (B,) bool
+    (`loss.pl_target`). L_PL reads them at the unlabelled slots only.
+
+    - `tt`: TT's hard pseudo labels, for the clips the gate accepted: the model.
+    - `truth`: the hidden labels (`ClipBatch.truth`), for every clip, the gate bypassed: what perfect spreading
+      would give, the ceiling of L_PL.
+    - `key_label`: the key slot's kept label copied to every slot, for the clips whose key is labelled, the gate
+      bypassed: the paper's temporal label smoothness (a clip's frames share the key's AUs). With strided feeding
+      a clip with a labelled key has no unlabelled slot, so this trains nothing there: use it with paper feeding.
+
+    tt_logits, labels (kept labels, -1 elsewhere), truth (B, n, U); accepted (B,) bool, the gate's verdict.
+    """
+    if kind == "tt":
+        return pseudo_labels(tt_logits), accepted
+    if kind == "truth":
+        return truth, torch.ones_like(accepted)
+    if kind == "key_label":
+        key = labels[:, key_slot]  # (B, U), -1 throughout where the key frame's label was not kept
+        return key[:, None, :].expand_as(labels), (key != UNKNOWN).any(-1)
+    raise ValueError(f"loss.pl_target must be one of {PL_TARGETS}, got {kind!r}")
+
+
 def loss_pl(
     sa_logits: torch.Tensor,
-    tt_logits: torch.Tensor,
+    targets: torch.Tensor,
     unlabelled_slots: torch.Tensor,
     accepted: torch.Tensor,
     weights: AUWeights,
 ) -> torch.Tensor:
-    """L_PL: TT's hard pseudo labels train S_a on the unlabelled slots of accepted clips.
+    """L_PL: S_a on the unlabelled slots of accepted clips against `targets` (`pl_targets`: TT's hard pseudo
+    labels by default); unknown targets (-1) are masked.
 
-    sa_logits, tt_logits (B, n, U); unlabelled_slots (B, n) bool; accepted (B,) bool.
+    sa_logits, targets (B, n, U); unlabelled_slots (B, n) bool; accepted (B,) bool.
     """
-    mask = (unlabelled_slots & accepted[:, None])[..., None].expand_as(sa_logits)
-    return weighted_bce(sa_logits, pseudo_labels(tt_logits), weights, mask)
+    mask = (unlabelled_slots & accepted[:, None])[..., None] & (targets != UNKNOWN)
+    return weighted_bce(sa_logits, targets.detach(), weights, mask)
 
 
 def loss_self(clean_logits: torch.Tensor, perturbed_logits: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,14 @@ def perturb_tokens(tokens: torch.Tensor, key_slot: int, kinds: tuple[str, ...]) 
     return torch.where(use_swap, swapped, negated)
 
 
+def clip_confidence(tt_logits: torch.Tensor, unlabelled_slots: torch.Tensor) -> torch.Tensor:
+    """Each clip's confidence (B,): the mean of max(p, 1 - p) over the AUs of its unlabelled slots (0 if none)."""
+    p = torch.sigmoid(tt_logits.float())
+    confidence = torch.maximum(p, 1 - p).mean(-1)  # (B, n)
+    slots = unlabelled_slots.to(confidence.dtype)
+    return (confidence * slots).sum(1) / slots.sum(1).clamp(min=1)
+
+
 def gate(
     loss_cfg: LossConfig, p_perturbed: torch.Tensor, tt_logits: torch.Tensor, unlabelled_slots: torch.Tensor
 ) -> torch.Tensor:
@@ -113,12 +121,17 @@ def gate(
     if loss_cfg.gate == "none":
         return torch.ones_like(p_perturbed, dtype=torch.bool)
     if loss_cfg.gate == "confidence":
-        p = torch.sigmoid(tt_logits)
-        confidence = torch.maximum(p, 1 - p).mean(-1)  # (B, n)
-        slots = unlabelled_slots.to(confidence.dtype)
-        mean = (confidence * slots).sum(1) / slots.sum(1).clamp(min=1)
-        return mean >= loss_cfg.confidence_threshold
+        return clip_confidence(tt_logits, unlabelled_slots) >= loss_cfg.confidence_threshold
     return p_perturbed < loss_cfg.ppl_threshold
+
+
+def most_confident(confidence: torch.Tensor, count: int, eligible: torch.Tensor) -> torch.Tensor:
+    """The `count` eligible clips of highest confidence (B,) bool, ties to the earlier clip: a confidence gate
+    accepting as many clips as another gate did."""
+    score = torch.where(eligible, confidence.float(), torch.full_like(confidence.float(), -torch.inf))
+    chosen = torch.zeros_like(eligible)
+    chosen[torch.argsort(score, descending=True, stable=True)[:count]] = True
+    return chosen & eligible
 
 
 @register_method
@@ -132,41 +145,50 @@ class KSMethod(Method):
     def build_model(self) -> nn.Module:
         return KSModel(self.cfg.model)
 
-    def train_step(self, model, batch, weights, semi_supervised):
-        lc = self.cfg.loss
+    def forward_clips(self, model, batch: ClipBatch) -> tuple[torch.Tensor, ...]:
+        """S_a (B, n, U), the slot students (B, n, U), TT's tokens (B, n, U) and sources (B, n), TT (B, n, U)."""
         b, n = batch.frames.shape[:2]
-        m = batch.key_slot
         sa, students = model.encode_frames(batch.frames.flatten(0, 1))
         sa = sa.reshape(b, n, -1)  # (B, n, U)
         students = students.reshape(b, n, n, -1)  # (B, n, n, U) [frame, student, AU]
-        key_onehot = one_hot_slot(torch.full((b,), m, device=sa.device), n)  # (B, n)
+        key_onehot = one_hot_slot(torch.full((b,), batch.key_slot, device=sa.device), n)  # (B, n)
         tokens, source = model.clip_tokens(sa, students, key_onehot)
         own_student = students[:, torch.arange(n), torch.arange(n)]  # (B, n, U)
 
         # Sometimes the key token is the active student's, so TT is supervised on student-made tokens too.
-        student_key = torch.rand(b, device=sa.device) < lc.p_student_key
+        student_key = torch.rand(b, device=sa.device) < self.cfg.loss.p_student_key
         swap_key = (student_key[:, None] & key_onehot.bool())[..., None]
         tokens = torch.where(swap_key, own_student, tokens)
         source = torch.where(student_key[:, None], torch.zeros_like(source), source)
         tt, _ = model.temporal_teacher(tokens, source)  # (B, n, U)
+        return sa, own_student, tokens, source, tt
 
+    def ppl_terms(self, model, tokens: torch.Tensor, source: torch.Tensor, key_slot: int) -> tuple[torch.Tensor, ...]:
+        """PPL's logit on the clean token sequences (B,) and L_self on clean vs perturbed ones."""
+        lc = self.cfg.loss
+        ppl_tokens = tokens.detach() if lc.ppl_detach_tokens else tokens
+        _, clean_encoded = model.temporal_teacher(ppl_tokens, source)
+        _, perturbed_encoded = model.temporal_teacher(perturb_tokens(ppl_tokens, key_slot, lc.perturbations), source)
+        clean_logit = model.ppl(clean_encoded)
+        return clean_logit, losses.loss_self(clean_logit, model.ppl(perturbed_encoded))
+
+    def train_step(self, model, batch, weights, semi_supervised):
+        lc = self.cfg.loss
+        m = batch.key_slot
+        sa, own_student, tokens, source, tt = self.forward_clips(model, batch)
         terms = {
             "L_A": losses.loss_a(sa, batch.labels, weights),
             "L_T": losses.loss_t(tt, batch.labels, weights),
             "L_SKD": losses.loss_skd(own_student[:, m], sa[:, m], batch.clip_labelled),
         }
         # PPL: L_self on clean vs perturbed token sequences; the clean verdict gates the pseudo labels.
-        ppl_tokens = tokens.detach() if lc.ppl_detach_tokens else tokens
-        _, clean_encoded = model.temporal_teacher(ppl_tokens, source)
-        _, perturbed_encoded = model.temporal_teacher(perturb_tokens(ppl_tokens, m, lc.perturbations), source)
-        clean_logit = model.ppl(clean_encoded)
-        terms["L_self"] = losses.loss_self(clean_logit, model.ppl(perturbed_encoded))
-
+        clean_logit, terms["L_self"] = self.ppl_terms(model, tokens, source, m)
         unlabelled = ~batch.labelled_slots
         accepted = gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
         if semi_supervised:
             pl_weights = weights if lc.pl_weight_positives else weights.without_positive()
-            terms["L_PL"] = losses.loss_pl(sa, tt, unlabelled, accepted, pl_weights)
+            targets, trained = losses.pl_targets(lc.pl_target, tt, batch.labels, batch.truth, m, accepted)
+            terms["L_PL"] = losses.loss_pl(sa, targets, unlabelled, trained, pl_weights)
         loss = (
             terms["L_A"]
             + terms["L_T"]
@@ -174,6 +196,7 @@ class KSMethod(Method):
             + lc.l_self * terms["L_self"]
             + lc.l_pl * terms.get("L_PL", torch.zeros((), device=sa.device))
         )
+        # The counts score TT's pseudo labels and the gate's verdict whatever loss.pl_target trains S_a on.
         counts = pseudo_label_counts(tt.detach(), batch.truth, unlabelled, accepted)
         return StepResult(loss, {k: v.detach() for k, v in terms.items()}, counts)
 
@@ -188,23 +211,25 @@ class KSMethod(Method):
 def pseudo_label_counts(
     tt_logits: torch.Tensor, truth: torch.Tensor, unlabelled: torch.Tensor, accepted: torch.Tensor
 ) -> dict[str, float]:
-    """Acceptance and the pseudo labels' accuracy on hidden labels, for all clips and for accepted ones."""
+    """Acceptance and the pseudo labels' accuracy on hidden labels at the unlabelled slots: for all clips, for the
+    accepted ones, and for the most confident clips in the same number as were accepted (`most_confident`).
+    tt_logits, truth (B, n, U); unlabelled (B, n) bool; accepted (B,) bool. Summed over an epoch."""
     has_unlabelled = unlabelled.any(1)
+    accepted = accepted & has_unlabelled
     correct = (losses.pseudo_labels(tt_logits) == truth) & (truth != losses.UNKNOWN)  # (B, n, U)
     known = (truth != losses.UNKNOWN) & unlabelled[..., None]
-    acc_mask = known & accepted[:, None, None]
-    return {
-        "clips_with_unlabelled": float(has_unlabelled.sum()),
-        "clips_accepted": float((accepted & has_unlabelled).sum()),
-        "pl_correct_all": float((correct & known).sum()),
-        "pl_total_all": float(known.sum()),
-        "pl_correct_accepted": float((correct & acc_mask).sum()),
-        "pl_total_accepted": float(acc_mask.sum()),
-    }
+    confident = most_confident(clip_confidence(tt_logits, unlabelled), int(accepted.sum()), has_unlabelled)
+    counts = {"clips_with_unlabelled": float(has_unlabelled.sum()), "clips_accepted": float(accepted.sum())}
+    for name, selected in (("all", has_unlabelled), ("accepted", accepted), ("confidence", confident)):
+        mask = known & selected[:, None, None]
+        counts[f"pl_correct_{name}"] = float((correct & mask).sum())
+        counts[f"pl_total_{name}"] = float(mask.sum())
+    return counts
 
 
 def summarise_counts(counts: dict[str, float]) -> dict[str, float]:
-    """Epoch summaries from summed counts: PPL acceptance rate and pseudo-label accuracies."""
+    """Epoch summaries from summed counts: the gate's acceptance rate and the pseudo labels' accuracies, for all
+    clips, the accepted ones, and a confidence gate accepting as many clips as the gate did in each batch."""
 
     def ratio(a: str, b: str) -> float:
         return counts.get(a, 0.0) / counts[b] if counts.get(b) else float("nan")
@@ -213,6 +238,7 @@ def summarise_counts(counts: dict[str, float]) -> dict[str, float]:
         "ppl_accept_rate": ratio("clips_accepted", "clips_with_unlabelled"),
         "pl_acc_all": ratio("pl_correct_all", "pl_total_all"),
         "pl_acc_accepted": ratio("pl_correct_accepted", "pl_total_accepted"),
+        "pl_acc_confidence_same_share": ratio("pl_correct_confidence", "pl_total_confidence"),
     }
 
 

@@ -67,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if want_pseudo:
         train = [s for s in dataset.sequences if s.subject not in test_part]
         index = build_sparse_index([len(s) for s in train], every_k(cfg), cfg.data.sampling_seed)
-        analysis = pseudo_label_analysis(
-            model, train, index.masks, cfg.preprocess, cfg.loss.ppl_threshold, device, method
-        )
+        analysis = pseudo_label_analysis(model, train, index, cfg.preprocess, cfg.loss.ppl_threshold, device, method)
         result["pseudo_labels"] = analysis.to_dict()
     if args.json:
         print(json.dumps(result, indent=1))
@@ -79,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if want_pseudo:
         a = result["pseudo_labels"]
         print(
-            f"pseudo labels on hidden training labels ({a['clips']} clips): PPL accepts "
+            f"pseudo labels on hidden training labels ({a['clips']} clips keyed on {a['keys']}, "
+            f"{a['labels_scored']} labels): PPL accepts "
             f"{a['accepted_fraction']:.1%}; accuracy PPL {a['accuracy_ppl']:.3f}, naive {a['accuracy_naive']:.3f}, "
             f"confidence gate at the same share {a['accuracy_confidence']:.3f}"
         )

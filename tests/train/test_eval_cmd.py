@@ -1,25 +1,34 @@
-"""`ks-train eval`: dense testing of a saved run, with the fusion rule overridable."""
+"""`ks-train eval`: dense testing of a saved run, with the fusion rule overridable, and the pseudo-label analysis."""
 
 import json
 
+import pytest
+
 from ks_train.cli import main
 
+QUICK = [
+    "--set",
+    "data.image_size=32",
+    "--set",
+    "train.batches_per_epoch=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    'data.synth_size="tiny"',
+    "--set",
+    "train.workers=0",
+]
 
-def test_eval_scores_each_branch_and_reports_the_fusion(tmp_path, capsys):
-    run = tmp_path / "run"
-    quick = [
-        "--set",
-        "data.image_size=32",
-        "--set",
-        "train.batches_per_epoch=2",
-        "--set",
-        "train.batch_size=4",
-        "--set",
-        'data.synth_size="tiny"',
-        "--set",
-        "train.workers=0",
-    ]
-    assert main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *quick, "--out", str(run)]) == 0
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A one-epoch synth-cpu run: strided feeding (clip_stride resolved to the label spacing, 10)."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    assert main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+def test_eval_scores_each_branch_and_reports_the_fusion(run, capsys):
     capsys.readouterr()
     results = {}
     for fusion in ("sa", "tt", "mean"):
@@ -29,3 +38,14 @@ def test_eval_scores_each_branch_and_reports_the_fusion(tmp_path, capsys):
     assert all(0.0 <= r["mean_f1"] <= 1.0 for r in results.values())
     # Each branch scores its own probabilities, so an untrained S_a and TT do not agree on every AU.
     assert results["sa"]["per_au"] != results["tt"]["per_au"]
+
+
+def test_the_pseudo_label_analysis_of_a_strided_run_scores_clips_between_labels(run, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run), "--json"]) == 0
+    analysis = json.loads(capsys.readouterr().out)["pseudo_labels"]
+    assert analysis["keys"] == "frames between labels"
+    assert analysis["clips"] > 0 and analysis["labels_scored"] > 0  # around labelled keys it would have none
+    assert 0 <= analysis["accuracy_naive"] <= 1 and 0 <= analysis["accepted_fraction"] <= 1
+    assert main(["eval", "--ckpt", str(run)]) == 0
+    assert f"({analysis['clips']} clips keyed on frames between labels, " in capsys.readouterr().out

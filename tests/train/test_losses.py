@@ -68,7 +68,7 @@ def test_loss_pl_uses_hard_tt_labels_on_unlabelled_slots_of_accepted_clips():
     tt = torch.tensor([[[-0.1, 0.7], [9.0, 9.0]], [[-9.0, -9.0], [-9.0, -9.0]]], requires_grad=True)
     unlabelled = torch.tensor([[True, False], [True, True]])
     accepted = torch.tensor([True, False])
-    loss = losses.loss_pl(sa, tt, unlabelled, accepted, losses.AUWeights.uniform(2))
+    loss = losses.loss_pl(sa, losses.pseudo_labels(tt), unlabelled, accepted, losses.AUWeights.uniform(2))
     # only clip 0, slot 0 counts: pseudo labels (0, 1)
     assert loss.item() == pytest.approx((bce(0.2, 0) + bce(-0.4, 1)) / 2, rel=1e-6)
     loss.backward()
@@ -83,10 +83,18 @@ def test_pseudo_positives_can_drop_the_positive_class_weight():
     torch.testing.assert_close(plain.per_au, weights.per_au)
     mask = torch.tensor([[True]]), torch.tensor([True])
     expected = (2 * bce(0.3, 1) + 0.5 * bce(-0.2, 1)) / 2
-    assert losses.loss_pl(sa, tt, *mask, plain).item() == pytest.approx(expected, rel=1e-6)
-    assert losses.loss_pl(sa, tt, *mask, weights).item() == pytest.approx(
+    targets = losses.pseudo_labels(tt)
+    assert losses.loss_pl(sa, targets, *mask, plain).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.loss_pl(sa, targets, *mask, weights).item() == pytest.approx(
         (2 * 4 * bce(0.3, 1) + 0.5 * 9 * bce(-0.2, 1)) / 2, rel=1e-6
     )
+
+
+def test_loss_pl_masks_unknown_targets():
+    sa = torch.tensor([[[0.2, -0.4]]])
+    targets = torch.tensor([[[1.0, -1.0]]])  # the second AU's hidden label is unknown
+    loss = losses.loss_pl(sa, targets, torch.tensor([[True]]), torch.tensor([True]), losses.AUWeights.uniform(2))
+    assert loss.item() == pytest.approx(bce(0.2, 1), rel=1e-6)
 
 
 def test_loss_self_separates_clean_from_perturbed():
