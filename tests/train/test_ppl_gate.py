@@ -5,19 +5,15 @@ import pytest
 import torch
 
 from ks_train import ppl_gate as pg
+from tests.export.conftest import one_torch_thread
 
 U = 6
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: torch's intra-op threads only wait on each other (and on the other jobs of a shared box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+def _one_torch_thread():
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def smooth_runs(b: int, n: int, u: int, gen: torch.Generator) -> torch.Tensor:
