@@ -3,16 +3,14 @@ the two is refused, and model.clip_stride alone keeps working."""
 
 import json
 
-import numpy as np
 import pytest
 
-from ks_runtime.core.au import BP4D
 from ks_runtime.core.errors import ConfigError
 from ks_train import checkpoint
 from ks_train.config import FEEDING_STRIDES, SYNTH_CPU_FEEDING, DataConfig, ExperimentConfig, load_config
-from ks_train.data.base import AUDataset, VideoSequence
 from ks_train.model.ks import KSConfig
 from ks_train.trainer import Trainer
+from tests.train.test_trainer import toy
 
 FAST = [
     "data.image_size=32",
@@ -24,21 +22,6 @@ FAST = [
     "train.unlabelled_per_batch=1",
     "train.warmup_fraction=0.0",
 ]
-
-
-def toy() -> AUDataset:
-    rng = np.random.default_rng(0)
-    sequences = [
-        VideoSequence(
-            f"S{s}",
-            "T1",
-            rng.integers(0, 2, (24, len(BP4D))).astype(np.int8),
-            np.arange(24),
-            frames=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
-        )
-        for s in range(3)
-    ]
-    return AUDataset("toy", BP4D, sequences, [["S0"], ["S1"], ["S2"]])
 
 
 def test_profiles_keep_their_feeding():
