@@ -19,9 +19,10 @@ from ks_train.data.augment import AugmentConfig
 from ks_train.data.sampling import every_k_from_ratio
 from ks_train.losses import AU_WEIGHTINGS, PL_TARGETS, POSITIVE_WEIGHTINGS
 from ks_train.model.ks import KSConfig
+from ks_train.ppl_gate import KINDS
 
 METHODS = ("ks", "frame")
-GATES = ("ppl", "none", "confidence")
+GATES = ("ppl", "sequence", "none", "confidence")
 # data.feeding -> model.clip_stride (docs/model.md, Data feeding): "paper" is a key frame and its n - 1 adjacent
 # unlabelled neighbours; "strided" takes the slots the label spacing k apart (0, resolved to k by the trainer), so
 # every slot of a labelled clip is labelled [R].
@@ -70,7 +71,14 @@ class LossConfig:
     # [R] L_PL's positives: TT, trained weighted, already leans towards calling rare AUs positive, so
     # weighting its pseudo positives again would count the imbalance twice and teach S_a false positives.
     pl_weight_positives: bool = False
-    gate: str = "ppl"  # ppl | none (naive pseudo-labels) | confidence (ablation)
+    # ppl (the token-level PPL) | sequence (ppl_gate's label-sequence gate against label_prior) | none (naive
+    # pseudo-labels) | confidence (ablation)
+    gate: str = "ppl"
+    gate_acceptance: float = 0.9  # [R] sequence gate: share of held-out clean sequences its threshold accepts
+    gate_clips: int = 64  # [R] sequence gate: clean sequences drawn from the prior a step, to train and to calibrate
+    # [R] sequence gate: the perturbations it learns to spot. Flips only: a shifted, stretched or cut run is as
+    # likely as a clean one under the label prior, so a gate that sees no frames cannot tell them (docs/model.md).
+    gate_perturbations: tuple[str, ...] = ("flip",)
     ppl_threshold: float = 0.5  # [R] accept a clip when P(perturbed | clean tokens) < this
     confidence_threshold: float = 0.9  # [R] the confidence gate's mean max(p, 1 - p)
     p_student_key: float = 0.5  # [R] key token from the active student instead of S_a
@@ -121,6 +129,15 @@ class ExperimentConfig:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.loss.gate not in GATES:
             raise ConfigError(f"loss.gate must be one of {GATES}, got {self.loss.gate!r}")
+        if not 0 < self.loss.gate_acceptance <= 1 or self.loss.gate_clips < 2:
+            raise ConfigError(
+                f"loss.gate_acceptance must lie in (0, 1] and loss.gate_clips be >= 2, got "
+                f"{self.loss.gate_acceptance} and {self.loss.gate_clips}"
+            )
+        if not self.loss.gate_perturbations or set(self.loss.gate_perturbations) - set(KINDS):
+            raise ConfigError(
+                f"loss.gate_perturbations must be a non-empty subset of {KINDS}, got {self.loss.gate_perturbations!r}"
+            )
         if self.loss.au_weighting not in AU_WEIGHTINGS:
             raise ConfigError(f"loss.au_weighting must be one of {AU_WEIGHTINGS}, got {self.loss.au_weighting!r}")
         if self.loss.positive_weighting not in POSITIVE_WEIGHTINGS:

@@ -16,8 +16,12 @@ from ks_runtime.core.policy import dense_clip_indices
 from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import SparseIndex, clip_frames
+from ks_train.losses import pseudo_labels
 from ks_train.methods import Method, pseudo_label_counts, summarise_counts
 from ks_train.model.ks import one_hot_slot
+from ks_train.ppl_gate import sequence_verdict
+
+ANALYSIS_CALIBRATION_CLIPS = 2048  # clean prior draws that set the sequence gate's threshold in the analysis
 
 
 @torch.no_grad()
@@ -144,21 +148,42 @@ def analysis_clips(
     device: torch.device,
 ) -> tuple[torch.Tensor, ...]:
     """One sequence's analysis clips (`analysis_keys`, key slot = key number mod n): TT's logits (K, n, U), the
-    hidden labels (K, n, U), the unlabelled slots (K, n) and PPL's P(perturbed) (K,)."""
+    hidden labels (K, n, U), the unlabelled slots (K, n), PPL's P(perturbed) (K,) and the key slots (K,)."""
     n, stride = method.clip_len, method.clip_stride or every_k
     keys = analysis_keys(mask, stride, every_k)
     slots = np.arange(len(keys)) % n
     frames = clip_frames(keys, slots, n, len(sequence), stride)  # (K, n)
     truth = torch.from_numpy(sequence.labels[frames].astype(np.float32))
     unlabelled = torch.from_numpy(~mask[frames])
+    key_slots = torch.from_numpy(slots)
     if len(keys) == 0:
-        return torch.zeros_like(truth), truth, unlabelled, torch.zeros(0)
+        return torch.zeros_like(truth), truth, unlabelled, torch.zeros(0), key_slots
     sa, students = encode_sequence(method, model, sequence, preprocess, device)
     index = torch.from_numpy(frames).to(device)
     key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
     tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)
     tt, encoded = model.temporal_teacher(tokens, source)
-    return tt.float().cpu(), truth, unlabelled, torch.sigmoid(model.ppl(encoded)).float().cpu()
+    return tt.float().cpu(), truth, unlabelled, torch.sigmoid(model.ppl(encoded)).float().cpu(), key_slots
+
+
+def sequence_gate_accepts(
+    method: Method, model: torch.nn.Module, tt: torch.Tensor, key_slots: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """(K,) bool: the label-sequence gate's verdict on TT's pseudo labels (K, n, U), its threshold calibrated as in
+    training on a fresh, larger draw from the label prior (`KSMethod.fit_data` must have run)."""
+    if method.label_prior is None:
+        raise RuntimeError("loss.gate=sequence needs the label prior: call KSMethod.fit_data with the kept labels")
+    lc = method.cfg.loss
+    p, threshold = sequence_verdict(
+        model.label_gate,
+        method.label_prior,
+        pseudo_labels(tt).to(device),
+        key_slots.to(device),
+        torch.Generator().manual_seed(0),
+        max(lc.gate_clips, ANALYSIS_CALIBRATION_CLIPS),
+        lc.gate_acceptance,
+    )
+    return (p < threshold).cpu()
 
 
 @torch.no_grad()
@@ -184,8 +209,12 @@ def pseudo_label_analysis(
         ]
     finally:
         model.train(was_training)
-    tt, truth, unlabelled, p_perturbed = (torch.cat(part) for part in zip(*parts, strict=True))
-    counts = pseudo_label_counts(tt, truth, unlabelled, p_perturbed < ppl_threshold)
+    tt, truth, unlabelled, p_perturbed, key_slots = (torch.cat(part) for part in zip(*parts, strict=True))
+    if method.cfg.loss.gate == "sequence":
+        accepted = sequence_gate_accepts(method, model, tt, key_slots, device)
+    else:
+        accepted = p_perturbed < ppl_threshold
+    counts = pseudo_label_counts(tt, truth, unlabelled, accepted)
     summary = summarise_counts(counts)
     stride = method.clip_stride or index.every_k
     return PseudoLabelAnalysis(

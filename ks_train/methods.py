@@ -15,7 +15,9 @@ from torch import nn
 from ks_train import losses
 from ks_train.config import ExperimentConfig, LossConfig
 from ks_train.data.clips import ClipBatch
+from ks_train.label_prior import MarkovLabelPrior, fit_label_prior
 from ks_train.model.ks import FrameModel, KSModel, one_hot_slot
+from ks_train.ppl_gate import LabelSequenceGate, prior_gate_step
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -51,6 +53,10 @@ class Method:
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
+
+    def fit_data(self, label_tracks: list[np.ndarray], spacing: int) -> None:
+        """Learn what the method needs from the training set's kept labels before the first step: label_tracks
+        are each video's kept labels (T_i, U) in frame order, `spacing` frames apart. Nothing by default."""
 
     def train_step(
         self, model: nn.Module, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool
@@ -141,9 +147,18 @@ class KSMethod(Method):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         self.clip_len, self.clip_stride = cfg.model.clip_len, cfg.model.clip_stride
+        self.label_prior: MarkovLabelPrior | None = None  # loss.gate=sequence: from fit_data
+        self.gate_generator = torch.Generator().manual_seed(cfg.train.seed)
 
     def build_model(self) -> nn.Module:
-        return KSModel(self.cfg.model)
+        model = KSModel(self.cfg.model)
+        if self.cfg.loss.gate == "sequence":
+            model.label_gate = LabelSequenceGate(self.cfg.model.n_aus)  # training only: the export never runs it
+        return model
+
+    def fit_data(self, label_tracks, spacing):
+        if self.cfg.loss.gate == "sequence":
+            self.label_prior = fit_label_prior(label_tracks, spacing)
 
     def forward_clips(self, model, batch: ClipBatch) -> tuple[torch.Tensor, ...]:
         """S_a (B, n, U), the slot students (B, n, U), TT's tokens (B, n, U) and sources (B, n), TT (B, n, U)."""
@@ -172,6 +187,29 @@ class KSMethod(Method):
         clean_logit = model.ppl(clean_encoded)
         return clean_logit, losses.loss_self(clean_logit, model.ppl(perturbed_encoded))
 
+    def gate_terms(self, model, tokens, source, tt, unlabelled, key_slot) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_self and the clips whose pseudo labels are accepted (B,) bool, under loss.gate: the label-sequence
+        gate judging TT's pseudo labels against the label prior, or the token-level PPL (L_self on clean vs
+        perturbed token sequences, its clean verdict gating) and the gates that read it or TT."""
+        lc = self.cfg.loss
+        if lc.gate != "sequence":
+            clean_logit, l_self = self.ppl_terms(model, tokens, source, key_slot)
+            return l_self, gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
+        if self.label_prior is None:
+            raise RuntimeError("loss.gate=sequence needs the label prior: call KSMethod.fit_data with the kept labels")
+        pseudo = losses.pseudo_labels(tt).float()
+        verdict = prior_gate_step(
+            model.label_gate,
+            self.label_prior,
+            pseudo,
+            key_slot,
+            self.gate_generator,
+            lc.gate_clips,
+            lc.gate_acceptance,
+            tuple(lc.gate_perturbations),
+        )
+        return verdict.loss, verdict.accepted
+
     def train_step(self, model, batch, weights, semi_supervised):
         lc = self.cfg.loss
         m = batch.key_slot
@@ -181,10 +219,8 @@ class KSMethod(Method):
             "L_T": losses.loss_t(tt, batch.labels, weights),
             "L_SKD": losses.loss_skd(own_student[:, m], sa[:, m], batch.clip_labelled),
         }
-        # PPL: L_self on clean vs perturbed token sequences; the clean verdict gates the pseudo labels.
-        clean_logit, terms["L_self"] = self.ppl_terms(model, tokens, source, m)
         unlabelled = ~batch.labelled_slots
-        accepted = gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
+        terms["L_self"], accepted = self.gate_terms(model, tokens, source, tt, unlabelled, m)
         if semi_supervised:
             pl_weights = weights if lc.pl_weight_positives else weights.without_positive()
             targets, trained = losses.pl_targets(lc.pl_target, tt, batch.labels, batch.truth, m, accepted)

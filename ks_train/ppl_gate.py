@@ -27,20 +27,20 @@ Perturbations (`perturb_labels`), each on one AU of a clip, never on the key slo
 `error_pattern_perturbation` flips a clip's labels wherever S_a and TT disagree on another clip: a real error
 pattern, in the place (slot, AU) where it happened.
 
-Protocol, per training step (a sketch of the wiring is in `gate_training_batch`'s docstring):
-1. Clean clips: labelled clips whose kept labels cover every slot (`fully_labelled`; with `model.clip_stride=0`
-   every labelled clip). `split_held_out` splits them into a training part and a held-out part.
-2. The training part trains the gate: `gate_training_batch` pairs each clean sequence with a perturbed copy
-   (targets 0 / 1, balanced weights), evidence detached, and `gate_loss` is the gate's loss.
-3. The held-out part calibrates: the gate's P(perturbed) on their clean sequences gives, through
-   `fit_threshold`, the threshold that accepts `target_acceptance` of clean clips the gate did not train on.
-4. The gated clips are the clips with unlabelled slots: their TT pseudo-label sequences are accepted when
-   P(perturbed) < threshold. They are never the clips the gate trained on or calibrated with, so the acceptance
-   measured on them says how pseudo-label sequences compare with clean ones, not the gate's specificity.
-Caveat: S_a has trained on the clean clips' labels, so its evidence agrees with them more than with the pseudo
-labels of unlabelled clips; the acceptance of gated clips runs below the target. Log it.
-With the paper's adjacent-frame clips (`clip_stride=1`) and sparse labels, no clip is fully labelled: the gate
-then needs clean sequences from elsewhere (e.g. 100% labels); this module does not invent them.
+In training (`loss.gate=sequence`, `prior_gate_step`, wired in `KSMethod.gate_terms`):
+1. Clean sequences come from the label prior (`label_prior`: a per-AU Markov chain fitted from the kept labels,
+   which with the paper's adjacent-frame clips and sparse labels are the only clean evidence there is). They
+   carry no frames, so the gate sees no evidence (zero logits) there, and so also when it gates.
+2. Each step the gate trains on a fresh draw and its perturbed copies (`loss.gate_perturbations`, flips by
+   default: under the prior a shifted, stretched or cut run is as likely as a clean one, so a gate without
+   evidence cannot learn them), with `gate_loss` as L_self.
+3. A second fresh draw, which the gate never trains on, sets through `fit_threshold` the threshold that accepts
+   `loss.gate_acceptance` of clean sequences (`sequence_verdict`).
+4. TT's hard pseudo labels (`losses.pseudo_labels`) of the step's clips are accepted below that threshold, so
+   the acceptance logged says how pseudo-label sequences compare with clean ones, not the gate's specificity.
+With fully labelled clips (`fully_labelled`: with strided feeding, every labelled clip) the gate could instead
+train on real clean sequences with S_a's evidence (`gate_training_batch`, `split_held_out`); that path is
+tested but not wired, since the strided feeding leaves L_PL no unlabelled slot in a labelled clip.
 
 Randomness comes only from the `generator` argument (a CPU `torch.Generator`): same seed, same output.
 """
@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ks_train.label_prior import MarkovLabelPrior
 from ks_train.losses import UNKNOWN
 from ks_train.model.ks import one_hot_slot
 
@@ -357,18 +358,6 @@ def gate_training_batch(
     """Each clean clip (target 0) and, where one fits, its perturbed copy (target 1), with the same evidence and
     key slot; weights give each class half of the loss. patterns (B, n, U) bool from `error_patterns` on the
     same clips: then a `pattern_share` of the perturbed copies take a real error pattern instead.
-
-    Wiring in `KSMethod.train_step` (docs: module docstring, Protocol):
-        clean = ppl_gate.fully_labelled(batch.labels)                      # with clip_stride=0
-        train, held = ppl_gate.split_held_out(int(clean.sum()), 0.25, g)
-        ids = clean.nonzero()[:, 0]
-        inputs = ppl_gate.gate_inputs(batch.labels[ids], sa.detach()[ids], m)
-        gb = ppl_gate.gate_training_batch(inputs.select(train), g)
-        terms["L_self"] = ppl_gate.gate_loss(model.label_gate(gb.inputs), gb)
-        with torch.no_grad():
-            threshold = ppl_gate.fit_threshold(model.label_gate.p_perturbed(inputs.select(held)), 0.9)
-            gated = ppl_gate.gate_inputs(losses.pseudo_labels(tt), sa.detach(), m)
-            accepted = model.label_gate.p_perturbed(gated) < threshold
     """
     sequence = clean.sequence
     perturbed, ok = perturb_labels(sequence, clean.key_slot, generator, kinds, max_len)
@@ -434,3 +423,69 @@ def fit_threshold(p_perturbed_held_out: torch.Tensor, target_acceptance: float) 
     below, above = ordered[k - 1], ordered[k]
     middle = (below + above) / 2  # in p's own precision, so that `p < threshold` compares what it fitted
     return float(middle if middle > below else above)
+
+
+# --- the gate in training: against a label prior ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """loss: the gate's training loss (L_self); accepted (B,) bool; p_perturbed (B,); the threshold used."""
+
+    loss: torch.Tensor
+    accepted: torch.Tensor
+    p_perturbed: torch.Tensor
+    threshold: float
+
+
+def sequence_verdict(
+    gate: LabelSequenceGate,
+    prior: MarkovLabelPrior,
+    pseudo: torch.Tensor,
+    key_slot: int | torch.Tensor,
+    generator: torch.Generator,
+    clips: int = 64,
+    target_acceptance: float = 0.9,
+) -> tuple[torch.Tensor, float]:
+    """The gate's P(perturbed) (B,) for pseudo (B, n, U) 0/1 label sequences, and the threshold that accepts
+    `target_acceptance` of `clips` clean sequences drawn fresh from the prior (held out: the gate never trains on
+    them), each taking the key slot of a gated clip. The gate sees no evidence (zero logits): the prior has no
+    frames. Without gradients, in float32."""
+    _check_probabilities("pseudo", pseudo)
+    b, n, _ = pseudo.shape
+    keys = _key_slots(key_slot, b, n, pseudo.device)
+    if b == 0:
+        return pseudo.new_zeros(0), 1.0
+    held_keys = keys[torch.randint(b, (clips,), generator=generator).to(keys.device)]
+    held = prior.sample(clips, n, generator).to(pseudo.device)
+    with torch.no_grad(), torch.autocast(pseudo.device.type, enabled=False):
+        threshold = fit_threshold(
+            gate.p_perturbed(GateInputs(held, torch.zeros_like(held), held_keys)), target_acceptance
+        )
+        sequence = pseudo.detach().float()
+        return gate.p_perturbed(GateInputs(sequence, torch.zeros_like(sequence), keys)), threshold
+
+
+def prior_gate_step(
+    gate: LabelSequenceGate,
+    prior: MarkovLabelPrior,
+    pseudo: torch.Tensor,
+    key_slot: int,
+    generator: torch.Generator,
+    clips: int = 64,
+    target_acceptance: float = 0.9,
+    kinds: tuple[str, ...] = KINDS,
+) -> GateVerdict:
+    """One training step of the gate against the label prior, and its verdict on pseudo (B, n, U) 0/1 labels.
+
+    The gate trains on `clips` clean sequences drawn from the prior and their perturbed copies (`kinds`), with
+    no evidence (zero logits), in float32 whatever autocast the caller holds; `sequence_verdict` then judges the
+    pseudo labels against a threshold calibrated on a fresh draw.
+    """
+    n, device = pseudo.shape[1], pseudo.device
+    clean = prior.sample(clips, n, generator).to(device)
+    with torch.autocast(device.type, enabled=False):
+        batch = gate_training_batch(gate_inputs(clean, torch.zeros_like(clean), key_slot), generator, kinds)
+        loss = gate_loss(gate(batch.inputs), batch)
+    p, threshold = sequence_verdict(gate, prior, pseudo, key_slot, generator, clips, target_acceptance)
+    return GateVerdict(loss, p < threshold, p, threshold)

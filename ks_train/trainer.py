@@ -164,7 +164,9 @@ class Trainer:
         warn_if_clips_outreach(cfg, self.train_seqs)
 
         self.index = build_sparse_index([len(s) for s in self.train_seqs], every_k(cfg), cfg.data.sampling_seed)
-        kept = np.concatenate([s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)])
+        label_tracks = [s.labels[m] for s, m in zip(self.train_seqs, self.index.masks, strict=True)]
+        self.method.fit_data(label_tracks, every_k(cfg))
+        kept = np.concatenate(label_tracks)
         self.weights = losses.au_weights(kept, cfg.loss.au_weighting, cfg.loss.positive_weighting).to(self.device)
 
         n, stride = self.method.clip_len, self.method.clip_stride
@@ -198,7 +200,9 @@ class Trainer:
         if self.device.type == "cuda":
             step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
         return nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            step_module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.cfg.loss.gate == "sequence",  # the token-level PPL then sits idle
         )
 
     # --- checkpoints ------------------------------------------------------------------------------

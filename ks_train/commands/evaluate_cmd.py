@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if want_pseudo:
         train = [s for s in dataset.sequences if s.subject not in test_part]
         index = build_sparse_index([len(s) for s in train], every_k(cfg), cfg.data.sampling_seed)
+        method.fit_data([s.labels[m] for s, m in zip(train, index.masks, strict=True)], every_k(cfg))
         analysis = pseudo_label_analysis(model, train, index, cfg.preprocess, cfg.loss.ppl_threshold, device, method)
         result["pseudo_labels"] = analysis.to_dict()
     if args.json:

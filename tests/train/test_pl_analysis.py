@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ks_runtime.core.au import BP4D
-from ks_train.config import DataConfig, ExperimentConfig
+from ks_train.config import DataConfig, ExperimentConfig, LossConfig
 from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import build_sparse_index, clip_frames
 from ks_train.evaluate import analysis_keys, pseudo_label_analysis, scores_between_labels
@@ -67,3 +67,42 @@ def test_the_analysis_scores_pseudo_labels_for_either_feeding_and_restores_the_m
         value = getattr(result, name)
         assert np.isnan(value) or 0 <= value <= 1, name
     assert 0 <= result.accepted_fraction <= 1 and 0 <= result.accuracy_naive <= 1
+
+
+class ActivityGate(torch.nn.Module):
+    """A stand-in gate: P(perturbed) is the share of active labels in the sequence."""
+
+    def p_perturbed(self, inputs):
+        return inputs.sequence.mean((1, 2))
+
+
+class FixedTeacher(torch.nn.Module):
+    """A stand-in Temporal Teacher: the same logit for every slot and AU."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, tokens, source):
+        return torch.full_like(tokens, self.logit), tokens
+
+
+@pytest.mark.parametrize("tt_logit, accepted", [(5.0, 0.0), (-5.0, 1.0)])
+def test_under_the_sequence_gate_the_analysis_takes_the_label_gates_verdict(tt_logit, accepted):
+    cfg = ExperimentConfig(
+        model=KSConfig(n_aus=len(BP4D), clip_len=N, clip_stride=1),
+        data=DataConfig(image_size=32),
+        loss=LossConfig(gate="sequence"),
+    )
+    method = create_method(cfg)
+    model = method.build_model()
+    model.label_gate = ActivityGate()
+    # TT calls every AU on (or off) everywhere: busier (or quieter) than any clean sequence the prior draws.
+    model.temporal_teacher = FixedTeacher(tt_logit)
+    train = sequences()
+    index = build_sparse_index([len(s) for s in train], K, seed=0)
+    with pytest.raises(RuntimeError, match="label prior"):
+        pseudo_label_analysis(model, train, index, cfg.preprocess, 0.5, torch.device("cpu"), method)
+    method.fit_data([s.labels[m] for s, m in zip(train, index.masks, strict=True)], K)
+    result = pseudo_label_analysis(model, train, index, cfg.preprocess, 0.5, torch.device("cpu"), method)
+    assert result.accepted_fraction == accepted

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ks_train import ppl_gate as pg
+from ks_train.label_prior import MarkovLabelPrior
 from tests.export.conftest import one_torch_thread
 
 U = 6
@@ -231,3 +232,43 @@ def test_wrong_inputs_raise_errors_naming_the_argument():
     for name, call in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+# --- the gate in training, against the label prior ---------------------------------------------------------
+
+
+def prior_trained_gate(prior: MarkovLabelPrior, steps: int = 300) -> pg.LabelSequenceGate:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    gate = pg.LabelSequenceGate(U)
+    optimiser = torch.optim.Adam(gate.parameters(), lr=1e-2)
+    for _ in range(steps):
+        verdict = pg.prior_gate_step(gate, prior, prior.sample(4, 7, gen), 3, gen, clips=64, kinds=("flip",))
+        optimiser.zero_grad()
+        verdict.loss.backward()
+        optimiser.step()
+    return gate
+
+
+def test_the_prior_trained_gate_accepts_the_target_share_of_unseen_clean_sequences_and_rejects_glitches():
+    prior = MarkovLabelPrior(torch.full((U,), 0.3), torch.full((U,), 0.95))
+    gate = prior_trained_gate(prior)
+    gen = torch.Generator().manual_seed(99)  # sequences the gate never saw
+    clean = prior.sample(600, 7, gen)
+    glitched, changed = pg.perturb_labels(clean, 3, gen, kinds=("flip",))
+    with torch.no_grad():
+        on_clean = pg.prior_gate_step(gate, prior, clean, 3, gen, clips=512, target_acceptance=0.9)
+        on_glitched = pg.prior_gate_step(gate, prior, glitched[changed], 3, gen, clips=512, target_acceptance=0.9)
+    assert abs(on_clean.accepted.float().mean().item() - 0.9) < 0.06
+    assert on_glitched.accepted.float().mean().item() < 0.6  # 0.37 when written
+    assert torch.equal(on_clean.accepted, on_clean.p_perturbed < on_clean.threshold)
+
+
+def test_the_prior_gate_step_trains_in_float32_under_autocast():
+    prior = MarkovLabelPrior(torch.full((U,), 0.3), torch.full((U,), 0.85))
+    gate, gen = pg.LabelSequenceGate(U), torch.Generator().manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        verdict = pg.prior_gate_step(gate, prior, prior.sample(5, 7, gen), 3, gen)
+    verdict.loss.backward()
+    assert verdict.p_perturbed.dtype == torch.float32 and verdict.accepted.shape == (5,)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gate.parameters())

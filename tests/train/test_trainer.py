@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ks_export.graphs import load_ks_checkpoint
 from ks_runtime.core.au import BP4D, DISFA
 from ks_runtime.core.errors import CheckpointError, ConfigError
 from ks_train import checkpoint
@@ -184,3 +185,23 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights_and_finite_losses(tmp_path)
         progress=False,
     )
     assert off.amp_dtype is None
+
+
+def test_the_sequence_gate_learns_from_the_kept_labels_prior_and_its_checkpoint_loads(tmp_path):
+    cfg = load_config("synth-cpu", FAST + ['loss.gate="sequence"', 'data.feeding="paper"'])
+    trainer = Trainer(cfg, tmp_path / "seq", device="cpu", dataset=toy(), progress=False)
+    assert trainer.method.label_prior is not None and len(trainer.method.label_prior.base_rate) == len(BP4D)
+    before = {k: v.clone() for k, v in trainer.model.label_gate.state_dict().items()}
+    history = trainer.fit()
+    assert "L_PL" in history[1] and 0 <= history[1]["ppl_accept_rate"] <= 1 and np.isfinite(history[1]["L_self"])
+    after = trainer.model.label_gate.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # L_self reaches the gate
+    assert load_ks_checkpoint(tmp_path / "seq").model.label_gate is not None
+
+
+def test_the_sequence_gate_without_a_label_prior_says_what_is_missing(tmp_path):
+    cfg = load_config("synth-cpu", FAST + ['loss.gate="sequence"', 'data.feeding="paper"'])
+    trainer = Trainer(cfg, tmp_path / "seq", device="cpu", dataset=toy(), progress=False)
+    trainer.method.label_prior = None
+    with pytest.raises(RuntimeError, match="label prior"):
+        trainer.fit()
