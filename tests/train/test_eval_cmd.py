@@ -24,7 +24,11 @@ QUICK = [
 def run(tmp_path_factory):
     """A one-epoch synth-cpu run: strided feeding (clip_stride resolved to the label spacing, 10)."""
     out = tmp_path_factory.mktemp("eval") / "run"
-    assert main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *QUICK, "--out", str(out)]) == 0
+    strided = ["--set", 'data.feeding="strided"']
+    assert (
+        main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *QUICK, *strided, "--out", str(out)])
+        == 0
+    )
     return out
 
 
@@ -49,3 +53,16 @@ def test_the_pseudo_label_analysis_of_a_strided_run_scores_clips_between_labels(
     assert 0 <= analysis["accuracy_naive"] <= 1 and 0 <= analysis["accepted_fraction"] <= 1
     assert main(["eval", "--ckpt", str(run)]) == 0
     assert f"({analysis['clips']} clips keyed on frames between labels, " in capsys.readouterr().out
+
+
+def test_a_paper_fed_run_with_the_sequence_gate_is_analysed_around_its_labelled_keys(tmp_path, capsys):
+    out = tmp_path / "run"
+    gate = ["--set", 'loss.gate="sequence"']
+    assert (
+        main(["fit", "--config", "synth-cpu", "--epochs", "1", "--no-progress", *QUICK, *gate, "--out", str(out)]) == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(out), "--json"]) == 0
+    analysis = json.loads(capsys.readouterr().out)["pseudo_labels"]
+    assert analysis["keys"] == "labelled frames" and analysis["clips"] > 0
+    assert 0 <= analysis["accepted_fraction"] <= 1 and 0 <= analysis["accuracy_naive"] <= 1
