@@ -7,8 +7,9 @@
 
 `run` is the default: `ks-run BUNDLE --input ...` is `ks-run run BUNDLE --input ...`, and the spelling from
 before the subcommands, `ks-run BUNDLE --policy-report [--report-sequences N] [--report-out F]`, is `ks-run report`.
-`run` writes the OpenFace-compatible CSV (by default processed/<input name>.csv, as OpenFace does), optionally
-the AU timeline PNG and the overlay video, and prints a summary (with the frames a webcam dropped when the
+`run` writes the CSV (by default processed/<input name>.csv in OpenFace 2's columns, as OpenFace does; `--format ks`
+for ours, with the probabilities), optionally the AU timeline PNG, the overlay video and the aligned crops
+(`--save-crops`, OpenFace's -simalign), and prints a summary (with the frames a webcam dropped when the
 engine fell behind; Ctrl-C ends a webcam run and still prints it). Faces: `--face auto` (default) takes
 square frames of at most 256 px as aligned crops and runs the Haar detector on anything else.
 -v: debug logging; -q: warnings only, no progress bar and no summary (--json and the report still print).
@@ -29,6 +30,7 @@ from ks_runtime.core.errors import KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
 from ks_runtime.faces.registry import face_stage_names
+from ks_runtime.io.formats import CSV_FORMATS
 from ks_runtime.io.live_view import LiveView
 from ks_runtime.io.sources import Paced, is_camera_spec
 
@@ -37,6 +39,7 @@ COMMANDS = ("run", "report")
 DEFAULT_COMMAND = "run"
 LEGACY_REPORT_FLAG = "--policy-report"  # the spelling of `ks-run report` before the subcommands
 DEFAULT_OUT_DIR = "processed"  # OpenFace's FeatureExtraction default
+DEFAULT_CSV_FORMAT = "openface"  # what a FeatureExtraction user's tools read; `--format ks` has the probabilities
 # OSError too: a run's inputs and outputs are files and devices (a full disk, a permission, a camera unplugged)
 HANDLED = (KSError, OSError)
 
@@ -165,9 +168,29 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
         help="show the overlay in a window as it runs (needs a display and a non-headless OpenCV)",
     )
     p.add_argument(
+        "--format",
+        dest="csv_format",
+        choices=CSV_FORMATS,
+        default=DEFAULT_CSV_FORMAT,
+        help="CSV columns: openface (OpenFace 2's FeatureExtraction columns: AUs as _r and _c, and landmarks and "
+        "head pose with --face dlib; the default) or ks (ours: every AU's _c and probability _p)",
+    )
+    p.add_argument(
         "--openface-separators",
         action="store_true",
-        help="write ', ' between CSV fields as OpenFace 2 does (default: no spaces)",
+        help="--format ks: write ', ' between CSV fields as OpenFace 2 does (default: no spaces; --format openface "
+        "always writes ', ')",
+    )
+    p.add_argument(
+        "--save-crops",
+        "-simalign",
+        dest="save_crops",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="save the aligned face crops the network read, frame_det_00_<frame>.png, and their landmarks in "
+        "faces.jsonl (default folder OUT_DIR/<input name>_aligned, as OpenFace's -simalign)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -248,6 +271,10 @@ def run_command(args: argparse.Namespace) -> int:
         raise commandline.UsageError(
             "--overlay VIDEO names one file; with several inputs give --overlay alone (OUT_DIR/...)"
         )
+    if args.save_crops and len(inputs) > 1:
+        raise commandline.UsageError(
+            "--save-crops DIR names one folder; with several inputs give --save-crops alone (OUT_DIR/..._aligned)"
+        )
     if not inputs:
         raise commandline.UsageError(
             "no input: give --input PATH (or -f FILE / -fdir DIR; `ks-run report` for the policy report)"
@@ -271,15 +298,18 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def output_paths(args: argparse.Namespace, spec: str) -> dict[str, Path | None]:
-    """Where an input's CSV, timeline PNG and overlay video go (None: not asked for)."""
+    """Where an input's CSV, timeline PNG, overlay video and aligned crops go (None: not asked for)."""
     out_dir = Path(args.out_dir or DEFAULT_OUT_DIR)
     stem = input_stem(spec)
-    plot = overlay = None
+    plot = overlay = crops = None
     if args.plot is not None:
         plot = Path(args.plot) if args.plot else out_dir / f"{stem}_timeline.png"
     if args.overlay is not None:
         overlay = Path(args.overlay) if args.overlay else out_dir / f"{stem}_overlay.mp4"
-    return {"csv": Path(args.csv) if args.csv else out_dir / f"{stem}.csv", "plot": plot, "overlay": overlay}
+    if args.save_crops is not None:
+        crops = Path(args.save_crops) if args.save_crops else out_dir / f"{stem}_aligned"
+    csv = Path(args.csv) if args.csv else out_dir / f"{stem}.csv"
+    return {"csv": csv, "plot": plot, "overlay": overlay, "crops": crops}
 
 
 def _run_input(args: argparse.Namespace, detector: Detector, spec: str) -> int:
@@ -298,6 +328,8 @@ def _run_input(args: argparse.Namespace, detector: Detector, spec: str) -> int:
             progress=not (args.no_progress or commandline.quiet(args)),
             csv_sep=", " if args.openface_separators else ",",
             show=args.show,
+            csv_format=args.csv_format,
+            save_crops=outputs["crops"],
         )
     except KSError as error:
         _print_summary(args, spec, detector, outputs)

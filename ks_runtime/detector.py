@@ -24,13 +24,16 @@ from ks_runtime.engine import create_engine
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
 from ks_runtime.faces.registry import create_face_stage
-from ks_runtime.faces.tap import FrameTap
+from ks_runtime.faces.tap import FrameTap, KeptFrames
 from ks_runtime.inputs import open_source
+from ks_runtime.io.crops import CropSink
+from ks_runtime.io.formats import check_csv_format, csv_sink, csv_table
+from ks_runtime.io.head_pose import LANDMARKS, add_face_geometry
 from ks_runtime.io.live_view import LiveView
 from ks_runtime.io.overlay import OverlaySink, overlay_frames
 from ks_runtime.io.sources import Source, SourceFrame, to_rgb
 from ks_runtime.io.summary import RunStats, RunSummary
-from ks_runtime.io.table import CsvSink, results_table
+from ks_runtime.io.table import TextSink
 from ks_runtime.io.timeline import timeline_png
 from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 
@@ -178,32 +181,37 @@ class Detector:
         csv_sep: str = ",",
         overlay: Path | str | None = None,
         show: bool = False,
+        csv_format: str = "ks",
+        save_crops: Path | str | None = None,
     ) -> pd.DataFrame:
         """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come), the timeline PNG
         and the overlay video when paths are given, and showing the overlay in a window when `show` (q or Esc
-        stops the run there). On bad input every output holds every frame read, then the error is raised."""
+        stops the run there). `csv_format`: `ks` (ours, every AU's probability) or `openface` (OpenFace 2's
+        columns, io/openface.py); `save_crops`: a folder for the aligned crops and their landmarks (io/crops.py).
+        On bad input every output holds every frame read, then the error is raised."""
         from tqdm import tqdm
 
+        check_csv_format(csv_format)
         view = LiveView() if show else None  # no display: refused before any frame is read
-        src = sink = None
+        src = sink = crops = bar = None
         outputs: list = [view] if view is not None else []
         results: list[FrameResult] = []
-        bar = None
+        stage = self.face_stage()
+        landmarks = stage.landmark_count == LANDMARKS  # 68: the OpenFace landmark and pose columns
         try:
             src = self.open(source, fps)
             if overlay is not None:
                 outputs.append(OverlaySink(overlay, src.fps))
-            sink = CsvSink(csv, self.au_columns, self.thresholds, sep=csv_sep) if csv is not None else None
-            tap = FrameTap(self.face_stage()) if outputs else None
+            if csv is not None:
+                sink = csv_sink(csv_format, csv, self.au_columns, self.thresholds, landmarks, csv_sep)
+            crops = CropSink(save_crops) if save_crops is not None else None
+            # Frames are kept for the outputs written after them (overlay, crops, landmark and pose columns).
+            tap = FrameTap(stage) if outputs or crops is not None or (landmarks and csv_format == "openface") else None
             bar = tqdm(
                 total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name, leave=False
             )
-            for batch in self.stream_batches({"0": src}, {"0": tap} if tap is not None else None):
-                if sink is not None:
-                    sink.write(batch)
-                for canvas in overlay_frames(batch, tap, self.au_columns, self.thresholds) if tap else ():
-                    for output in outputs:
-                        output.write_frame(canvas)
+            for batch in self.stream_batches({"0": src}, {"0": tap or stage}):
+                self._write_batch(batch, tap, sink, crops, outputs)
                 results += batch
                 bar.update(len(batch))
                 if view is not None and view.stopped:
@@ -213,17 +221,34 @@ class Detector:
         finally:
             if bar is not None:
                 bar.close()
-            if sink is not None:
-                sink.close()
-            for output in outputs:
+            for output in [w for w in (sink, crops) if w is not None] + outputs:
                 output.close()
             if src is not None and hasattr(src, "close"):
                 src.close()
             if plot is not None and results:
                 self.plot(plot, results, src)
-        table = results_table(results, self.au_columns, self.thresholds)
+        table = csv_table(csv_format, results, self.au_columns, self.thresholds, landmarks)
         table.attrs["summary"] = self.summary
         return table
+
+    def _write_batch(
+        self,
+        batch: list[FrameResult],
+        tap: FrameTap | None,
+        sink: TextSink | None,
+        crops: CropSink | None,
+        outputs: list,
+    ) -> None:
+        """One batch of results into the CSV, the crops folder and the overlay outputs, its frames taken once."""
+        kept = tap.take_batch(batch) if tap is not None else KeptFrames()
+        add_face_geometry(batch, kept)
+        if sink is not None:
+            sink.write(batch)
+        if crops is not None:
+            crops.write(batch, kept)
+        for canvas in overlay_frames(batch, kept, self.au_columns, self.thresholds) if outputs else ():
+            for output in outputs:
+                output.write_frame(canvas)
 
     def plot(self, path: Path | str, results: list[FrameResult], source: Source | None = None) -> Path:
         """The AU timeline PNG of a run's results, with the source's ground truth beside it when it has one."""

@@ -14,14 +14,16 @@ import numpy as np
 @dataclass(frozen=True)
 class Face:
     """One frame's face: the RGB uint8 crop [S, S, 3] at the network's size (None when there is no face),
-    the stage's confidence in [0, 1], the face box in frame pixels (x0, y0, x1, y1) when known, and the
+    the stage's confidence in [0, 1], the face box in frame pixels (x0, y0, x1, y1) when known, the
     points the crop was aligned on, float [k, 2] in frame pixels: the eye centres (image-left first), then the
-    nose tip and mouth corners when the stage finds them (None for `aligned`)."""
+    nose tip and mouth corners when the stage finds them (None for `aligned`), and the 68 facial landmarks
+    [68, 2] in frame pixels, iBUG 300-W order, from a stage that measures them (dlib; None otherwise)."""
 
     crop: np.ndarray | None
     confidence: float
     box: tuple[float, float, float, float] | None = None
     points: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
 
     @property
     def eyes(self) -> np.ndarray | None:
@@ -41,7 +43,9 @@ class FrameResult:
     """One frame's output. `probs` [U] is None where no face was found; `arrival` is when the source
     yielded the frame and `final` when its result became final (clock seconds); `stream` numbers the
     source's face streams (a run of frames with a face), -1 for a frame without one; `box` is the face's
-    box in frame pixels when the face stage knows it (for overlays)."""
+    box in frame pixels when the face stage knows it (for overlays); `landmarks` [68, 2] (frame pixels) and
+    `pose` [6] (pose_Tx, pose_Ty, pose_Tz in mm, pose_Rx, pose_Ry, pose_Rz in radians) are set by the writers
+    that need them (`io/head_pose.py`), from a face stage with 68 landmarks."""
 
     source: str
     index: int
@@ -53,6 +57,8 @@ class FrameResult:
     final: float = math.nan
     stream: int = -1
     box: tuple[float, float, float, float] | None = None
+    landmarks: np.ndarray | None = None
+    pose: np.ndarray | None = None
 
     @property
     def frame(self) -> int:

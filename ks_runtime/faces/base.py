@@ -28,6 +28,9 @@ class FaceStage:
     """
 
     name = ""
+    # How many facial landmarks each Face carries (68 for dlib's iBUG 300-W points, 0 for none): the writers need
+    # it before the first frame, to decide their columns.
+    landmark_count = 0
 
     def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
         self.preprocess = preprocess

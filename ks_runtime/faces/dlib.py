@@ -4,10 +4,13 @@ detector and its 68-point landmark model, tracked over frames like `haar` (track
 The landmarks give five points, the eye centres (mean of each eye's six landmarks), the nose tip and the mouth
 corners, mapped onto the template's five points by a least-squares similarity: a better alignment than two eyes
 from a cascade. The landmarks are measured on every frame (about a millisecond), the detector runs as haar's does.
+Each Face carries the 68 landmarks too (the OpenFace CSV's x_0..y_67 and head pose), moved with the track's
+smoothing so that they agree with the crop the network reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import logging
@@ -16,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.results import Face
+from ks_runtime.faces.align import similarity
 from ks_runtime.faces.base import register_face_stage
-from ks_runtime.faces.tracking import Measurement, TrackedFaces
+from ks_runtime.faces.tracking import Measurement, TrackedFaces, apply
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,7 @@ class DlibFaces(TrackedFaces):
     min_detect_px = 80  # the HOG detector's window
     measure_every_frame = True
     config_defaults = {"detect_width": 640, "window_face_px": 110}
+    landmark_count = 68
 
     def __init__(self, *args, **kwargs) -> None:
         missing = dlib_missing()
@@ -89,6 +95,20 @@ class DlibFaces(TrackedFaces):
             raise ConfigError(missing)
         self.detector, self.predictor = _models()
         super().__init__(*args, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self._measured: np.ndarray | None = None  # the track's latest 68 landmarks, as measured
+
+    def __call__(self, image: np.ndarray, index: int) -> Face:
+        face = super().__call__(image, index)
+        if not face.success or self._measured is None:
+            return face
+        # The track's points are smoothed (and carried by optical flow on a frame without a measurement); the
+        # similarity from the measured five points to them moves all 68 the same way, so the landmarks agree with
+        # the crop while keeping the shape (the expression) of the latest measurement.
+        motion = similarity(five_points(self._measured), face.points)
+        return dataclasses.replace(face, landmarks=apply(motion, self._measured))
 
     def detect(self, grey: np.ndarray, min_size: int, max_size: int | None) -> np.ndarray:
         found = self.detector(np.ascontiguousarray(grey), 0)
@@ -105,4 +125,5 @@ class DlibFaces(TrackedFaces):
         return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
 
     def measure(self, grey: np.ndarray, box: np.ndarray) -> Measurement:
-        return Measurement(np.asarray(box, np.float64), five_points(self.landmarks(grey, box)), CONFIDENCE)
+        self._measured = self.landmarks(grey, box)
+        return Measurement(np.asarray(box, np.float64), five_points(self._measured), CONFIDENCE)

@@ -1,4 +1,5 @@
-"""The per-frame results as the OpenFace-compatible CSV and as a pandas table.
+"""The per-frame results as our own CSV (`--format ks`, the Python API's default) and as a pandas table; the
+line-by-line file writer every table format shares (`TextSink`). The OpenFace 2 layout is `openface.py`.
 
 CSV layout: `frame,face_id,timestamp,confidence,success,AU01_c,...,AU01_p,...`: every `_c` column (0/1 at the
 AU's threshold from the manifest) and then every `_p` column (the probability, our extension), AUs in the
@@ -46,28 +47,23 @@ def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> s
     return sep.join(ids + values)
 
 
-class CsvSink:
-    """Writes results as they come, one OpenFace-style row per frame, flushed after every write.
+class TextSink:
+    """A text file written a line at a time, flushed after every write, so that a run that stops on bad input
+    leaves a complete file of what it processed. `header` (when given) is the first line."""
 
-    `sep=", "` writes OpenFace 2's own separator, for parsers that expect it; the default has no spaces.
-    """
-
-    def __init__(self, path: Path | str, au_columns: Sequence[str], thresholds: Sequence[float], sep: str = ","):
+    def __init__(self, path: Path | str, header: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.thresholds = np.asarray(thresholds, np.float64)
-        if len(self.thresholds) != len(au_columns):
-            raise ValueError(f"{len(au_columns)} AU columns but {len(self.thresholds)} thresholds")
-        self.sep = sep
         self.rows = 0
         self._file: io.TextIOBase | None = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self._file.write(sep.join(csv_columns(au_columns)) + "\n")
-        self._file.flush()
+        if header is not None:
+            self._file.write(header + "\n")
+            self._file.flush()
 
-    def write(self, results: Iterable[FrameResult]) -> None:
+    def write_lines(self, lines: Iterable[str]) -> None:
         if self._file is None:
-            raise ValueError(f"{self.path}: the CSV sink is closed")
-        lines = [format_row(r, self.thresholds, self.sep) + "\n" for r in results]
+            raise ValueError(f"{self.path}: the sink is closed")
+        lines = [line + "\n" for line in lines]
         self._file.writelines(lines)
         self._file.flush()
         self.rows += len(lines)
@@ -77,11 +73,28 @@ class CsvSink:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> CsvSink:
+    def __enter__(self) -> TextSink:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class CsvSink(TextSink):
+    """Writes results as they come, one row per frame in our own layout, flushed after every write.
+
+    `sep=", "` writes OpenFace 2's own separator, for parsers that expect it; the default has no spaces.
+    """
+
+    def __init__(self, path: Path | str, au_columns: Sequence[str], thresholds: Sequence[float], sep: str = ","):
+        self.thresholds = np.asarray(thresholds, np.float64)
+        if len(self.thresholds) != len(au_columns):
+            raise ValueError(f"{len(au_columns)} AU columns but {len(self.thresholds)} thresholds")
+        self.sep = sep
+        super().__init__(path, sep.join(csv_columns(au_columns)))
+
+    def write(self, results: Iterable[FrameResult]) -> None:
+        self.write_lines(format_row(r, self.thresholds, self.sep) for r in results)
 
 
 def results_table(

@@ -132,7 +132,7 @@ def test_ks_run_on_a_raw_scene_video_writes_a_row_per_frame_and_the_overlay(
     assert table["frame"].tolist() == list(range(1, len(truth.frame) + 1))  # every frame has a row
     success = table["success"].to_numpy() == 1
     assert success[truth.face_visible].mean() > 0.9 and not success[~truth.face_visible].all()
-    assert table.loc[~success, "AU01_p"].isna().all() and table.loc[success, "AU01_p"].notna().all()
+    assert table.loc[~success, "AU01_r"].isna().all() and table.loc[success, "AU01_r"].notna().all()
     capture = cv2.VideoCapture(str(overlay))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, first = capture.read()
