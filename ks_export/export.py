@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ks_export import ExportError
 from ks_export.fp16 import Fp16Report, convert_file, verify_fp16
 from ks_export.graphs import LoadedCheckpoint, graph_modules, load_ks_checkpoint, random_inputs
+from ks_export.int8_record import int8_text, record_int8_check
 from ks_export.manifest import DEFAULT_POLICY, PACKAGE, build_manifest, package_version, write_manifest
 from ks_export.onnx_export import (
     ExportedGraph,
@@ -65,6 +66,7 @@ from ks_runtime.core.errors import BundleError
 from ks_runtime.core.metrics import f1_report
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.core.preprocess import Preprocess, to_network_input
+from ks_runtime.engine.int8_check import check_int8
 from ks_runtime.engine.ort_graphs import BundleGraphs
 from ks_runtime.engine.trt import RECIPE, TrtEngine, find_engines, tensorrt_section
 from ks_runtime.synth.generate import SynthConfig, generate_sequence, synth_parts
@@ -107,6 +109,7 @@ class ExportReport:
     seconds: float = 0.0
     fp16: Fp16Report | None = None
     tensorrt: str = ""
+    int8: str = ""  # the INT8 encoder's scheme, where it was verified, its error and tolerance
 
     def precision_table(self) -> str:
         """FP32 against INT8: encoder file size, test-fold F1 (dense, shared policy), and speed."""
@@ -132,12 +135,13 @@ class ExportReport:
         files = "\n".join(f"  {name:<32}{size / 1e6:>8.2f} MB" for name, size in self.sizes.items())
         fp16 = f"== FP16 variants against FP32\n{self.fp16.table()}\n\n" if self.fp16 else ""
         trt = f"== TensorRT\n{self.tensorrt}\n\n" if self.tensorrt else ""
+        int8 = f"== INT8 encoder, as the runtime checks it at load\n{self.int8}\n\n" if self.int8 else ""
         return (
             f"bundle {self.bundle} from {self.checkpoint} ({self.seconds:.0f} s)\n{graphs}\n\n"
             f"== verification: onnxruntime against PyTorch (max abs error per key slot)\n"
             f"{self.verification.table()}\n\n{fp16}== FP32 and INT8{' and FP16' if self.fp16 else ''} on the test "
             f"fold\n{self.precision_table()}"
-            f"\n\n{trt}== files\n{files}"
+            f"\n\n{int8}{trt}== files\n{files}"
         )
 
 
@@ -316,6 +320,8 @@ def _export_into(
     data, manifest = _write_checked_manifest(
         ckpt, work, opset, exported, _summary(verification, fp16_report), variants, serving, recipe, build, test
     )
+    if int8:
+        manifest = record_int8_check(work, data, manifest, test, ckpt.config.data.fold)
     report = ExportReport(
         work,
         ckpt.path,
@@ -328,6 +334,7 @@ def _export_into(
     )
     if evaluate:
         manifest = _evaluate(report, ckpt, manifest, data, test, policy, progress)
+    report.int8 = int8_text(manifest)
     report.sizes = {name: (work / name).stat().st_size for name in sorted(manifest.files)}
     return report
 
@@ -723,7 +730,18 @@ def _check_encoder_variants(manifest: Manifest, frames: np.ndarray, probs: np.nd
             lines.append(
                 f"  variant {name} ({spec.get('precision', '?')}): runs; max |probs - fp32| {parity.max_abs:.3f}"
             )
-    return lines
+    return lines + _check_int8_here(manifest)
+
+
+def _check_int8_here(manifest: Manifest) -> list[str]:
+    """The INT8 encoder's load-time check on this CPU, as the runtime runs it. A failure is reported, not raised:
+    the bundle is sound, this CPU sums differently, and the runtime runs FP32 on it."""
+    if ENCODER_INT8 not in manifest.variants:
+        return []
+    fp32 = BundleGraphs(manifest, roles=("encoder", "head"))
+    check = check_int8(manifest, fp32, BundleGraphs(manifest, roles=("encoder", "head"), encoder_variant=ENCODER_INT8))
+    verdict = "OK" if check.passed else "FAILS (the runtime runs the FP32 encoder here)"
+    return [f"  {ENCODER_INT8} load-time check on this CPU: {verdict}: {check.text()}"]
 
 
 def _check_triton(manifest: Manifest) -> list[str]:

@@ -38,10 +38,13 @@ CLIPS = "clips"  # clip in: [B, n, 3, S, S] float32
 PROBS = "probs"  # head and clip out: [B, U], the key frame's probabilities
 
 # Variants replace a graph with another build of it (another precision or engine); same tensors.
-ENCODER_INT8 = "encoder_int8"  # QDQ, uint8 activations: fastest on the CPU provider
+ENCODER_INT8 = "encoder_int8"  # QDQ, 7-bit int8 weights, uint8 activations: the CPU provider, any x86 CPU
 ENCODER_INT8_TRT = "encoder_int8_trt"  # QDQ, symmetric int8 activations: what TensorRT's explicit INT8 takes
 FP16_VARIANTS = {"encoder": "encoder_fp16", "head": "head_fp16", "clip": "clip_fp16"}  # float32 in and out
 TRT_DIR = "trt"  # TensorRT: the trtexec recipe, engines (*.plan) and timing caches; manifest field 'tensorrt'
+# A handful of test frames (uint8 RGB [N, S, S, 3], numpy .npy) on which an engine re-checks a variant on the CPU it
+# runs on (the INT8 encoder: ks_runtime/engine/int8_check.py); manifest fields 'check_frames', 'variants.*.check'.
+CHECK_FRAMES = "check_frames.npy"
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
         clip_stride=model.clip_stride,
     )
     referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
+    referenced += _read_checks(data, variants, path)
     unlisted = [f for f in referenced if f not in files]
     if unlisted:
         raise BundleError(f"{path}: field 'files' has no sha256 for {', '.join(unlisted)}")
@@ -316,6 +320,29 @@ def _read_variants(data: dict, path: Path) -> dict[str, dict]:
                 f"{path}: field 'variants.{name}' needs a 'file' and a 'graph' (one of {', '.join(GRAPH_ROLES)})"
             )
     return dict(variants)
+
+
+def _read_checks(data: dict, variants: dict[str, dict], path: Path) -> list[str]:
+    """The optional check frames and each variant's check record (its frames and tolerance): the files they name."""
+    files = []
+    if "check_frames" in data:
+        files.append(_get(data, "check_frames.file", str, path))
+        _get(data, "check_frames.count", int, path)
+    for name, variant in variants.items():
+        if "check" not in variant:
+            continue
+        where = f"variants.{name}.check"
+        check = _get(data, where, dict, path)
+        frames = _get(data, f"{where}.frames", str, path)
+        if frames not in files:
+            raise BundleError(f"{path}: field '{where}.frames' names {frames!r}, but field 'check_frames' does not")
+        for number in ("tolerance", "max_abs_probs"):
+            value = _get(data, f"{where}.{number}", (int, float), path)
+            if isinstance(value, bool) or not 0 <= value <= 1:
+                raise BundleError(f"{path}: field '{where}.{number}' should be a probability in [0, 1], got {value!r}")
+        if _get(data, f"{where}.policy", str, path) not in POLICIES:
+            raise BundleError(f"{path}: field '{where}.policy' is {check['policy']!r}; known: {', '.join(POLICIES)}")
+    return files
 
 
 def _read_files(data: dict, path: Path) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The onnxruntime engine: the CPU provider, or on `cuda`/`cuda:N` the CUDA provider (onnxruntime-gpu) with
 IOBinding, so inputs already on the device are bound in place; with `tensorrt=True` onnxruntime's TensorRT
 provider first (engine and timing caches under the bundle's trt/ folder). On a GPU provider the FP16 encoder
-variant is used when the bundle has one. The GPU paths are written against the documented APIs.
+variant is used when the bundle has one. On the CPU, `precision="int8"` runs the INT8 encoder once it has passed
+its check on this CPU (int8_check.py). The GPU paths are written against the documented APIs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ks_runtime.engine import gpu_probe
 from ks_runtime.engine.base import Engine, EngineError, parse_device
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 def trt_provider_options(index: int, cache_dir: Path | None, fp16: bool) -> dict:
@@ -104,7 +107,9 @@ class OrtEngine(Engine):
 
     On cuda, calls go through IOBinding: numpy inputs are copied up once, device arrays (CuPy, cpp_ext.cuda,
     anything with __cuda_array_interface__) and OrtValues on the device are bound in place. `precision`:
-    "auto" runs the FP16 encoder variant on a GPU when the bundle has it, "fp32" never does.
+    "auto" runs the FP16 encoder variant on a GPU when the bundle has it, "fp32" never does; "int8" (CPU only)
+    runs the INT8 encoder variant when it is within its tolerance of FP32 on this CPU, else warns and runs FP32,
+    or with `insist_int8` refuses (EngineError). `int8_check` holds that check's result.
     """
 
     name = "ort"
@@ -116,15 +121,20 @@ class OrtEngine(Engine):
         threads: int = 0,
         tensorrt: bool = False,
         precision: str = "auto",
+        insist_int8: bool = False,
     ) -> None:
         from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
-        if precision not in ("auto", "fp32"):
-            raise ConfigError(f"ort precision {precision!r}: auto or fp32")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"ort precision {precision!r}: one of {', '.join(PRECISIONS)}")
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         self.device = device
         kind, self.index = parse_device(device)
         on_gpu = kind == "cuda"
+        self.int8_check = None
+        if precision == "int8":
+            self._open_int8(on_gpu or tensorrt, threads, insist_int8)
+            return
         fp16 = FP16_VARIANTS["encoder"]
         variant = fp16 if on_gpu and precision == "auto" and fp16 in self.manifest.variants else None
         providers = ort_providers(device, tensorrt=tensorrt, fp16=variant is None)  # refuses before any write
@@ -146,6 +156,18 @@ class OrtEngine(Engine):
         self.providers, self.on_gpu, self.variant = used, on_gpu, variant
         if tensorrt:
             self.name = "ort-trt"
+
+    def _open_int8(self, on_gpu: bool, threads: int, insist: bool) -> None:
+        """The INT8 encoder on the CPU provider, checked on this CPU first (int8_check.open_int8)."""
+        from ks_runtime.engine.int8_check import open_int8  # deferred: onnxruntime (the cpu or gpu extra)
+
+        if on_gpu:
+            raise ConfigError(
+                f"{self.manifest.root}: precision 'int8' runs the INT8 encoder on the CPU provider; on "
+                f"{self.device!r} use precision 'auto' (the FP16 encoder) or engine 'trt' with an INT8 engine"
+            )
+        self.graphs, self.variant, self.int8_check = open_int8(self.manifest, ["CPUExecutionProvider"], threads, insist)
+        self.providers, self.on_gpu = self.graphs.sessions["encoder"].get_providers(), False
 
     def run_bound(self, role: str, feeds: dict[str, object], outputs_on: str = "cpu") -> list:
         """Run graph `role` through IOBinding on this engine's GPU: numpy feeds go up, device arrays and
@@ -188,6 +210,8 @@ class OrtEngine(Engine):
 
     def describe(self) -> str:
         variant = f", encoder {self.variant}" if self.variant else ""
+        if self.int8_check is not None and self.variant is None:
+            variant = ", encoder fp32 (the INT8 encoder failed its check on this CPU)"
         return f"{self.name} ({', '.join(self.providers)}{variant}) on {self.device}"
 
 

@@ -283,3 +283,54 @@ def test_adjacent_bundles_stay_version_1_and_strided_ones_are_version_2(bundle, 
     assert (adjacent.raw["format_version"], adjacent.clip_stride) == (1, 1)
     assert "clip_stride" in adjacent.raw["model"]
     assert (strided.raw["format_version"], strided.clip_stride) == (2, 2)
+
+
+# --- the INT8 check's fields ---------------------------------------------------------------------------------------
+def with_check(root):
+    """The toy bundle with check frames and a check record on its INT8 variant, as ks-export writes them."""
+    np.save(root / B.CHECK_FRAMES, np.zeros((4, S, S, 3), np.uint8))
+
+    def add(data):
+        data["check_frames"] = {"file": B.CHECK_FRAMES, "count": 4}
+        data["variants"][B.ENCODER_INT8]["check"] = {
+            "frames": B.CHECK_FRAMES,
+            "policy": "last",
+            "max_abs_probs": 0.02,
+            "tolerance": 0.07,
+        }
+        data["files"][B.CHECK_FRAMES] = B.sha256_file(root / B.CHECK_FRAMES)
+
+    edit_manifest(root, add)
+    return root
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["files"].pop(B.CHECK_FRAMES), "field 'files' has no sha256 for check_frames.npy"),
+        (lambda d: d.pop("check_frames"), "field 'variants.encoder_int8.check.frames' names 'check_frames.npy'"),
+        (lambda d: d["check_frames"].pop("count"), "missing field 'check_frames.count'"),
+        (lambda d: d["variants"][B.ENCODER_INT8]["check"].pop("tolerance"), "'variants.encoder_int8.check.tolerance'"),
+        (
+            lambda d: d["variants"][B.ENCODER_INT8]["check"].update(tolerance=1.5),
+            "field 'variants.encoder_int8.check.tolerance' should be a probability",
+        ),
+        (
+            lambda d: d["variants"][B.ENCODER_INT8]["check"].update(policy="sometimes"),
+            "field 'variants.encoder_int8.check.policy' is 'sometimes'",
+        ),
+    ],
+)
+def test_reader_names_a_wrong_int8_check_field(copy, change, message):
+    B.read_manifest(with_check(copy))  # as written: read
+    edit_manifest(copy, change)
+    with pytest.raises(BundleError, match=message.replace(".", r"\.")) as info:
+        B.read_manifest(copy)
+    assert str(copy) in str(info.value)
+
+
+def test_a_changed_check_frames_file_is_refused_by_its_hash(copy):
+    with_check(copy)
+    np.save(copy / B.CHECK_FRAMES, np.ones((4, S, S, 3), np.uint8))
+    with pytest.raises(BundleError, match=r"check_frames\.npy: sha256 .* field 'files\.check_frames\.npy'"):
+        B.read_manifest(copy)
