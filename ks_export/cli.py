@@ -62,7 +62,17 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "ckpt_pos", nargs="?", metavar="CKPT", help="checkpoint file, or a run folder (best.pt, else last.pt)"
     )
     parser.add_argument("--ckpt", help="the checkpoint (instead of the positional CKPT)")
-    parser.add_argument("--out", required=True, help="bundle folder to write (a bundle already there is replaced)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="bundle folder to write (a bundle already there is replaced; one holding files its manifest does not "
+        "list needs --force)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the bundle at --out even when it holds files its manifest does not list (they are deleted)",
+    )
     parser.add_argument("--int8", action="store_true", help="add the INT8 encoder variant (static QDQ)")
     parser.add_argument(
         "--calib",
@@ -138,6 +148,7 @@ def export_command(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty() and not commandline.quiet(args),
         fp16=args.fp16,
         trt=args.trt,
+        force=args.force,
         **calib,
     )
     commandline.summary(args, report.text())

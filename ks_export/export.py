@@ -2,13 +2,17 @@
 and `verify`.
 
 The bundle is built in a hidden sibling folder and moved into place only when every check has passed, so a
-failed export never leaves a half-written bundle where the runtime would look for one.
+failed export never leaves a half-written bundle where the runtime would look for one. A bundle already there is
+replaced only when it holds nothing but the files its manifest lists (else --force), and the hidden folders of an
+export that was killed are cleaned up by the next one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -70,6 +74,7 @@ from ks_runtime.engine.int8_check import check_int8
 from ks_runtime.engine.ort_graphs import BundleGraphs
 from ks_runtime.engine.trt import RECIPE, TrtEngine, find_engines, tensorrt_section
 from ks_runtime.synth.generate import SynthConfig, generate_sequence, synth_parts
+from ks_train.checkpoint import stale_entries
 from ks_train.config import ExperimentConfig
 from ks_train.data.base import VideoSequence
 from ks_train.trainer import load_experiment_data
@@ -174,9 +179,43 @@ def experiment_sequences(
 # --- the export ------------------------------------------------------------------------------------------------
 
 
-def _check_target(out: Path) -> None:
+def _check_target(out: Path, force: bool) -> None:
+    """Refuse an `out` that is not a bundle, or a bundle holding files its manifest does not list (engines built on
+    the device, notes: replacing the folder would delete them) unless `force`."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise ExportError(f"{out}: exists and is not a model bundle; choose another --out or remove it")
+    foreign = unlisted_files(out) if out.is_dir() else []
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    if foreign and not force:
+        raise ExportError(
+            f"{out}: holds {len(foreign)} file(s) its {MANIFEST} does not list ({shown}), which replacing the bundle "
+            f"would delete; move them out, or pass --force to replace it anyway"
+        )
+    if foreign:
+        log.warning("--force: replacing %s deletes %d file(s) its manifest does not list: %s", out, len(foreign), shown)
+
+
+def unlisted_files(bundle: Path) -> list[str]:
+    """The files under `bundle` that its manifest does not list, as POSIX paths (an unreadable manifest lists none)."""
+    try:
+        listed = set(json.loads((bundle / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    present = (path.relative_to(bundle).as_posix() for path in bundle.rglob("*") if not path.is_dir())
+    return sorted(name for name in present if name != MANIFEST and name not in listed)
+
+
+def _clean_stale_work(out: Path) -> None:
+    """The hidden folders an export killed mid-way left beside `out` (their PID no longer running): a partial bundle
+    is removed; a previous bundle it had moved aside goes back into place when nothing took its place."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?P<kind>partial|old)-(?P<pid>\d+)$")
+    for path in stale_entries(out.parent, pattern):
+        if pattern.match(path.name)["kind"] == "old" and not out.exists():
+            os.replace(path, out)
+            log.warning("%s: restored from %s, where an export killed while replacing it had moved it", out, path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("%s: removed, left by an export that did not finish", path)
 
 
 def _move_into_place(work: Path, out: Path) -> None:
@@ -256,8 +295,10 @@ def export_bundle(
     progress: bool = False,
     fp16: bool = False,
     trt: bool = False,
+    force: bool = False,
 ) -> ExportReport:
-    """Export a KS checkpoint to a verified bundle at `out_dir` (replacing a bundle already there).
+    """Export a KS checkpoint to a verified bundle at `out_dir`, replacing a bundle already there when it holds only
+    the files its manifest lists; force: replace it even when it holds others (they are deleted).
 
     int8: add the INT8 encoder variant, calibrated on `calib` training frames; triton: add triton/ks_clip;
     fp16: add FP16 variants of the three graphs, verified against FP32 on the CPU; trt: TensorRT engines for
@@ -272,7 +313,8 @@ def export_bundle(
     ckpt = load_ks_checkpoint(ckpt_path)
     opset = resolve_opset(opset)
     out = Path(out_dir)
-    _check_target(out)
+    _clean_stale_work(out)
+    _check_target(out, force)
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

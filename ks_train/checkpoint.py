@@ -1,30 +1,113 @@
 """Checkpoints: written atomically, loaded with weights_only=True, checked against the config and AU list.
 
 A checkpoint holds only tensors and plain Python values (configs as dicts, RNG states as tensors), so
-`torch.load(..., weights_only=True)` reads it and no pickle runs.
+`torch.load(..., weights_only=True)` reads it and no pickle runs. Checkpoints (and the trainer's other whole-file
+writes) go to `.NAME.tmpPID` and are renamed into place: a write that fails (a full disk) leaves the previous file
+intact and names the file, and the temporaries of a killed process are removed at the next start.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
+import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-from ks_runtime.core.errors import CheckpointError
+from ks_runtime.core.errors import CheckpointError, OutputError
 
 FORMAT_VERSION = 1
+TEMPORARY = re.compile(r"^\..+\.tmp(?P<pid>\d+)$")  # what atomic_write names its temporary: .NAME.tmpPID
+
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (atomic_write): a crash never leaves half a checkpoint, a full disk never the previous one
+    damaged."""
+    with atomic_write(Path(path)) as handle:
+        torch.save({"format_version": FORMAT_VERSION, **state}, handle)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_write(Path(path)) as handle:
+        handle.write(text.encode())
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A file handle on `.NAME.tmpPID` beside `path`, flushed to disk and renamed onto `path` when the block ends.
+    A failed write removes the temporary and raises OutputError naming `path` and the cause ("no space left on
+    device"); `path` keeps its previous content."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:  # a handle, not a path: torch then reports a full disk as OSError ENOSPC
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the rename makes them the file
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(error, (OSError, RuntimeError)):  # torch wraps some write failures in RuntimeError
+            raise
+        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+        raise OutputError(f"{path}: cannot write it ({write_failure(error, path.parent)}); {kept}") from None
+
+
+def write_failure(error: BaseException, folder: Path) -> str:
+    """The OS error behind a failed write (torch chains it behind its own), with the free space when it is space."""
+    cause: BaseException | None = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return str(error)
+    reason = os.strerror(cause.errno).lower()
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += f", {shutil.disk_usage(folder).free / 2**20:.0f} MiB free on {folder}"
+    return reason
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` is running here (another user's counts; a pid no process can have does not)."""
+    if pid <= 0:  # os.kill would signal a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def stale_entries(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """The entries of `folder` whose name `pattern` matches, with a `pid` group naming a process no longer running."""
+    if not folder.is_dir():
+        return []
+    matches = ((path, pattern.match(path.name)) for path in folder.iterdir())
+    return sorted(path for path, match in matches if match and not pid_alive(int(match["pid"])))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries (.NAME.tmpPID) that killed processes left in `folder`, logging each one."""
+    removed = stale_entries(Path(folder), TEMPORARY)
+    for path in removed:
+        path.unlink(missing_ok=True)
+        pid = TEMPORARY.match(path.name)["pid"]
+        log.warning(
+            "%s: removed, the temporary of a save that process %s (no longer running) did not finish", path, pid
+        )
+    return removed
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Experiment configs as dataclasses, and the named profiles `synth-cpu`, `paper-r50` and `demo`.
 
 Every knob of a run is a field here; a run's config is saved in its checkpoints as a plain dict and read
-back through configio, which rejects unknown names and wrong types.
+back through configio, which rejects unknown names and wrong types. RANGES (and the model's, ks.RANGES) gives
+every numeric field its allowed values, checked when the config is built, before anything is written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,57 @@ FEEDING_STRIDES = {"paper": 1, "strided": 0}
 # The feeding of synth-cpu and demo: the paper's. "strided" scored higher at 10% labels, but as supervised
 # training on five labelled frames a clip, not as knowledge spread to unlabelled ones (docs/experiments.md).
 SYNTH_CPU_FEEDING = "paper"
+PROBABILITY = "[0, 1]"
+STRENGTH = "[0, inf)"  # a strength or weight; 0 turns it off
+SEED = "[0, inf)"  # numpy's generators take no negative seeds
+# The allowed values of every numeric field outside `model` (configio.Range); a test holds each field to an entry.
+# data.fold's upper end depends on the dataset: AUDataset.split checks it once the dataset is open.
+RANGES = {
+    "data.synth_seed": SEED,
+    "data.synth_quirk_scale": STRENGTH,
+    "data.synth_expressiveness": STRENGTH,
+    **{f"data.synth_nuisance.{name}": STRENGTH for name in ("head_pose_deg", "jitter_px", "lighting", "noise")},
+    **{f"data.synth_nuisance.{name}": STRENGTH for name in ("colour_cast", "blur_px", "occlusion_seconds")},
+    **{f"data.synth_nuisance.{name}": PROBABILITY for name in ("blur_prob", "jpeg_prob", "occlusion_prob")},
+    "data.synth_nuisance.jpeg_quality_min": "[0, 100]",
+    "data.synth_nuisance.jpeg_quality_max": "[0, 100]",
+    **{f"data.synth_texture.{name}": STRENGTH for name in ("glabella", "forehead", "crow", "lid_bulge", "cheek")},
+    **{f"data.synth_texture.{name}": STRENGTH for name in ("nose_wrinkle", "nasolabial", "dimple", "chin")},
+    **{f"data.synth_texture.{name}": STRENGTH for name in ("lip_bulge", "permanent")},
+    "data.image_size": "[8, inf)",
+    "data.fold": "[1, inf)",
+    "data.label_ratio": "(0, 1]",
+    "data.every_k": configio.Range("[0, inf)", "0: derived from data.label_ratio"),
+    "data.sampling_seed": SEED,
+    "loss.l_skd": STRENGTH,
+    "loss.l_pl": STRENGTH,
+    "loss.l_self": STRENGTH,
+    "loss.gate_acceptance": "(0, 1]",
+    "loss.gate_clips": "[2, inf)",
+    "loss.ppl_threshold": PROBABILITY,
+    "loss.confidence_threshold": PROBABILITY,
+    "loss.p_student_key": PROBABILITY,
+    "train.epochs": "[1, inf)",
+    "train.batch_size": "[1, inf)",
+    "train.unlabelled_per_batch": "[0, inf)",
+    "train.warmup_fraction": "[0, 1]",
+    "train.lr": "(0, inf)",
+    "train.weight_decay": "[0, inf)",
+    "train.min_lr_ratio": "[0, 1]",
+    "train.grad_clip": configio.Range("[0, inf)", "0: no clipping"),
+    "train.eval_every": "[1, inf)",
+    "train.batches_per_epoch": configio.Range("[0, inf)", "0: one pass over the labelled clips"),
+    "train.workers": configio.Range("[0, inf)", "0: batches built in the training process"),
+    "train.seed": SEED,
+    "train.augment.rotate_deg": "[0, 180]",
+    "train.augment.flip_p": PROBABILITY,
+    "train.augment.brightness": "[0, 1]",  # factors are drawn from [1 - v, 1 + v]: past 1 they turn negative
+    "train.augment.contrast": "[0, 1]",
+    "train.augment.saturation": "[0, 1]",
+    "train.augment.grayscale_p": PROBABILITY,
+    "mean": "[0, 1]",  # of pixel values scaled to [0, 1]
+    "std": "(0, inf)",
+}
 
 
 @dataclass
@@ -126,15 +178,13 @@ class ExperimentConfig:
     std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self) -> None:
+        configio.check_ranges(self, RANGES)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError(f"mean and std need three values each (R, G, B), got {self.mean} and {self.std}")
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.loss.gate not in GATES:
             raise ConfigError(f"loss.gate must be one of {GATES}, got {self.loss.gate!r}")
-        if not 0 < self.loss.gate_acceptance <= 1 or self.loss.gate_clips < 2:
-            raise ConfigError(
-                f"loss.gate_acceptance must lie in (0, 1] and loss.gate_clips be >= 2, got "
-                f"{self.loss.gate_acceptance} and {self.loss.gate_clips}"
-            )
         if not self.loss.gate_perturbations or set(self.loss.gate_perturbations) - set(KINDS):
             raise ConfigError(
                 f"loss.gate_perturbations must be a non-empty subset of {KINDS}, got {self.loss.gate_perturbations!r}"

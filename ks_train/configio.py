@@ -1,8 +1,9 @@
-"""Dataclass configs from plain dicts, with every field name and type checked when the config is read.
+"""Dataclass configs from plain dicts, with every field name, type and numeric range checked when the config is read.
 
 Checkpoints store configs as plain dicts (so they load with weights_only=True); users override fields
-with `--set section.field=value`. Both paths go through here, so a typo or a wrong type is caught early
-with the field's dotted name.
+with `--set section.field=value`. Both paths go through here, so a typo, a wrong type or a value out of range
+is caught early with the field's dotted name. Ranges are tables of interval strings such as "(0, 1]", one entry
+per numeric field (`check_ranges`); a test holds every numeric field to having one.
 """
 
 from __future__ import annotations
@@ -104,3 +105,53 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {override!r}: unknown field {key!r}")
         node[parts[-1]] = value
     return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An interval in the usual notation, "[1, inf)" or "(0, 1]", and what a special value in it means."""
+
+    interval: str
+    note: str = ""
+
+    @property
+    def bounds(self) -> tuple[float, float, bool, bool]:
+        """(low, high, low included, high included)."""
+        text = self.interval.strip()
+        low, high = (float(part) for part in text[1:-1].split(","))
+        return low, high, text[0] == "[", text[-1] == "]"
+
+    def __contains__(self, value: float) -> bool:
+        low, high, low_in, high_in = self.bounds
+        # NaN fails every comparison, so it is refused along with values past either end; inf needs a closed end.
+        return (low < value or (low_in and low == value)) and (value < high or (high_in and value == high))
+
+    def __str__(self) -> str:
+        return f"{self.interval} ({self.note})" if self.note else self.interval
+
+
+def numeric_fields(cls: type, prefix: str = "") -> list[str]:
+    """The dotted names of every int and float field (tuples of them too) of dataclass `cls`, nested ones included."""
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        dotted = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            names += numeric_fields(hint, f"{dotted}.")
+        elif hint in (int, float) or (typing.get_origin(hint) is tuple and typing.get_args(hint)[0] in (int, float)):
+            names.append(dotted)
+    return names
+
+
+def check_ranges(obj: Any, ranges: dict[str, Range | str], prefix: str = "") -> None:
+    """Refuse the first field of `obj` (dotted names, as in `ranges`) whose value, or any item of a tuple, lies
+    outside its range; the ConfigError names the field, the value and the range."""
+    for name, allowed in ranges.items():
+        allowed = allowed if isinstance(allowed, Range) else Range(allowed)
+        value = obj
+        for part in name.split("."):
+            value = getattr(value, part)
+        items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for i, item in items:
+            if not isinstance(item, (int, float)) or isinstance(item, bool) or item not in allowed:
+                where = f"{prefix}{name}" + ("" if i is None else f"[{i}]")
+                raise ConfigError(f"{where}={item!r} is out of range; allowed: {allowed}")

@@ -3,7 +3,7 @@
 Runs on a CPU or one GPU, or several under `torchrun` (DistributedDataParallel: each rank trains on its
 share of every batch). Mixed precision on CUDA and on CPUs with native bf16. Checkpoints are atomic and
 resume exactly: every random draw comes from the run seed, the epoch and the batch, or from torch's RNG,
-whose state is saved.
+whose state is saved. The run folder agrees with its last.pt after any kill (docs/training.md, Reliability).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ks_runtime.core.errors import CheckpointError, ConfigError, KSError
+from ks_runtime.core.errors import CheckpointError, ConfigError, KSError, OutputError
 from ks_runtime.core.metrics import F1Report
 from ks_train import __version__, checkpoint, losses
 from ks_train.config import ExperimentConfig
@@ -34,6 +34,11 @@ from ks_train.evaluate import evaluate
 from ks_train.methods import Method, StepResult, create_method, summarise_counts
 
 log = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+# Seconds to wait for a DataLoader worker's batch before calling the worker dead or stuck (0: wait forever). Far
+# above any batch's build time; without it, a run whose worker had died once sat 9 minutes at 0% CPU.
+LOADER_TIMEOUT = 300.0
 
 
 class TrainingError(KSError):
@@ -143,8 +148,11 @@ class Trainer:
         device: str = "auto",
         dataset: AUDataset | None = None,
         progress: bool = True,
+        loader_timeout: float = LOADER_TIMEOUT,
     ) -> None:
-        self.out_dir = Path(out_dir)
+        if not loader_timeout >= 0:
+            raise ConfigError(f"loader timeout {loader_timeout}: must be >= 0 seconds (0 waits forever)")
+        self.out_dir, self.loader_timeout = Path(out_dir), loader_timeout
         self.device = resolve_device(device)
         self.dist = Distributed.from_env(self.device)
         self.progress = progress and self.dist.main
@@ -258,14 +266,26 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         log.info("resumed from %s at epoch %d", state["path"], self.epoch)
+        self._check_best()
+
+    def _check_best(self) -> None:
+        """A best F1 the checkpoint records needs its best.pt in the run folder (resuming into another folder, or
+        a best.pt removed): without it, forget that F1, so that the next evaluated epoch writes best.pt."""
+        if self.best_f1 >= 0 and not (self.out_dir / "best.pt").is_file():
+            log.warning(
+                "%s: missing, though the checkpoint records a best mean F1 of %.4f; the next evaluated epoch writes it",
+                self.out_dir / "best.pt",
+                self.best_f1,
+            )
+            self.best_f1 = -1.0
 
     # --- the loop -----------------------------------------------------------------------------------
     def fit(self, until_epoch: int | None = None) -> list[dict]:
         """Train up to `until_epoch` (default: the schedule's end); returns the per-epoch metrics."""
-        end = min(until_epoch or self.cfg.train.epochs, self.cfg.train.epochs)
+        end = self._end_epoch(until_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            self._open_run_folder()
         writer = self._tensorboard()
         while self.epoch < end:
             record = self.train_epoch()
@@ -281,16 +301,56 @@ class Trainer:
             self.epoch += 1
             self.history.append(record)
             if self.dist.main:
-                self._log(record, writer)
-                improved = record.get("mean_f1", -1.0) > self.best_f1
-                if improved:
-                    self.best_f1 = record["mean_f1"]
-                checkpoint.save_checkpoint(self.state(record), self.out_dir / "last.pt")
-                if improved:
-                    checkpoint.save_checkpoint(self.state(record), self.out_dir / "best.pt")
+                self._save(record)
+                self._log(record, writer)  # after last.pt: metrics.jsonl never runs ahead of the checkpoint
         if writer is not None:
             writer.close()
         return self.history
+
+    def _end_epoch(self, until_epoch: int | None) -> int:
+        if until_epoch is not None and until_epoch < 1:
+            raise ConfigError(f"until_epoch={until_epoch}: must be >= 1 (the epoch to stop after)")
+        end = self.cfg.train.epochs if until_epoch is None else min(until_epoch, self.cfg.train.epochs)
+        if self.epoch >= end:
+            log.warning("nothing to train: the run is at epoch %d and stops after epoch %d", self.epoch, end)
+        return end
+
+    def _open_run_folder(self) -> None:
+        """Make the run folder agree with the state about to be trained: temporaries of saves a killed process left
+        are removed, and metrics.jsonl is rewritten as the checkpoint's history (an epoch logged but not saved
+        before a kill would otherwise appear twice once it is trained again)."""
+        checkpoint.remove_stale_temporaries(self.out_dir)
+        checkpoint.write_text_atomic(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
+        metrics = self.out_dir / METRICS
+        old = metrics.read_text().splitlines() if metrics.is_file() else []
+        lines = [json.dumps(record) for record in self.history]
+        if old != lines:
+            checkpoint.write_text_atomic(metrics, "".join(line + "\n" for line in lines))
+        if len(old) > len(lines):
+            log.warning(
+                "%s: dropped %d line(s) written after the checkpoint's epoch %d (a run killed before saving, or "
+                "another run in this folder)",
+                metrics,
+                len(old) - len(lines),
+                self.epoch,
+            )
+
+    def _save(self, record: dict) -> None:
+        """best.pt before last.pt, so that last.pt never records a best F1 whose checkpoint is not on disk. A save
+        that fails (a full disk) stops training, naming the file, with the checkpoints before it intact."""
+        improved = record.get("mean_f1", -1.0) > self.best_f1
+        if improved:
+            self.best_f1 = record["mean_f1"]
+        state = self.state(record)
+        try:
+            if improved:
+                checkpoint.save_checkpoint(state, self.out_dir / "best.pt")
+            checkpoint.save_checkpoint(state, self.out_dir / "last.pt")
+        except OutputError as error:
+            raise OutputError(
+                f"{error}. Epoch {self.epoch} was trained but is not saved: make room, then continue with "
+                f"--resume {self.out_dir}"
+            ) from None
 
     def train_epoch(self) -> dict:
         from tqdm import tqdm
@@ -302,21 +362,12 @@ class Trainer:
             rng, with_unlabelled=semi, first_batch=self.global_batch, count=self.batches_per_epoch
         )
         batches = [items[self.dist.rank :: self.dist.world] for items in batches]
-        loader = torch.utils.data.DataLoader(
-            EpochBatches(self.builder, batches, self.epoch, self.global_batch),
-            batch_size=None,
-            shuffle=False,
-            num_workers=cfg.train.workers,
-            collate_fn=lambda x: x,
-            persistent_workers=False,
-        )
+        loader = self._loader(batches)
         self.model.train()
         if cfg.train.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        sums: dict[str, float] = {}
-        counts: dict[str, float] = {}
         started = time.perf_counter()
         bar = tqdm(
             loader,
@@ -325,15 +376,7 @@ class Trainer:
             leave=False,
             desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
         )
-        for b, batch in enumerate(bar):
-            result = self.train_batch(batch.to(self.device), semi, b)
-            for name, value in result.terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            sums["loss"] = sums.get("loss", 0.0) + float(result.loss.detach())
-            for name, value in result.counts.items():
-                counts[name] = counts.get(name, 0.0) + value
-            bar.set_postfix(loss=f"{float(result.loss.detach()):.3f}")
-            self.global_batch += 1
+        sums, counts = self._train_batches(bar, semi)
         n = max(len(batches), 1)
         record = {
             "epoch": self.epoch + 1,
@@ -345,6 +388,50 @@ class Trainer:
         if cfg.method == "ks":
             record.update(summarise_counts(counts))
         return record
+
+    def _train_batches(self, bar, semi: bool) -> tuple[dict[str, float], dict[str, float]]:
+        """Train on every batch of `bar`; returns the sums of the loss terms and of the gate counts."""
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        done = 0
+        try:
+            for b, batch in enumerate(bar):
+                result = self.train_batch(batch.to(self.device), semi, b)
+                for name, value in result.terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                sums["loss"] = sums.get("loss", 0.0) + float(result.loss.detach())
+                for name, value in result.counts.items():
+                    counts[name] = counts.get(name, 0.0) + value
+                bar.set_postfix(loss=f"{float(result.loss.detach()):.3f}")
+                self.global_batch += 1
+                done = b + 1
+        except RuntimeError as error:
+            # The DataLoader's own errors, raised when fetching a batch or, for a worker killed by a signal, from its
+            # SIGCHLD handler at any point; a worker's own exceptions keep their type.
+            if not str(error).startswith("DataLoader"):
+                raise
+            raise self._loader_failure(error, done) from None
+        return sums, counts
+
+    def _loader(self, batches: list[list]) -> torch.utils.data.DataLoader:
+        workers = self.cfg.train.workers
+        return torch.utils.data.DataLoader(
+            EpochBatches(self.builder, batches, self.epoch, self.global_batch),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=lambda x: x,
+            persistent_workers=False,
+            timeout=self.loader_timeout if workers > 0 else 0,  # a dead or stuck worker is an error, not a hang
+        )
+
+    def _loader_failure(self, error: RuntimeError, index: int) -> TrainingError:
+        """The DataLoader's own error (a worker died, or sent nothing within the timeout) naming the batch."""
+        return TrainingError(
+            f"epoch {self.epoch + 1}, batch {index}: {error}. A DataLoader worker died or hangs; train.workers=0 "
+            f"builds the batches in this process, ks-train fit --loader-timeout sets the wait "
+            f"({self.loader_timeout:g} s now). The last checkpoint is intact."
+        )
 
     def train_batch(self, batch: ClipBatch, semi: bool, index: int) -> StepResult:
         autocast = (
@@ -391,8 +478,15 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _log(self, record: dict, writer) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.out_dir / METRICS, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # the next start rewrites metrics.jsonl from last.pt's history
+            raise OutputError(
+                f"{self.out_dir / METRICS}: cannot append epoch {record['epoch']} "
+                f"({checkpoint.write_failure(error, self.out_dir)}); last.pt holds it: make room, then continue "
+                f"with --resume {self.out_dir}"
+            ) from None
         summary = " ".join(
             f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k not in ("seconds", "lr")
         )

@@ -9,7 +9,7 @@ import logging
 from ks_runtime import commandline
 from ks_train.config import METHODS, PROFILES, load_config
 from ks_train.model.backbones import load_backbone_weights
-from ks_train.trainer import Trainer
+from ks_train.trainer import LOADER_TIMEOUT, Trainer
 
 log = logging.getLogger("ks_train.fit")
 
@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override any config field, e.g. --set train.batch_size=16 (repeatable)",
     )
+    p.add_argument(
+        "--loader-timeout",
+        type=float,
+        default=LOADER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop with an error when a DataLoader worker sends no batch for this long (default {LOADER_TIMEOUT:g}; "
+        "0 waits forever)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, config.json")
 
@@ -56,14 +64,20 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         overrides.append(f"data.every_k={args.every}")
     if args.fold:
         overrides.append(f"data.fold={args.fold}")
-    if args.epochs:
+    if args.epochs is not None:  # --epochs 0 goes on to the range check rather than being dropped
         overrides.append(f"train.epochs={args.epochs}")
     return overrides
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides_from_args(args))
-    trainer = Trainer(cfg, args.out, device=args.device, progress=not (args.no_progress or commandline.quiet(args)))
+    trainer = Trainer(
+        cfg,
+        args.out,
+        device=args.device,
+        progress=not (args.no_progress or commandline.quiet(args)),
+        loader_timeout=args.loader_timeout,
+    )
     if args.init:
         report = load_backbone_weights(trainer.model.backbone, args.init)
         log.info(

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ks_runtime.core.au import AUSet
-from ks_runtime.core.errors import DataError
+from ks_runtime.core.errors import ConfigError, DataError
 
 N_FOLDS = 3
 
@@ -30,6 +30,7 @@ class VideoSequence:
     frame_numbers: np.ndarray
     frame_paths: list[Path] | None = None
     frames: np.ndarray | None = None
+    _shape: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)  # first frame's
 
     def __post_init__(self) -> None:
         if (self.frame_paths is None) == (self.frames is None):
@@ -52,7 +53,21 @@ class VideoSequence:
         indices = np.asarray(indices, dtype=np.int64)
         if self.frames is not None:
             return self.frames[indices]
-        return np.stack([read_rgb(self.frame_paths[i]) for i in indices])
+        return np.stack([self._read(int(i)) for i in indices])
+
+    def _read(self, i: int) -> np.ndarray:
+        """Frame i from disk, of the size of the sequence's first frame: one of another size would stop a clip or
+        an evaluation later in np.stack, naming nothing."""
+        image = read_rgb(self.frame_paths[i])
+        if self._shape is None:
+            self._shape = image.shape if i == 0 else read_rgb(self.frame_paths[0]).shape
+        if image.shape != self._shape:
+            (h, w), (first_h, first_w) = image.shape[:2], self._shape[:2]
+            raise DataError(
+                f"sequence {self.key}: frame {self.frame_numbers[i]} ({self.frame_paths[i]}) is {w}x{h} pixels, but "
+                f"its first frame ({self.frame_paths[0]}) is {first_w}x{first_h}: a sequence's frames need one size"
+            )
+        return image
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -87,7 +102,9 @@ class AUDataset:
         if not self.parts:
             raise DataError(f"dataset {self.name} has no folds (fewer than {N_FOLDS} subjects?)")
         if not 1 <= fold <= len(self.parts):
-            raise ValueError(f"fold must be in 1..{len(self.parts)}, got {fold}")
+            raise ConfigError(
+                f"data.fold={fold}: dataset {self.name} has {len(self.parts)} folds (1..{len(self.parts)})"
+            )
         test_subjects = set(self.parts[fold - 1])
         train = [s for s in self.sequences if s.subject not in test_subjects]
         test = [s for s in self.sequences if s.subject in test_subjects]

@@ -17,12 +17,34 @@ import torch
 from torch import nn
 
 from ks_runtime.core.errors import ConfigError
+from ks_train import configio
 from ks_train.model.backbones import create_backbone
 from ks_train.model.transformer import POSITIONS, Encoder
 
 FUSIONS = ("mean", "sa", "tt")
 TT_TOKENS = ("students", "sa")  # what TT's non-key tokens are: each slot's own student's logits, or S_a's
 TEACHER, STUDENT = 1, 0  # source ids of a token
+# Every numeric field's allowed values (configio.Range); a depth of 0 is an encoder without layers.
+RANGES = {
+    "n_aus": "[1, inf)",
+    "clip_len": "[1, inf)",
+    "clip_stride": configio.Range("[0, inf)", "0: the label spacing k"),
+    "token_width": configio.Range("[0, inf)", "0: W = U"),
+    "au_feature_dropout": "[0, 1)",
+    "sa_depth": "[0, inf)",
+    "sa_heads": "[1, inf)",
+    "sa_head_dim": "[1, inf)",
+    "sa_mlp_ratio": "(0, inf)",
+    "tt_depth": "[0, inf)",
+    "tt_heads": "[1, inf)",
+    "tt_head_dim": "[1, inf)",
+    "tt_mlp_ratio": "(0, inf)",
+    "dropout": "[0, 1)",
+    "student_hidden": "[1, inf)",
+    "ppl_hidden": "[1, inf)",
+    "tt_width": configio.Range("[0, inf)", "0: the token width W"),
+    "tt_position_init": "[0, inf)",
+}
 
 
 @dataclass
@@ -64,21 +86,14 @@ class KSConfig:
     tt_tokens: str = "students"
 
     def __post_init__(self) -> None:
+        configio.check_ranges(self, RANGES, "model.")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.n_aus < 1 or self.clip_len < 1:
-            raise ConfigError(f"model.n_aus and model.clip_len must be >= 1, got {self.n_aus} and {self.clip_len}")
-        if self.clip_stride < 0:
-            raise ConfigError(f"model.clip_stride must be >= 1, or 0 for the label spacing; got {self.clip_stride}")
         self.check_temporal_teacher()
 
     def check_temporal_teacher(self) -> None:
-        if self.tt_width < 0:
-            raise ConfigError(f"model.tt_width must be >= 1, or 0 for the token width W; got {self.tt_width}")
         if self.tt_position not in POSITIONS:
             raise ConfigError(f"model.tt_position must be one of {POSITIONS}, got {self.tt_position!r}")
-        if self.tt_position_init < 0:
-            raise ConfigError(f"model.tt_position_init must be >= 0, got {self.tt_position_init}")
         if self.tt_tokens not in TT_TOKENS:
             raise ConfigError(f"model.tt_tokens must be one of {TT_TOKENS}, got {self.tt_tokens!r}")
 

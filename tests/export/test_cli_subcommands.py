@@ -36,7 +36,7 @@ def recorded_calls(monkeypatch, argvs: list[list[str]]) -> list[tuple[tuple, dic
     [
         [],
         ["--int8", "--calib", "32", "--triton", "--fp16", "--opset", "17"],
-        ["--trt", "--policy", "shift", "--no-eval", "--exporter", "legacy"],
+        ["--trt", "--policy", "shift", "--no-eval", "--exporter", "legacy", "--force"],
     ],
 )
 def test_every_spelling_makes_the_same_call(monkeypatch, flags):
@@ -52,6 +52,7 @@ def test_every_spelling_makes_the_same_call(monkeypatch, flags):
     assert len(calls) == 4 and all(call == calls[0] for call in calls)
     assert calls[0][0] == ("c.pt", "b") and calls[0][1]["int8"] == ("--int8" in flags)
     assert ("calib" in calls[0][1]) == ("--calib" in flags)
+    assert calls[0][1]["force"] == ("--force" in flags)
 
 
 def test_export_then_verify_in_both_spellings(checkpoint, tmp_path, capsys):

@@ -300,6 +300,18 @@ def test_generic_reads_any_au_set_and_masks_unknown_values(tmp_path):
     assert frame_value(data.sequences[0].load(range(4))) == [5, 6, 7, 8]  # PNG is exact
 
 
+def test_a_frame_of_another_size_names_the_sequence_frame_file_and_both_sizes(tmp_path):
+    make_generic(tmp_path, GENERIC, frames=range(4))
+    assert cv2.imwrite(str(tmp_path / "frames" / "a" / "s2" / "00002.png"), np.zeros((6, 10, 3), np.uint8))
+    seq = read_generic(tmp_path).sequences[1]
+    assert seq.key == "a/s2" and seq.load([0, 1, 3]).shape == (3, 8, 8, 3)
+    expected = r"sequence a/s2: frame 2 \(.*00002.png\) is 10x6 pixels, but its first frame \(.*00000.png\) is 8x8"
+    with pytest.raises(DataError, match=expected):
+        seq.load([1, 2, 3])
+    with pytest.raises(DataError, match=expected):
+        seq.load([2])  # at its first use, not only where frames are stacked
+
+
 def test_generic_bp4d_header_gives_the_bp4d_set_and_folds_json_is_used(tmp_path):
     make_generic(tmp_path, GENERIC, header="frame," + ",".join(BP4D.columns), naming="{}.jpg")
     (tmp_path / "folds.json").write_text(json.dumps({"parts": [["d"], ["c", "a"], ["b", "zz"]]}))

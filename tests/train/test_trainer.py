@@ -127,7 +127,7 @@ def test_config_errors_name_the_field():
         load_config("synth-cpu", ['loss.positive_weighting="double"'])
     with pytest.raises(ConfigError, match="method must be one of"):
         load_config("synth-cpu", ['method="fixmatch"'])
-    with pytest.raises(ConfigError, match="model.clip_stride must be >= 1, or 0 for the label spacing"):
+    with pytest.raises(ConfigError, match=r"model.clip_stride=-1 is out of range; allowed: \[0, inf\) \(0: the label"):
         load_config("synth-cpu", ["model.clip_stride=-1"])
     with pytest.raises(ConfigError, match="no profile or config file"):
         load_config("nope")
