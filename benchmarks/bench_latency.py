@@ -1,7 +1,7 @@
 """Item 7: latency at batch 1 for each key-slot policy, on paper-r50 (FP32, aligned 224 px frames).
 
-Compute latency: `Detector.infer_frame(frame)` from the call (a decoded frame in memory) to its return with the
-results that became final (the encoder on this frame, the head on the clip(s) now complete), batch size 1.
+Compute latency: `Detector.infer_frame(frame, colour="RGB")` from the call (a decoded frame in memory) to its return
+with the results that became final (the encoder on this frame, the head on the clip(s) now complete), batch size 1.
 A look-ahead policy must also wait for its future frames: at 25 fps that adds look-ahead x 40 ms (worst case;
 `shift`'s varies with the slot), so frame in to result out is compute + look-ahead. The four policies run side
 by side, one frame to each in turn, each on its own stream.
@@ -32,7 +32,7 @@ def test_policy_latency(benchmark, record, r50_bundle, aligned_frames):
         order = POLICIES if count[0] % 2 == 0 else POLICIES[::-1]
         for policy in order:
             started = time.perf_counter()
-            results = detectors[policy].infer_frame(frame)
+            results = detectors[policy].infer_frame(frame, colour="RGB")
             seconds[policy].append(time.perf_counter() - started)
             produced[policy] += len(results)
         count[0] += 1

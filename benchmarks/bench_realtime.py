@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.harness import R50_MODEL, Row, Target, interleaved, quick
-from ks_runtime.core.bundle import ENCODER_INT8
 from ks_runtime.detector import Detector
-from ks_runtime.engine.ort_graphs import BundleGraphs
 from ks_runtime.io.sources import ArraySource, VideoSource
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import render_scene_sequence, write_scene_video
@@ -55,12 +53,8 @@ def streamer(detector, frames: np.ndarray, last: list):
 
 
 def int8_detector(bundle, **kwargs):
-    """A Detector whose ort engine runs the bundle's INT8 encoder (the runtime picks FP32 on the CPU by default)."""
-    detector = Detector(bundle, **kwargs)
-    engine = detector.engine
-    engine.graphs = BundleGraphs(detector.manifest, roles=("encoder", "head"), encoder_variant=ENCODER_INT8)
-    engine.variant = ENCODER_INT8
-    return detector
+    """A Detector that runs the bundle's INT8 encoder, refusing to fall back to FP32 (the runtime's own choice)."""
+    return Detector(bundle, precision="int8", insist_int8=True, **kwargs)
 
 
 def encoder_gflops(bundle) -> float:

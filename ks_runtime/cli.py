@@ -1,6 +1,8 @@
-"""`ks-run`: stream a video, a webcam, an image folder or a SynthAU sequence through a model bundle.
+"""`ks-run`: stream a video, a webcam, images or a SynthAU sequence through a model bundle.
 
     ks-run run BUNDLE --input video.mp4 [--csv out.csv] [--plot [out.png]] [--overlay [out.mp4]] [--policy last]
+    ks-run run BUNDLE --input photos/ [--sequence]                 (each image alone; --sequence: one video)
+    ks-run run BUNDLE --input video.mp4 --precision int8 [--insist-int8]   (the bundle's INT8 encoder, checked)
     ks-run run BUNDLE --input 0 --show                             (webcam 0, live window; q or Esc stops)
     ks-run run --bundle BUNDLE -f video.mp4 -out_dir processed    (OpenFace's FeatureExtraction flags; -device 0)
     ks-run report BUNDLE [--input SPEC] [--out table.md]           (accuracy and latency of every policy)
@@ -13,7 +15,8 @@ for ours, with the probabilities), optionally the AU timeline PNG, the overlay v
 engine fell behind; Ctrl-C ends a webcam run and still prints it). Faces: `--face auto` (default) takes
 square frames of at most 256 px as aligned crops and runs the Haar detector on anything else.
 -v: debug logging; -q: warnings only, no progress bar and no summary (--json and the report still print).
-Exit codes: 0 done, 1 an error (bad input, bundle, device), 2 bad arguments, 130 interrupted.
+Exit codes: 0 done (a video shorter than its container promises is a warning in the summary), 1 an error (bad
+input, bundle, device; the rows before it are written), 2 bad arguments, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ks_runtime import commandline
 from ks_runtime.core.errors import KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
+from ks_runtime.engine import PRECISIONS
 from ks_runtime.faces.registry import face_stage_names
 from ks_runtime.io.formats import CSV_FORMATS
 from ks_runtime.io.live_view import LiveView
@@ -61,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle_and_inputs(run)
     _add_output_flags(run)
     _add_engine_flags(run)
+    _add_precision_flags(run)
     _add_stream_flags(run)
     report = commandline.add_command(
         sub,
@@ -107,7 +112,8 @@ def _add_bundle_and_inputs(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="video file, webcam index (0), image folder, or synthau:SIZE:SUBJECT:TASK (repeatable)",
+        help="video file, image file or folder (each image scored alone; --sequence: a folder is one video), "
+        "webcam index (0), or synthau:SIZE:SUBJECT:TASK (repeatable)",
     )
     p.add_argument(
         "-f",
@@ -123,7 +129,7 @@ def _add_bundle_and_inputs(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="DIR",
-        help="OpenFace alias of --input for an image folder",
+        help="OpenFace alias of --input for a folder of one video's frames (FeatureExtraction's: as --sequence)",
     )
     p.add_argument(
         "-device",
@@ -203,6 +209,22 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="engine threads (0: the engine's default)")
 
 
+def _add_precision_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the encoder's precision: auto (FP32 on the CPU, FP16 on a GPU where the bundle has it), fp32, or int8 "
+        "(the bundle's INT8 encoder, checked against FP32 on this CPU when it opens; FP32 with a warning if the "
+        "check fails)",
+    )
+    p.add_argument(
+        "--insist-int8",
+        action="store_true",
+        help="with --precision int8: refuse to run (exit 1) rather than fall back to FP32 when the check fails",
+    )
+
+
 def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
@@ -217,7 +239,15 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
         "(frames are aligned crops), haar (OpenCV cascades), dlib (the dlib extra)",
     )
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="longest a frame waits for its batch to fill")
-    p.add_argument("--fps", type=float, help="frame rate of an image folder (default 30, as OpenFace)")
+    p.add_argument(
+        "--sequence",
+        action="store_true",
+        help="an image folder is one video's frames, in natural order (default: each image is scored alone, as its "
+        "own one-frame sequence)",
+    )
+    p.add_argument(
+        "--fps", type=float, help="frame rate of an image folder read with --sequence (default 30, as OpenFace)"
+    )
     p.add_argument(
         "--realtime",
         action="store_true",
@@ -279,6 +309,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise commandline.UsageError(
             "no input: give --input PATH (or -f FILE / -fdir DIR; `ks-run report` for the policy report)"
         )
+    if args.insist_int8 and args.precision != "int8":
+        raise commandline.UsageError("--insist-int8 insists on INT8: give it with --precision int8")
     detector = Detector(
         bundle,
         device=args.device,
@@ -288,6 +320,8 @@ def run_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         threads=args.threads,
         max_wait_ms=args.max_wait_ms,
+        precision=args.precision,
+        insist_int8=args.insist_int8,
     )
     if args.show:
         LiveView().close()  # no display: refused now, before any input is opened
@@ -313,14 +347,16 @@ def output_paths(args: argparse.Namespace, spec: str) -> dict[str, Path | None]:
 
 
 def _run_input(args: argparse.Namespace, detector: Detector, spec: str) -> int:
-    """One input through the detector: 0, or 1 after printing its error line (the next input still runs)."""
+    """One input through the detector: 0 (its warnings, such as a video shorter than its container says, are in
+    the summary and the log), or 1 after printing its error line (the next input still runs)."""
     outputs = output_paths(args, spec)
     detector.summary = None
     try:
-        source = detector.open(spec, fps=args.fps)
+        # FeatureExtraction's -fdir is a video's frames; --input images are pictures of their own unless --sequence.
+        source = detector.open(spec, fps=args.fps, sequence=args.sequence or spec in args.openface_dir)
         if args.realtime and not source.live:  # a camera is real time already
             source = Paced(source)
-        detector.detect(
+        table = detector.detect(
             source,
             csv=outputs["csv"],
             plot=outputs["plot"],
@@ -339,6 +375,10 @@ def _run_input(args: argparse.Namespace, detector: Detector, spec: str) -> int:
         _print_summary(args, spec, detector, outputs)
         raise
     _print_summary(args, spec, detector, outputs)
+    failure = table.attrs.get("error")  # a failure part-way: the rows before it are written
+    if failure is not None:
+        print(commandline.error_line(args.command_parser.prog, failure), file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

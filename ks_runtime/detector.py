@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +19,14 @@ import pandas as pd
 
 from ks_runtime.core.au import au_set_from_numbers
 from ks_runtime.core.bundle import Manifest, read_manifest
-from ks_runtime.core.errors import ConfigError, OutputError
-from ks_runtime.core.results import FrameResult
+from ks_runtime.core.errors import ConfigError, KSError, OutputError
+from ks_runtime.core.preprocess import Preprocess
+from ks_runtime.core.results import Face, FrameResult
 from ks_runtime.core.template import template_from_alignment
 from ks_runtime.engine import create_engine
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
-from ks_runtime.faces.registry import create_face_stage
+from ks_runtime.faces.registry import auto_face_stage, create_face_stage
 from ks_runtime.faces.tap import FrameTap, KeptFrames
 from ks_runtime.inputs import open_source
 from ks_runtime.io.crops import CropSink
@@ -40,6 +43,7 @@ from ks_runtime.stream import Runner, StreamConfig, StreamScheduler
 log = logging.getLogger(__name__)
 
 SourceLike = Source | str | Path | Iterable
+COLOURS = ("RGB", "BGR")  # a frame's channel order: OpenCV decodes BGR
 
 
 class Detector:
@@ -48,7 +52,8 @@ class Detector:
     device: cpu, cuda or cuda:N; engine: ort, ort-trt or trt; policy: last (lowest latency), center, shift or
     ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw
     frames through haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame
-    may wait for one; threads: engine threads.
+    may wait for one; threads: engine threads; precision: auto, fp32 or int8 (the bundle's INT8 encoder where it
+    passes its check on this CPU, else FP32 with a warning, or refused with insist_int8: `create_engine`).
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class Detector:
         threads: int = 0,
         max_wait_ms: float = 10.0,
         queue_size: int = 16,
+        precision: str = "auto",
+        insist_int8: bool = False,
     ) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         policy = policy or self.manifest.policy  # the bundle's default (export writes `last`)
@@ -69,7 +76,8 @@ class Detector:
         self.face = face
         self.template = template_from_alignment(self.manifest.alignment, str(self.manifest.root / "manifest.json"))
         self.face_stage()  # an unknown or uninstalled stage fails here, not at the first frame
-        self.engine: Engine = create_engine(self.manifest, engine, device, threads)
+        self.engine: Engine = create_engine(self.manifest, engine, device, threads, precision, insist_int8)
+        say_provenance(self.manifest)
         self.summary: RunSummary | None = None
         self._live: StreamScheduler | None = None
         self._live_face: FaceStage | None = None
@@ -97,18 +105,22 @@ class Detector:
             return None
         return None if found.name == "custom" else found.name
 
-    def face_stage(self) -> FaceStage:
-        """A new face stage of this detector's kind (one per source: stages that track keep state)."""
+    def face_stage(self, independent: bool = False) -> FaceStage:
+        """A new face stage of this detector's kind (one per source: stages that track keep state); for
+        `independent` frames (unrelated pictures) one that starts afresh at every frame."""
+        if independent:
+            return _EachFrameAlone(self.face, self.manifest.preprocess, self.template)
         return create_face_stage(self.face, self.manifest.preprocess, self.template)
 
-    def open(self, source: SourceLike, fps: float | None = None) -> Source:
-        """A Source for a path, a synthau: spec, a Source or an iterable of frames."""
-        return open_source(source, fps=fps, au_set=self.au_set_name())
+    def open(self, source: SourceLike, fps: float | None = None, sequence: bool = False) -> Source:
+        """A Source for a path, a list of image paths, a synthau: spec, a Source or an iterable of frames. Images
+        (a file, a list, a folder) are each scored alone unless `sequence`: then they are one video's frames."""
+        return open_source(source, fps=fps, au_set=self.au_set_name(), sequence=sequence)
 
     # --- whole sources --------------------------------------------------------------------------------------
-    def stream(self, source: SourceLike, fps: float | None = None) -> Iterator[FrameResult]:
+    def stream(self, source: SourceLike, fps: float | None = None, sequence: bool = False) -> Iterator[FrameResult]:
         """Yield each frame's result in frame order, as soon as it is final. `self.summary` is set at the end."""
-        for batch in self.stream_batches({"0": self.open(source, fps)}):
+        for batch in self.stream_batches({"0": self.open(source, fps, sequence)}):
             yield from batch
 
     def stream_many(self, sources: Mapping[str, SourceLike] | Iterable[SourceLike]) -> Iterator[FrameResult]:
@@ -121,27 +133,18 @@ class Detector:
         self, sources: Mapping[str, Source], stages: Mapping[str, FaceStage] | None = None
     ) -> Iterator[list[FrameResult]]:
         """The results in the groups they became final in (each group one engine step); `stages` gives a source
-        its own face stage (default: a new `face_stage()` each)."""
+        its own face stage (default: a new `face_stage()` each). `self.summary` is set at the end, with the
+        sources' warnings (each also logged)."""
         if not sources:
             raise ConfigError("no sources to stream")
         streamer = StreamScheduler(self.engine, self.manifest.preprocess, self.config)
         runner = Runner(streamer)
-        first = next(iter(sources.values()))
-        labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
-        stats = RunStats(
-            self.policy,
-            self.manifest.clip_len,
-            self.au_columns,
-            self.thresholds,
-            first.fps,
-            self.engine.describe(),
-            labels,
-            clip_stride=self.manifest.clip_stride,
-        )
+        stats = self._run_stats(sources)
         errors: list[str] = []
         stages = stages or {}
         try:
-            for batch in runner.run({key: (s, stages.get(key) or self.face_stage()) for key, s in sources.items()}):
+            chosen = {key: (s, stages.get(key) or self.face_stage(s.independent)) for key, s in sources.items()}
+            for batch in runner.run(chosen):
                 stats.add(batch)
                 yield batch
         except Exception as error:
@@ -156,7 +159,27 @@ class Detector:
                     log.warning(
                         "%s: %d frames dropped: the engine fell behind the live source", sources[key].name, count
                     )
-            self.summary = stats.summary(sum(dropped.values()), errors)
+            warnings = [w for s in sources.values() for w in s.warnings]
+            for warning in warnings:
+                log.warning("%s", warning)
+            self.summary = stats.summary(sum(dropped.values()), errors, warnings)
+
+    def _run_stats(self, sources: Mapping[str, Source]) -> RunStats:
+        """The summary's accumulator for a run of `sources`; F1 when one source has labels for our AUs."""
+        first = next(iter(sources.values()))
+        labels = first.labels if len(sources) == 1 and self._labels_match(first) else None
+        paced = {s.realtime for s in sources.values()}
+        return RunStats(
+            self.policy,
+            self.manifest.clip_len,
+            self.au_columns,
+            self.thresholds,
+            first.fps,
+            self.engine.describe(),
+            labels,
+            clip_stride=self.manifest.clip_stride,
+            latency_from="mixed" if len(paced) > 1 else "arrival" if True in paced else "processing",
+        )
 
     def _labels_match(self, source: Source) -> bool:
         if source.labels is None:
@@ -183,53 +206,116 @@ class Detector:
         show: bool = False,
         csv_format: str = "ks",
         save_crops: Path | str | None = None,
+        sequence: bool = False,
     ) -> pd.DataFrame:
         """Run a whole source; return the CSV's table, writing the CSV (flushed as rows come), the timeline PNG
         and the overlay video when paths are given, and showing the overlay in a window when `show` (q or Esc
         stops the run there). `csv_format`: `ks` (ours, every AU's probability) or `openface` (OpenFace 2's
         columns, io/openface.py); `save_crops`: a folder for the aligned crops and their landmarks (io/crops.py).
-        On bad input every output holds every frame read, then the error is raised."""
-        from tqdm import tqdm
+        Images (a file, a list of paths, a folder) are scored each alone, a row per image with its path in a `file`
+        column, unless `sequence`: then they are one video's frames (a folder's in natural order).
 
+        A run that fails part-way (a frame that cannot be read, an output that cannot be written) keeps what it
+        made: every output holds every row made before the failure, and the table returned holds them too, with
+        the error in `table.attrs["error"]` and `self.summary.errors` (and logged as a warning); with no row made,
+        the error is raised. A clean run has `table.attrs["error"]` None; its warnings (a video that decodes fewer
+        frames than its container promises) are in `self.summary.warnings`."""
         check_csv_format(csv_format)
         view = LiveView() if show else None  # no display: refused before any frame is read
-        src = sink = crops = bar = None
-        outputs: list = [view] if view is not None else []
-        results: list[FrameResult] = []
-        stage = self.face_stage()
-        landmarks = stage.landmark_count == LANDMARKS  # 68: the OpenFace landmark and pose columns
         try:
-            src = self.open(source, fps)
-            if overlay is not None:
-                outputs.append(OverlaySink(overlay, src.fps))
-            if csv is not None:
-                sink = csv_sink(csv_format, csv, self.au_columns, self.thresholds, landmarks, csv_sep)
-            crops = CropSink(save_crops) if save_crops is not None else None
+            src = self.open(source, fps, sequence)
+        except BaseException:
+            if view is not None:
+                view.close()
+            raise
+        stage = self.face_stage(src.independent)
+        landmarks = stage.landmark_count == LANDMARKS  # 68: the OpenFace landmark and pose columns
+        files = [str(f) for f in src.files] if src.files is not None else None  # the `file` column
+        request = _Outputs(csv, csv_format, csv_sep, landmarks, files, overlay, save_crops, view, progress)
+        results: list[FrameResult] = []
+        try:
+            failure = self._detect_into(results, src, stage, request)
+        finally:  # Ctrl-C too (how a webcam run ends): the timeline of what was made is still drawn
+            src.close()
+            unplotted = self._plot_made(plot, results, src)
+        failure = failure or unplotted
+        if failure is not None:
+            self._keep_what_was_made(failure, src, results)
+        table = csv_table(csv_format, results, self.au_columns, self.thresholds, landmarks, files)
+        table.attrs["summary"], table.attrs["error"] = self.summary, failure
+        return table
+
+    def _detect_into(
+        self, results: list[FrameResult], src: Source, stage: FaceStage, request: _Outputs
+    ) -> KSError | None:
+        """Stream `src` into `results` and the outputs `request` asks for; the error that stopped the run, if one
+        did (every output is closed holding every row made before it)."""
+        from tqdm import tqdm
+
+        outputs: list = [request.view] if request.view is not None else []
+        sink = crops = bar = None
+        try:
+            if request.overlay is not None:
+                outputs.append(OverlaySink(request.overlay, src.fps))
+            if request.csv is not None:
+                sink = csv_sink(
+                    request.csv_format,
+                    request.csv,
+                    self.au_columns,
+                    self.thresholds,
+                    request.landmarks,
+                    request.sep,
+                    request.files,
+                )
+            crops = CropSink(request.crops) if request.crops is not None else None
             # Frames are kept for the outputs written after them (overlay, crops, landmark and pose columns).
-            tap = FrameTap(stage) if outputs or crops is not None or (landmarks and csv_format == "openface") else None
+            keep = outputs or crops is not None or (request.landmarks and request.csv_format == "openface")
+            tap = FrameTap(stage) if keep else None
             bar = tqdm(
-                total=src.length, disable=not progress or src.live, unit="frame", desc=Path(src.name).name, leave=False
+                total=src.length,
+                disable=not request.progress or src.live,
+                unit="frame",
+                desc=Path(src.name).name,
+                leave=False,
             )
-            for batch in self.stream_batches({"0": src}, {"0": tap or stage}):
-                self._write_batch(batch, tap, sink, crops, outputs)
-                results += batch
-                bar.update(len(batch))
-                if view is not None and view.stopped:
-                    break
-        except OSError as error:
-            raise OutputError(f"cannot write an output: {error}") from None
+            with closing(self.stream_batches({"0": src}, {"0": tap or stage})) as batches:
+                for batch in batches:
+                    results += batch  # made, whatever happens to its writing
+                    self._write_batch(batch, tap, sink, crops, outputs)
+                    bar.update(len(batch))
+                    if request.view is not None and request.view.stopped:
+                        break
+        except (KSError, OSError) as error:
+            return _as_ks_error(error)
         finally:
             if bar is not None:
                 bar.close()
             for output in [w for w in (sink, crops) if w is not None] + outputs:
                 output.close()
-            if src is not None and hasattr(src, "close"):
-                src.close()
-            if plot is not None and results:
-                self.plot(plot, results, src)
-        table = csv_table(csv_format, results, self.au_columns, self.thresholds, landmarks)
-        table.attrs["summary"] = self.summary
-        return table
+        return None
+
+    def _plot_made(self, plot: Path | str | None, results: list[FrameResult], src: Source) -> KSError | None:
+        """The timeline PNG of the rows made, when asked for and there are some; the error if it cannot be drawn."""
+        if plot is None or not results:
+            return None
+        try:
+            self.plot(plot, results, src)
+        except (KSError, OSError) as error:
+            return _as_ks_error(error)
+        return None
+
+    def _keep_what_was_made(self, failure: KSError, src: Source, results: list[FrameResult]) -> None:
+        """A run that failed part-way: raise with nothing made, else record the error and keep the rows."""
+        if not results:
+            raise failure
+        if self.summary is not None and str(failure) not in self.summary.errors:
+            self.summary.errors.append(str(failure))  # an output's failure, which the stream itself never saw
+        log.warning(
+            "%s: %s (detect returns the %d rows made before it; the error is in table.attrs['error'])",
+            src.name,
+            failure,
+            len(results),
+        )
 
     def _write_batch(
         self,
@@ -246,7 +332,8 @@ class Detector:
             sink.write(batch)
         if crops is not None:
             crops.write(batch, kept)
-        for canvas in overlay_frames(batch, kept, self.au_columns, self.thresholds) if outputs else ():
+        note = self.manifest.provenance_warning
+        for canvas in overlay_frames(batch, kept, self.au_columns, self.thresholds, note) if outputs else ():
             for output in outputs:
                 output.write_frame(canvas)
 
@@ -258,17 +345,25 @@ class Detector:
             index = np.array([r.index for r in results])
             labels = source.labels[np.clip(index, 0, len(source.labels) - 1)]
         title = f"{Path(source.name).name if source else ''}  policy {self.policy}".strip()
+        # Unrelated pictures have no time between them: they are drawn one after another, by number.
+        along = [r.index if source is not None and source.independent else r.timestamp for r in results]
         return timeline_png(
-            path, np.array([r.timestamp for r in results]), probs, self.au_columns, self.thresholds, labels, title=title
+            path, np.array(along, np.float64), probs, self.au_columns, self.thresholds, labels, title=title
         )
 
     # --- a frame at a time (the caller owns the capture loop) ---------------------------------------------
-    def infer_frame(self, frame: np.ndarray, timestamp: float | None = None, colour: str = "RGB") -> list[FrameResult]:
+    def infer_frame(self, frame: np.ndarray, timestamp: float | None = None, *, colour: str) -> list[FrameResult]:
         """Feed one frame; return the results that became final with it, each naming its frame (`index`).
 
-        Under `last` that is this frame's own result; under look-ahead policies an earlier frame's, or none
-        yet. Frames count from 0 at the first call; `end_stream()` flushes the last frames.
+        `colour` is the frame's channel order, "RGB" or "BGR", and has no default: OpenCV's VideoCapture and imread
+        give BGR, most other libraries RGB, and a frame read in the wrong order gives other probabilities without
+        any error. Under `last` the results are this frame's own; under look-ahead policies an earlier frame's, or
+        none yet. Frames count from 0 at the first call; `end_stream()` flushes the last frames.
         """
+        if colour not in COLOURS:
+            raise ConfigError(
+                f"infer_frame: colour={colour!r}; the frame's channel order is one of {', '.join(COLOURS)}"
+            )
         if self._live is None:
             self._live = StreamScheduler(self.engine, self.manifest.preprocess, self.config)
             self._live_face = self.face_stage()
@@ -290,3 +385,58 @@ class Detector:
         results = self._live.close()
         self._live = None
         return results
+
+
+_SAID: set[str] = set()  # the bundles whose provenance this process has stated
+
+
+def say_provenance(manifest: Manifest) -> None:
+    """Say once per bundle and process, as a warning (stderr, never the CSV), when the model never saw a real face:
+    at the first Detector of a `ks-run`, of a report's several, or of a program's."""
+    warning = manifest.provenance_warning
+    key = str(manifest.root.resolve())
+    if warning is not None and key not in _SAID:
+        _SAID.add(key)
+        log.warning("%s: %s", manifest.root, warning)
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What a `detect` run writes besides its table: the CSV (format, separator, landmark columns, the image files
+    of a `file` column), the overlay video, the aligned crops' folder, the live window, the progress bar."""
+
+    csv: Path | str | None
+    csv_format: str
+    sep: str
+    landmarks: bool
+    files: list[str] | None
+    overlay: Path | str | None
+    crops: Path | str | None
+    view: LiveView | None
+    progress: bool
+
+
+def _as_ks_error(error: BaseException) -> KSError:
+    """A run's failure as a KSError: an OSError is an output that could not be written."""
+    return error if isinstance(error, KSError) else OutputError(f"cannot write an output: {error}")
+
+
+class _EachFrameAlone(FaceStage):
+    """The face stage `face` for unrelated pictures: it forgets everything before each one (a tracker's face), and
+    `auto` chooses per picture (aligned crops and photos may be mixed). One stage of each kind is kept: a stage is
+    reset, not rebuilt, for each picture (building haar's loads its cascades)."""
+
+    def __init__(self, face: str, preprocess: Preprocess, template: np.ndarray) -> None:
+        super().__init__(preprocess, template)
+        first = create_face_stage(face, preprocess, template)
+        self.face, self.name, self.landmark_count = face, face, first.landmark_count
+        self.stages: dict[str, FaceStage] = {} if face == "auto" else {face: first}
+
+    def __call__(self, image: np.ndarray, index: int) -> Face:
+        name = auto_face_stage(image.shape, self.preprocess.size) if self.face == "auto" else self.face
+        if name not in self.stages:
+            log.info("face stage auto, picture by picture: %dx%d -> %s", image.shape[1], image.shape[0], name)
+            self.stages[name] = create_face_stage(name, self.preprocess, self.template)
+        stage = self.stages[name]
+        stage.reset()
+        return stage(image, index)

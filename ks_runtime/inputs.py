@@ -1,6 +1,7 @@
-"""Any input a user names -> a Source: a video file, an image folder, a webcam index, frames, or a SynthAU
-sequence (`synthau:SIZE:SUBJECT:TASK`). The file, camera and array sources live in `io/sources.py`; SynthAU
-sequences come from `synth/`, which is why this sits above both.
+"""Any input a user names -> a Source: a video file, an image, a list or folder of images (pictures of their own,
+or with `sequence` one video's frames), a webcam index, frames, or a SynthAU sequence (`synthau:SIZE:SUBJECT:TASK`).
+The file, camera and array sources live in `io/sources.py`; SynthAU sequences come from `synth/`, which is why this
+sits above both.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ks_runtime.io.sources import (
     IMAGE_SUFFIXES,
     ArraySource,
     CameraSource,
+    ImageFiles,
     ImageFolderSource,
     Source,
     SourceError,
@@ -97,10 +99,17 @@ class SynthAUSource(Source):
 
 
 def open_source(
-    spec: Source | str | Path | Iterable, fps: float | None = None, au_set: str | None = None, colour: str = "RGB"
+    spec: Source | str | Path | Iterable,
+    fps: float | None = None,
+    au_set: str | None = None,
+    colour: str = "RGB",
+    sequence: bool = False,
 ) -> Source:
-    """A Source from a path (video file or image folder), a webcam index (0 or "0"), a `synthau:` spec, a
-    Source, or frames."""
+    """A Source from a path (video file, image file or folder), a list of image paths, a webcam index (0 or "0"), a
+    `synthau:` spec, a Source, or frames.
+
+    Images (one file, a list of files, a folder's files) are pictures of their own, each scored alone, unless
+    `sequence`: then a folder's images in natural order, or the list in its order, are the frames of one video."""
     if isinstance(spec, Source):
         return spec
     if is_camera_spec(spec):
@@ -108,14 +117,19 @@ def open_source(
     if isinstance(spec, str) and spec.startswith(SYNTH_PREFIX):
         return SynthAUSource(spec, au_set=au_set)
     if isinstance(spec, str | Path):
-        path = Path(spec)
-        if path.is_dir():
-            return ImageFolderSource(path, fps=fps)
-        if path.is_file():
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                raise SourceError(f"{path}: a single image; give the folder of frames it belongs to")
-            return VideoSource(path)
-        raise SourceError(f"{path}: no such file or folder")
+        return _open_path(Path(spec), fps, sequence)
+    if isinstance(spec, list | tuple) and spec and all(isinstance(item, str | Path) for item in spec):
+        return ImageFiles(spec, sequence=sequence, fps=fps)
     if isinstance(spec, np.ndarray) or isinstance(spec, Iterable):
         return ArraySource(spec, fps=fps, colour=colour)
     raise SourceError(f"cannot read frames from a {type(spec).__name__}")
+
+
+def _open_path(path: Path, fps: float | None, sequence: bool) -> Source:
+    if path.is_dir():
+        return ImageFolderSource(path, fps=fps, sequence=sequence)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageFiles([path], sequence=sequence, fps=fps)
+        return VideoSource(path)
+    raise SourceError(f"{path}: no such file or folder")

@@ -358,7 +358,11 @@ class StreamScheduler:
 
 class Runner:
     """Drives sources through a StreamScheduler: one reader thread and one bounded FrameQueue per source, the
-    face stage, encoder batches across sources with a bounded wait, and results as they become final."""
+    face stage, encoder batches across sources with a bounded wait, and results as they become final.
+
+    A frame's clock starts (FrameResult.arrival) when its source delivered it for a source that delivers at its
+    own pace (a camera, a replayed file: `Source.realtime`), and when the runner takes it off the queue for a file
+    read flat out. An `independent` source's frames (unrelated pictures) each end their stream."""
 
     def __init__(self, streamer: StreamScheduler, clock: Callable[[], float] = time.perf_counter) -> None:
         self.streamer, self.clock = streamer, clock
@@ -420,7 +424,13 @@ class Runner:
                     if queue.error is not None:
                         errors.append(queue.error)
                     continue
-                face = sources[key][1](item.frame.image, item.frame.index)
-                self.streamer.push(key, item.frame, face, item.arrival)
+                source, stage = sources[key]
+                taken = self.clock()  # processing starts here, before the face stage
+                face = stage(item.frame.image, item.frame.index)
+                # A file read flat out waits in its queue only because it was read ahead of the engine: its frames
+                # count from being taken (the latency of processing); a camera's from their arrival.
+                self.streamer.push(key, item.frame, face, item.arrival if source.realtime else taken)
+                if source.independent:  # a picture of its own: a one-frame stream, its clip the image repeated
+                    self.streamer.end(key)
                 got += 1
         return got > 0

@@ -45,6 +45,9 @@ TRT_DIR = "trt"  # TensorRT: the trtexec recipe, engines (*.plan) and timing cac
 # A handful of test frames (uint8 RGB [N, S, S, 3], numpy .npy) on which an engine re-checks a variant on the CPU it
 # runs on (the INT8 encoder: ks_runtime/engine/int8_check.py); manifest fields 'check_frames', 'variants.*.check'.
 CHECK_FRAMES = "check_frames.npy"
+# Training sets of synthetic faces, by `training.dataset.name`: a model trained only on one of them has never seen a
+# real face, and every run says so (`Manifest.provenance_warning`).
+SYNTHETIC_TRAINING = {"synthau": "SynthAU's drawn faces"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,23 @@ class Manifest:
     @property
     def au_numbers(self) -> tuple[int, ...]:
         return tuple(parse_au_column(c) for c in self.au_columns)
+
+    @property
+    def training_dataset(self) -> str:
+        """The dataset the model was trained on, `training.dataset.name` as the export recorded it from the
+        checkpoint ("" when the manifest does not say)."""
+        training = self.raw.get("training")
+        dataset = training.get("dataset") if isinstance(training, dict) else None
+        name = dataset.get("name") if isinstance(dataset, dict) else None
+        return name if isinstance(name, str) else ""
+
+    @property
+    def provenance_warning(self) -> str | None:
+        """What a run must say first when the model was trained only on synthetic faces (None otherwise)."""
+        faces = SYNTHETIC_TRAINING.get(self.training_dataset.lower())
+        if faces is None:
+            return None
+        return f"this model was trained only on {faces}; its outputs on real faces are not validated"
 
     def path(self, role: str) -> Path:
         """The file of a graph ("encoder") or of a variant ("encoder_int8")."""

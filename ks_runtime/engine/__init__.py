@@ -3,7 +3,8 @@
 `ort` is onnxruntime (`ort.py`, `ort_graphs.py`): the CPU provider, or on `cuda`/`cuda:N` the CUDA provider
 (onnxruntime-gpu) with IOBinding, so inputs already on the device are bound in place; `ort-trt` is the same with
 onnxruntime's TensorRT provider first; `trt` is native TensorRT with our CUDA batching kernels (`trt.py`). Every
-engine has the two calls of `Engine` (`base.py`); the stream scheduler needs nothing else.
+engine has the two calls of `Engine` (`base.py`); the stream scheduler needs nothing else. `create_engine` opens
+one by name, at the precision asked for (`auto`, `fp32`, or `int8`: the bundle's INT8 encoder, checked on this CPU).
 """
 
 from __future__ import annotations
@@ -17,26 +18,47 @@ from ks_runtime.engine.base import Engine, EngineError, parse_device
 from ks_runtime.engine.ort import OrtEngine
 from ks_runtime.engine.trt import TrtEngine
 
-__all__ = ["ENGINES", "Engine", "EngineError", "OrtEngine", "TrtEngine", "create_engine", "parse_device"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "EngineError", "OrtEngine", "TrtEngine", "create_engine", "parse_device"]
+
+PRECISIONS = ("auto", "fp32", "int8")  # what a run may ask of an engine's encoder
 
 
-def _ort_trt(bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0) -> Engine:
-    return OrtEngine(bundle, device=device, threads=threads, tensorrt=True)
+def _ort_trt(bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0, **options) -> Engine:
+    return OrtEngine(bundle, device=device, threads=threads, tensorrt=True, **options)  # refuses int8
 
 
-def _trt(bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0) -> Engine:
-    return TrtEngine(bundle, device=device, threads=threads)
+def _trt(
+    bundle: Manifest | Path | str, device: str = "cuda", threads: int = 0, precision: str = "auto", insist_int8=False
+) -> Engine:
+    # TensorRT's INT8 is an engine built for it (or refused): there is no fallback for insist_int8 to forbid.
+    return TrtEngine(bundle, device=device, threads=threads, precision="fp16" if precision == "auto" else precision)
 
 
 ENGINES: dict[str, Callable[..., Engine]] = {"ort": OrtEngine, "ort-trt": _ort_trt, "trt": _trt}
 
 
-def create_engine(bundle: Manifest | Path | str, engine: str = "ort", device: str = "cpu", threads: int = 0) -> Engine:
+def create_engine(
+    bundle: Manifest | Path | str,
+    engine: str = "ort",
+    device: str = "cpu",
+    threads: int = 0,
+    precision: str = "auto",
+    insist_int8: bool = False,
+) -> Engine:
     """The engine registered as `engine`, on `device` ('cpu', 'cuda', 'cuda:N'), with `threads` intra-op
-    threads (0: the engine's default)."""
+    threads (0: the engine's default).
+
+    `precision`: "auto" (FP32 on the CPU; on a GPU the FP16 encoder when the bundle has one, or the TensorRT
+    engine's FP16), "fp32", or "int8": with `ort` on the CPU the bundle's INT8 encoder, checked against FP32 on this
+    CPU when the engine opens and FP32 with a warning when it fails (`insist_int8`: refused instead, EngineError;
+    docs/runtime.md); with `trt` the bundle's INT8 TensorRT engine."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: known engines are {', '.join(ENGINES)}")
     parse_device(device)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
-    return ENGINES[engine](bundle, device=device, threads=threads)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if insist_int8 and precision != "int8":
+        raise ConfigError(f"insist_int8 insists on precision 'int8', but precision is {precision!r}")
+    return ENGINES[engine](bundle, device=device, threads=threads, precision=precision, insist_int8=insist_int8)

@@ -29,12 +29,14 @@ def csv_sink(
     thresholds: Sequence[float],
     landmarks: bool = False,
     sep: str = ",",
+    files: Sequence[str] | None = None,
 ) -> TextSink:
     """The CSV writer of format `name`; `landmarks`: the face stage has 68 (openface: the landmark and pose
-    columns); `sep`: the ks format's separator (openface always writes OpenFace's ", ")."""
+    columns); `sep`: the ks format's separator (openface always writes OpenFace's ", "); `files`: the images'
+    paths, by frame index, for a last `file` column."""
     if check_csv_format(name) == "openface":
-        return OpenFaceSink(path, OpenFaceLayout(au_columns, thresholds, landmarks))
-    return CsvSink(path, au_columns, thresholds, sep=sep)
+        return OpenFaceSink(path, OpenFaceLayout(au_columns, thresholds, landmarks), files)
+    return CsvSink(path, au_columns, thresholds, sep=sep, files=files)
 
 
 def csv_table(
@@ -43,8 +45,9 @@ def csv_table(
     au_columns: Sequence[str],
     thresholds: Sequence[float],
     landmarks: bool = False,
+    files: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The rows the CSV of format `name` holds, as a DataFrame with its columns."""
     if check_csv_format(name) == "openface":
-        return openface_table(results, OpenFaceLayout(au_columns, thresholds, landmarks))
-    return results_table(results, au_columns, thresholds)
+        return openface_table(results, OpenFaceLayout(au_columns, thresholds, landmarks), files)
+    return results_table(results, au_columns, thresholds, files)

@@ -11,7 +11,8 @@ Columns, in the order OpenFace 2's CSV recorder writes its groups:
   is 1.0 / 0.0 at the bundle's threshold. An AU the bundle does not predict is left empty (NaN), so a reader that
   selects OpenFace's AU columns finds them all and cannot mistake "not measured" for "absent";
 - ks_AUxx_r, ks_AUxx_c: AUs the bundle predicts that OpenFace's lists lack (BP4D's AU24);
-- ks_face_x0, ks_face_y0, ks_face_x1, ks_face_y1: the face box in frame pixels (OpenFace writes none).
+- ks_face_x0, ks_face_y0, ks_face_x1, ks_face_y1: the face box in frame pixels (OpenFace writes none);
+- for images, file: the image's path (after a bare ",", quoted where it holds a comma or a quote).
 Not written: gaze (gaze_*), eye landmarks (eye_lmk_*), 3D landmarks (X_*, Y_*, Z_*) and OpenFace's shape model
 parameters (p_*): they need models this runtime does not have.
 
@@ -34,7 +35,7 @@ from ks_runtime.core.au import au_column, parse_au_column
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.results import FrameResult
 from ks_runtime.io.head_pose import LANDMARKS
-from ks_runtime.io.table import TextSink
+from ks_runtime.io.table import FILE_COLUMN, TextSink, file_of, quote_field
 
 OPENFACE_INTENSITY_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
 OPENFACE_PRESENCE_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
@@ -134,20 +135,30 @@ def _or_nan(values: Iterable[float] | None, count: int) -> np.ndarray:
 
 
 class OpenFaceSink(TextSink):
-    """Writes results as they come, one OpenFace 2 row per frame, flushed after every write."""
+    """Writes results as they come, one OpenFace 2 row per frame, flushed after every write; with `files` (images)
+    a last column, the image's path."""
 
-    def __init__(self, path: Path | str, layout: OpenFaceLayout) -> None:
-        self.layout = layout
-        super().__init__(path, SEPARATOR.join(layout.names))
+    def __init__(self, path: Path | str, layout: OpenFaceLayout, files: Sequence[str] | None = None) -> None:
+        self.layout, self.files = layout, files
+        super().__init__(path, SEPARATOR.join(layout.names + [FILE_COLUMN] * (files is not None)))
 
     def write(self, results: Iterable[FrameResult]) -> None:
-        self.write_lines(self.layout.format_row(r) for r in results)
+        if self.files is None:
+            self.write_lines(self.layout.format_row(r) for r in results)
+        else:
+            # A bare "," before the path: a reader that splits on "," and keeps spaces reads the path as it is.
+            files = self.files
+            self.write_lines(self.layout.format_row(r) + "," + quote_field(file_of(r, files)) for r in results)
 
 
-def openface_table(results: Sequence[FrameResult], layout: OpenFaceLayout) -> pd.DataFrame:
+def openface_table(
+    results: Sequence[FrameResult], layout: OpenFaceLayout, files: Sequence[str] | None = None
+) -> pd.DataFrame:
     """The OpenFace CSV's rows as a DataFrame (same columns; NaN where the CSV is empty)."""
     rows = np.stack([layout.values(r) for r in results]) if results else np.zeros((0, len(layout.columns)))
     table = pd.DataFrame(rows, columns=layout.names)
     for name in INTEGER_COLUMNS:
         table[name] = table[name].astype(np.int64)
+    if files is not None:
+        table[FILE_COLUMN] = [file_of(r, files) for r in results]
     return table

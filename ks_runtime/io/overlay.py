@@ -1,5 +1,6 @@
 """The overlay: each frame with its face box, the points it was aligned on, and a bar per AU (probability, green
-at or above the AU's threshold), drawn with OpenCV, written to a video file.
+at or above the AU's threshold), drawn with OpenCV, written to a video file; below them a note on every frame when
+the model's training data needs one (a model trained only on synthetic faces: the bundle's provenance).
 
 Results come out of the scheduler after their frames (look-ahead policies), so a frame keeper around the face
 stage (`ks_runtime.faces.tap.FrameTap`) holds each frame until its result is final.
@@ -25,6 +26,7 @@ OVERLAY_CODECS = {".mp4": "mp4v", ".avi": "FFV1", ".mkv": "FFV1"}  # FFV1 is los
 OVERLAY_MIN_HEIGHT = 360  # smaller frames (aligned crops) are scaled up so the drawing is legible
 PANEL_WIDTH = 220
 FACE_COLOUR, POINT_COLOUR, ON, OFF, PANEL = (60, 220, 60), (0, 200, 255), (60, 190, 60), (150, 150, 150), (32, 32, 32)
+NOTE_COLOUR, NOTE_SCALE, NOTE_LINE = (80, 170, 255), 0.45, 18  # orange: a caveat, not a measurement
 
 
 class FrameKeeper(Protocol):
@@ -94,14 +96,38 @@ def draw_overlay(
     return canvas
 
 
+def with_note(canvas: np.ndarray, note: str | None) -> np.ndarray:
+    """An overlay frame with `note` (the model's provenance) below it, when there is one."""
+    return np.vstack([canvas, note_strip(note, canvas.shape[1])]) if note else canvas
+
+
+def note_strip(note: str, width: int) -> np.ndarray:
+    """`note` as a strip `width` pixels wide, BGR, its words wrapped onto as many lines as they need."""
+    font, lines = cv2.FONT_HERSHEY_SIMPLEX, [""]
+    for word in note.split():
+        longer = f"{lines[-1]} {word}".strip()
+        if lines[-1] and cv2.getTextSize(longer, font, NOTE_SCALE, 1)[0][0] > width - 20:
+            lines.append(word)
+        else:
+            lines[-1] = longer
+    strip = np.full((NOTE_LINE * len(lines) + 8, width, 3), PANEL, np.uint8)
+    for k, line in enumerate(lines):
+        cv2.putText(strip, line, (10, NOTE_LINE * (k + 1)), font, NOTE_SCALE, NOTE_COLOUR, 1, cv2.LINE_AA)
+    return strip
+
+
 def overlay_frames(
-    results: Iterable[FrameResult], tap: FrameKeeper, au_columns: Sequence[str], thresholds: Sequence[float]
+    results: Iterable[FrameResult],
+    tap: FrameKeeper,
+    au_columns: Sequence[str],
+    thresholds: Sequence[float],
+    note: str | None = None,
 ) -> Iterable[np.ndarray]:
-    """The overlay frame (BGR) of each result whose frame the tap kept, in the results' order."""
+    """The overlay frame (BGR) of each result whose frame the tap kept, in the results' order, with `note`."""
     for result in results:
         kept = tap.take(result.index)
         if kept is not None:
-            yield draw_overlay(kept[0], result, kept[1], au_columns, thresholds)
+            yield with_note(draw_overlay(kept[0], result, kept[1], au_columns, thresholds), note)
 
 
 class OverlaySink:

@@ -1,13 +1,17 @@
-"""Where frames come from: video files, image folders, webcams and numpy iterators (`ks_runtime.inputs` opens
-any of them, or a SynthAU sequence, from what a user names; the bounded queue to the scheduler is `queues.py`).
+"""Where frames come from: video files, image files and folders, webcams and numpy iterators (`ks_runtime.inputs`
+opens any of them, or a SynthAU sequence, from what a user names; the bounded queue to the scheduler is `queues.py`).
+Images are pictures of their own (`independent`: each its own one-frame sequence) unless they are asked to be one
+video's frames.
 
 A source is an iterable of `SourceFrame(image, timestamp, index)` with RGB uint8 images, timestamps in
 seconds taken from the source, and a `live` flag. `FrameQueue` (queues.py) applies the back-pressure rule: a file
 source never loses a frame (the reader waits), a live source drops the oldest frame and counts it. A live
 source (`CameraSource`, `SimulatedCamera`) stamps each frame with its wall-clock arrival, in seconds from the
 first, and numbers frames as the camera delivered them, so a dropped frame leaves a gap in the numbers.
-A frame that cannot be decoded ends the source with a `SourceError` naming the file and the frame, after
-every frame before it has been yielded.
+A frame that cannot be decoded ends the source after every frame before it has been yielded: a video that
+decodes fewer frames than its container promises (truncated, or damaged) ends there with a warning in
+`source.warnings` (promised and decoded counts), a file with no decodable frame, an unreadable image or a camera
+that stops raises a `SourceError` naming the file and the frame.
 """
 
 from __future__ import annotations
@@ -61,6 +65,19 @@ class Source:
     length: int | None = None
     labels: np.ndarray | None = None
     label_columns: tuple[str, ...] | None = None
+    # What the last pass over the source noticed without failing (a video shorter than its container says).
+    warnings: tuple[str, ...] = ()
+    # Every frame is a sequence of its own (unrelated pictures): no clip ever holds two of them.
+    independent: bool = False
+    # The image file of each frame, by index, for sources read from image files (the CSV's `file` column).
+    files: list[Path] | None = None
+
+    @property
+    def realtime(self) -> bool:
+        """Frames come at the source's own pace (a camera, or a file replayed at its rate), so latency counts from
+        their arrival; a file read flat out sits in the queue ahead of the engine, and latency counts from when
+        the runtime takes each frame off it."""
+        return self.live
 
     def __iter__(self) -> Iterator[SourceFrame]:
         raise NotImplementedError
@@ -96,6 +113,7 @@ class VideoSource(Source):
         self.length = int(count) if math.isfinite(count) and count > 0 else None
 
     def __iter__(self) -> Iterator[SourceFrame]:
+        self.warnings = ()
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             raise SourceError(f"{self.path}: OpenCV cannot open this video")
@@ -118,16 +136,21 @@ class VideoSource(Source):
             capture.release()
 
     def _check_end(self, capture: cv2.VideoCapture, read: int) -> None:
-        """Decoding stopped after `read` frames: the end, or a truncated or corrupt file?"""
+        """Decoding stopped after `read` frames: the end, or an end the container did not announce? Fewer frames
+        than it promises (a truncated or damaged file) is a warning: every decodable frame was processed and
+        there is nothing to retry. A file with no decodable frame at all is an error."""
         resumes = capture.grab()  # the decoder can go on past a damaged frame: damage, not the end
         expected = self.length or 0
+        if read == 0:
+            listed = f" of the {expected} its container lists" if expected else ""
+            raise SourceError(f"{self.path}: no frame{listed} can be decoded (a damaged file, or a codec OpenCV lacks)")
         short = expected - read > max(COUNT_SLACK_FRAMES, COUNT_SLACK_FRACTION * expected)
         if resumes or short:
-            what = "is corrupt (later frames decode again)" if resumes else "is truncated or corrupt"
-            listed = f" of the {expected} the container lists" if expected else ""
-            raise SourceError(
-                f"{self.path}: frame {read} cannot be decoded: the video {what}; the {read} "
-                f"frames before it{listed} were processed"
+            what = "is corrupt: later frames decode again" if resumes else "is truncated or corrupt"
+            counts = f"the container promises {expected} frames, {read} decoded" if expected else f"{read} decoded"
+            self.warnings = (
+                f"{self.path}: {counts}: frame {read} cannot be decoded (the video {what}); the run ends there, "
+                f"with every frame before it",
             )
 
 
@@ -155,29 +178,48 @@ def _split_digits(name: str) -> list[tuple[str, str]]:
     return out
 
 
-class ImageFolderSource(Source):
-    """A folder of aligned face crops, one image per frame in natural order; timestamps index / fps."""
+class ImageFiles(Source):
+    """Image files in the order given. Unless `sequence`, each is a picture of its own (`independent`): its own
+    one-frame sequence, scored from a clip of the image repeated n times (a stream's edge frame replicated, as at
+    any stream's end), timestamp 0, never in a clip with another image. With `sequence` they are the frames of one
+    video, timestamps index / fps (FOLDER_FPS, OpenFace's, by default)."""
 
-    def __init__(self, path: Path | str, fps: float | None = None) -> None:
-        self.path = Path(path)
-        self.name = str(self.path)
-        if not self.path.is_dir():
-            raise SourceError(f"{self.path}: no such image folder")
-        self.files = list_images(self.path)
+    def __init__(
+        self, files: Iterable[Path | str], name: str | None = None, sequence: bool = False, fps: float | None = None
+    ) -> None:
+        self.files = [Path(f) for f in files]
         if not self.files:
-            raise SourceError(f"{self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-        self.fps = fps or FOLDER_FPS
+            raise SourceError(f"{name or 'images'}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        for file in self.files:
+            if not file.is_file():
+                raise SourceError(f"{file}: no such image file")
+        self.name = name or (str(self.files[0]) if len(self.files) == 1 else f"{len(self.files)} images")
+        self.independent = not sequence
+        self.fps = (fps or FOLDER_FPS) if sequence else None
         self.length = len(self.files)
 
     def __iter__(self) -> Iterator[SourceFrame]:
+        what = "image" if self.independent else "frame"
         for index, file in enumerate(self.files):
             # UNCHANGED keeps 16-bit and gray images as they are; to_rgb then brings them to 8-bit RGB.
             image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
             if image is None:
                 raise SourceError(
-                    f"{file}: frame {index} cannot be decoded; the {index} frames before it were processed"
+                    f"{file}: {what} {index} cannot be decoded; the {index} {what}s before it were processed"
                 )
-            yield SourceFrame(to_rgb(image, f"{file}: frame {index}"), index / self.fps, index)
+            stamp = index / self.fps if self.fps else 0.0
+            yield SourceFrame(to_rgb(image, f"{file}: {what} {index}"), stamp, index)
+
+
+class ImageFolderSource(ImageFiles):
+    """A folder's images in natural order (frame2 before frame10): the frames of one video (aligned face crops, or
+    raw frames), or with `sequence=False` pictures of their own (`ImageFiles`)."""
+
+    def __init__(self, path: Path | str, fps: float | None = None, sequence: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path}: no such image folder")
+        super().__init__(list_images(self.path), str(self.path), sequence, fps)
 
 
 class ArraySource(Source):
@@ -350,6 +392,15 @@ class Paced(Source):
         self.fps = fps or source.fps or FOLDER_FPS
         self.name, self.length = source.name, source.length
         self.labels, self.label_columns = source.labels, source.label_columns
+        self.independent, self.files = source.independent, source.files
+
+    @property
+    def realtime(self) -> bool:
+        return True  # frames arrive at the source's rate, as from a camera
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.source.warnings
 
     def __iter__(self) -> Iterator[SourceFrame]:
         start = time.perf_counter()

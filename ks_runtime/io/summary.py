@@ -1,4 +1,5 @@
-"""The summary at the end of a run: frames, throughput, latency percentiles, dropped frames, look-ahead, F1."""
+"""The summary at the end of a run: frames, throughput, latency percentiles, dropped frames, look-ahead, F1,
+and the warnings and errors the run met."""
 
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ from ks_runtime.core.policy import lookahead
 from ks_runtime.core.results import FrameResult
 
 PERCENTILES = (50, 95, 99)
+# Where a frame's latency starts: its arrival from a source that delivers at its own pace (a camera, a replayed
+# file), or, for a file read flat out, when the runtime took it off the queue (its wait in the queue is read-ahead,
+# not delay); "mixed" when a run has both.
+LATENCY_FROM = {
+    "arrival": "arrival to result",
+    "processing": "processing: off the queue to result",
+    "mixed": "arrival to result (live sources), off the queue to result (files)",
+}
 
 
 @dataclass
 class RunSummary:
-    """What a run did: frames, throughput, latency percentiles (arrival -> final, frames with a face),
-    dropped frames, the policy's look-ahead at the source's rate, and F1 when the source has labels."""
+    """What a run did: frames, throughput, latency percentiles (frames with a face; from arrival or from processing,
+    `latency_from`, to final), dropped frames, the policy's look-ahead at the source's rate, F1 when the source
+    has labels, and what went wrong: `warnings` (the run went on, or ended early but cleanly) and `errors`."""
 
     frames: int
     faces: int
@@ -32,6 +42,8 @@ class RunSummary:
     f1: F1Report | None = None
     errors: list[str] = field(default_factory=list)
     clip_stride: int = 1
+    warnings: list[str] = field(default_factory=list)
+    latency_from: str = "arrival"
 
     @property
     def fps(self) -> float:
@@ -53,7 +65,7 @@ class RunSummary:
         lines = [
             f"frames {self.frames} ({self.faces} with a face, {self.streams} stream(s)), dropped {self.dropped}",
             f"{self.fps:.1f} fps over {self.seconds:.2f} s ({self.engine})",
-            f"latency ms, arrival to result: {lat}",
+            f"latency ms, {LATENCY_FROM[self.latency_from]}: {lat}",
             f"policy {self.policy}: look-ahead {ahead}",
         ]
         if self.f1 is not None:
@@ -61,7 +73,7 @@ class RunSummary:
                 f"streamed F1 {self.f1.mean:.4f} (all-positive floor {self.f1.mean_floor:.4f}) over "
                 f"{int(self.f1.support.max()) if len(self.f1.support) else 0} labelled frames"
             )
-        lines += [f"error: {e}" for e in self.errors]
+        lines += [f"warning: {w}" for w in self.warnings] + [f"error: {e}" for e in self.errors]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -73,12 +85,14 @@ class RunSummary:
             "seconds": self.seconds,
             "fps": self.fps,
             "latency_ms": {f"p{p}": v for p, v in self.latency_ms.items()},
+            "latency_from": self.latency_from,
             "policy": self.policy,
             "lookahead_frames": self.lookahead_frames,
             "lookahead_ms": self.lookahead_ms,
             "source_fps": self.source_fps,
             "engine": self.engine,
             "mean_f1": self.f1.mean if self.f1 is not None else None,
+            "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
 
@@ -121,9 +135,12 @@ class RunStats:
         labels: np.ndarray | None = None,
         clock_start: float | None = None,
         clip_stride: int = 1,
+        latency_from: str = "arrival",
     ) -> None:
+        if latency_from not in LATENCY_FROM:
+            raise ValueError(f"latency_from {latency_from!r}: one of {', '.join(LATENCY_FROM)}")
         self.policy, self.clip_len, self.source_fps, self.engine = policy, clip_len, source_fps, engine
-        self.clip_stride = clip_stride
+        self.clip_stride, self.latency_from = clip_stride, latency_from
         self.columns, self.thresholds = list(au_columns), np.asarray(thresholds, np.float64)
         self.labels = labels
         self.start = clock_start
@@ -156,7 +173,7 @@ class RunStats:
         labels[index] = self.labels[index]
         return f1_report(probs, labels, self.columns, self.thresholds)
 
-    def summary(self, dropped: int = 0, errors: Sequence[str] = ()) -> RunSummary:
+    def summary(self, dropped: int = 0, errors: Sequence[str] = (), warnings: Sequence[str] = ()) -> RunSummary:
         seconds = (self.end - self.start) if self.start is not None and self.end is not None else 0.0
         lat = self.latencies.sample() * 1e3
         percentiles = {p: float(np.percentile(lat, p)) if len(lat) else float("nan") for p in PERCENTILES}
@@ -174,4 +191,6 @@ class RunStats:
             self.f1(),
             list(errors),
             self.clip_stride,
+            list(warnings),
+            self.latency_from,
         )

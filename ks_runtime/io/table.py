@@ -3,8 +3,9 @@ line-by-line file writer every table format shares (`TextSink`). The OpenFace 2 
 
 CSV layout: `frame,face_id,timestamp,confidence,success,AU01_c,...,AU01_p,...`: every `_c` column (0/1 at the
 AU's threshold from the manifest) and then every `_p` column (the probability, our extension), AUs in the
-bundle's order. `frame` counts from 1 as OpenFace does; `timestamp` is the source's, in seconds; a frame without
-a face has success=0 and empty AU values. The file is flushed after every batch of rows, so a run that stops on
+bundle's order; for images, a last column `file`, the image's path (quoted where it holds a comma or a quote).
+`frame` counts from 1 as OpenFace does; `timestamp` is the source's, in seconds; a frame without a face has
+success=0 and empty AU values. The file is flushed after every batch of rows, so a run that stops on
 bad input leaves a complete file of what it processed.
 """
 
@@ -23,11 +24,25 @@ from ks_runtime.core.results import FrameResult
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
+FILE_COLUMN = "file"  # an image's path, for image inputs (last, so every other column keeps its place)
 
 
-def csv_columns(au_columns: Sequence[str]) -> list[str]:
-    """The CSV's header: the id columns, then every AU's _c, then every AU's _p."""
-    return [*ID_COLUMNS, *(f"{c}_c" for c in au_columns), *(f"{c}_p" for c in au_columns)]
+def csv_columns(au_columns: Sequence[str], file: bool = False) -> list[str]:
+    """The CSV's header: the id columns, then every AU's _c, then every AU's _p (then `file` for images)."""
+    return [*ID_COLUMNS, *(f"{c}_c" for c in au_columns), *(f"{c}_p" for c in au_columns)] + [FILE_COLUMN] * file
+
+
+def quote_field(text: str) -> str:
+    """A text field as CSV writes it: quoted, its quotes doubled, when it holds a separator, a quote, a line break
+    or an edge space (a path may hold any of them)."""
+    if any(ch in text for ch in ',"\r\n') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def file_of(result: FrameResult, files: Sequence[str]) -> str:
+    """The image file a result is of (results number the images in the order of `files`)."""
+    return files[result.index]
 
 
 def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> str:
@@ -86,21 +101,37 @@ class CsvSink(TextSink):
     `sep=", "` writes OpenFace 2's own separator, for parsers that expect it; the default has no spaces.
     """
 
-    def __init__(self, path: Path | str, au_columns: Sequence[str], thresholds: Sequence[float], sep: str = ","):
+    def __init__(
+        self,
+        path: Path | str,
+        au_columns: Sequence[str],
+        thresholds: Sequence[float],
+        sep: str = ",",
+        files: Sequence[str] | None = None,
+    ):
         self.thresholds = np.asarray(thresholds, np.float64)
         if len(self.thresholds) != len(au_columns):
             raise ValueError(f"{len(au_columns)} AU columns but {len(self.thresholds)} thresholds")
-        self.sep = sep
-        super().__init__(path, sep.join(csv_columns(au_columns)))
+        self.sep, self.files = sep, files
+        super().__init__(path, sep.join(csv_columns(au_columns, files is not None)))
 
     def write(self, results: Iterable[FrameResult]) -> None:
-        self.write_lines(format_row(r, self.thresholds, self.sep) for r in results)
+        if self.files is None:
+            self.write_lines(format_row(r, self.thresholds, self.sep) for r in results)
+        else:
+            files = self.files
+            self.write_lines(
+                format_row(r, self.thresholds, self.sep) + self.sep + quote_field(file_of(r, files)) for r in results
+            )
 
 
 def results_table(
-    results: Sequence[FrameResult], au_columns: Sequence[str], thresholds: Sequence[float]
+    results: Sequence[FrameResult],
+    au_columns: Sequence[str],
+    thresholds: Sequence[float],
+    files: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The CSV's rows as a DataFrame (same columns; NaN where no face)."""
+    """The CSV's rows as a DataFrame (same columns; NaN where no face; `file` when `files` are given)."""
     u = len(au_columns)
     probs = np.full((len(results), u), np.nan)
     for i, r in enumerate(results):
@@ -122,7 +153,9 @@ def results_table(
         )
     for j, c in enumerate(au_columns):
         data[f"{c}_p"] = probs[:, j]
-    return pd.DataFrame(data, columns=csv_columns(au_columns))
+    if files is not None:
+        data[FILE_COLUMN] = [file_of(r, files) for r in results]
+    return pd.DataFrame(data, columns=csv_columns(au_columns, files is not None))
 
 
 def read_results_csv(path: Path | str) -> pd.DataFrame:

@@ -80,14 +80,20 @@ def test_openface_flags_are_aliases(bundle, video, tmp_path, capsys):
     assert read_results_csv(tmp_path / "out" / "frames.csv")["timestamp"].tolist()[1] == pytest.approx(0.033)
 
 
-def test_a_truncated_video_exits_non_zero_with_the_file_and_frame_and_a_complete_csv(bundle, video, tmp_path, capsys):
+def test_a_video_shorter_than_its_container_promises_is_a_warning_and_exit_0(bundle, video, tmp_path, capsys):
     cut = tmp_path / f"cut{video.suffix}"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
-    code = main([str(bundle), "--input", str(cut), "--csv", str(tmp_path / "cut.csv"), "--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 1 and str(cut) in err and "frame" in err
+    argv = [str(bundle), "--input", str(cut), "--csv", str(tmp_path / "cut.csv"), "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
     rows = read_results_csv(tmp_path / "cut.csv")
-    assert 0 < len(rows) < 20 and f"frame {len(rows)}" in err
+    summary = last_json(captured.out)
+    assert 0 < len(rows) < 20 and summary["frames"] == len(rows) and summary["errors"] == []
+    [warning] = summary["warnings"]
+    assert str(cut) in warning and f"the container promises 20 frames, {len(rows)} decoded" in warning
+    assert "error" not in captured.err
+    assert main(argv) == 0
+    assert f"warning: {warning}" in capsys.readouterr().out  # the text summary says it too
 
 
 def test_errors_are_one_line_and_an_exit_code(bundle, tmp_path, capsys):

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     detector = Detector(bundle, policy="ensemble", batch_size=4)
     table = detector.detect("synthau:tiny:S02:T1", csv=out + "/run.csv", plot=out + "/run.png")
     frames = [r.index for r in detector.stream("synthau:tiny:S03:T1")]
-    live = [r.index for _ in range(5) for r in detector.infer_frame(np.zeros((32, 32, 3), np.uint8))]
+    live = [r.index for _ in range(5) for r in detector.infer_frame(np.zeros((32, 32, 3), np.uint8), colour="RGB")]
     code = cli_main([bundle, "--input", "synthau:tiny:S01:T1", "--csv", out + "/cli.csv", "--no-progress", "-q"])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ks_train", "ks_export"))
     print(json.dumps({"rows": len(table), "f1": detector.summary.f1 is not None, "frames": len(frames),

@@ -40,25 +40,50 @@ def test_a_lossless_video_reads_back_bit_exact_with_container_timestamps(tmp_pat
     assert np.allclose([i.timestamp for i in items], np.arange(40) / 25)
 
 
-def test_a_truncated_video_yields_what_it_can_then_names_the_file_and_frame(tmp_path, frames):
+def test_a_truncated_video_yields_what_it_can_then_warns_with_the_counts(tmp_path, frames):
     path = write_video(tmp_path / "v.avi", frames)
     data = path.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
-    got = []
-    with pytest.raises(SourceError) as error:
-        for item in VideoSource(cut):
-            got.append(item)
+    source = VideoSource(cut)
+    got = list(source)
     assert 0 < len(got) < 40
-    assert str(cut) in str(error.value) and f"frame {len(got)}" in str(error.value)
     assert all(np.array_equal(i.image, f) for i, f in zip(got, frames, strict=False))
+    [warning] = source.warnings
+    assert str(cut) in warning and f"promises 40 frames, {len(got)} decoded: frame {len(got)} cannot" in warning
 
 
-def test_a_video_whose_count_is_only_an_estimate_is_not_an_error(tmp_path, frames, monkeypatch):
+def test_a_header_that_promises_more_frames_than_the_file_holds_is_a_warning(tmp_path, frames):
+    source = VideoSource(write_video(tmp_path / "v.mkv", frames))
+    source.length = 60  # what a container with a wrong frame count says
+    assert len(list(source)) == 40
+    assert source.warnings == (
+        f"{source.path}: the container promises 60 frames, 40 decoded: frame 40 cannot be decoded (the video is "
+        "truncated or corrupt); the run ends there, with every frame before it",
+    )
+    source.length = 40
+    assert len(list(source)) == 40 and source.warnings == ()  # a new pass forgets the last one's warning
+
+
+def test_a_video_with_no_decodable_frame_is_an_error_naming_the_file(tmp_path, frames):
+    data = write_video(tmp_path / "v.mkv", frames).read_bytes()
+    cut = tmp_path / "header.mkv"
+    for size in range(64, len(data), 64):  # the shortest prefix OpenCV opens: a header without a whole frame
+        cut.write_bytes(data[:size])
+        capture = cv2.VideoCapture(str(cut))
+        opened = capture.isOpened()
+        capture.release()
+        if opened:
+            break
+    with pytest.raises(SourceError, match=f"{cut}: no frame of the 40 its container lists can be decoded"):
+        list(VideoSource(cut))
+
+
+def test_a_video_whose_count_is_only_an_estimate_is_not_even_a_warning(tmp_path, frames, monkeypatch):
     path = write_video(tmp_path / "v.mkv", frames)
     source = VideoSource(path)
     source.length = 41  # a container estimate one frame over what it holds
-    assert len(list(source)) == 40
+    assert len(list(source)) == 40 and source.warnings == ()
 
 
 def test_an_image_folder_is_read_in_natural_order_with_gray_and_16_bit_frames(tmp_path, frames):
@@ -69,8 +94,10 @@ def test_an_image_folder_is_read_in_natural_order_with_gray_and_16_bit_frames(tm
         if i == 5:
             bgr = bgr.astype(np.uint16) * 257
         cv2.imwrite(str(tmp_path / f"frame{i}.png"), bgr)
-    source = open_source(tmp_path, fps=10)
-    assert isinstance(source, ImageFolderSource) and source.length == 12
+    source = open_source(tmp_path, fps=10, sequence=True)  # a video's frames only when asked
+    assert isinstance(source, ImageFolderSource) and source.length == 12 and not source.independent
+    pictures = open_source(tmp_path)
+    assert pictures.independent and pictures.files == source.files and {i.timestamp for i in pictures} == {0.0}
     items = list(source)
     assert np.allclose([i.timestamp for i in items], np.arange(12) / 10)
     assert np.array_equal(items[10].image, frames[10])  # frame10 after frame9, not after frame1
