@@ -21,6 +21,7 @@ import torch
 from ks_export.graphs import LoadedCheckpoint
 from ks_runtime.core.au import AU_NAMES, au_set_from_numbers, parse_au_column
 from ks_runtime.core.bundle import FORMAT, MANIFEST, Manifest, graph_specs, read_manifest, sha256_file
+from ks_runtime.core.bundle_files import is_device_cache
 from ks_runtime.core.policy import POLICIES, lookahead
 from ks_runtime.synth.face import alignment_template
 from ks_runtime.synth.generate import GENERATOR_VERSION
@@ -169,11 +170,16 @@ def training_section(ckpt: LoadedCheckpoint, checkpoint_sha256: str) -> dict:
 
 
 def hash_files(root: Path) -> dict[str, str]:
-    """sha256 of every file under the bundle except the manifest itself, by POSIX relative path."""
+    """sha256 of every file under the bundle except the manifest itself and the TensorRT timing caches, by POSIX
+    relative path. A timing cache is a build input the recipe rewrites on the device, never loaded to run, so the
+    reader allows it unhashed (ks_runtime.core.bundle_files.is_device_cache)."""
     return {
         p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+        if p.is_file()
+        and p.name != MANIFEST
+        and not p.name.startswith(".")
+        and not is_device_cache(p.relative_to(root).as_posix())
     }
 
 

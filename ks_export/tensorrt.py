@@ -39,7 +39,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ks_export import ExportError
 from ks_export.onnx_export import quiet_loggers
 from ks_export.quantize import CALIB_BATCH, QUANT_LOGGERS, FrameReader
-from ks_runtime.core.bundle import GRAPH_FILES, TRT_DIR, GraphSpec, sha256_file
+from ks_runtime.core.bundle import GRAPH_FILES, GraphSpec, sha256_file
+from ks_runtime.core.bundle_files import TRT_DIR
 from ks_runtime.engine import gpu_probe
 from ks_runtime.engine.trt import (
     DEFAULT_PROFILES,

@@ -5,8 +5,10 @@
 # --int8: also the INT8 encoder (explicit quantization from encoder.int8.trt.onnx, symmetric Q/DQ);
 # --clip: also the fused clip engine (Triton's tensorrt_plan model). Engines are tied to the GPU model
 # and the TensorRT release, so their names carry both: trt/<graph>.<gpu>.trt<x.y.z>.<precision>.plan,
-# which `ks-run --engine trt` finds by itself. Environment: TRTEXEC (path to trtexec), KS_GPU_INDEX
-# (default 0), KS_GPU_NAME and KS_TRT_VERSION (override the probes), KS_TRT_WORKSPACE_MIB.
+# which `ks-run --engine trt` finds by itself. Each engine's sha256 is appended to trt/engines.sha256: the runtime
+# and `ks-export verify` check the engine against it (an engine in neither it nor the manifest is refused).
+# Environment: TRTEXEC (path to trtexec), KS_GPU_INDEX (default 0), KS_GPU_NAME and KS_TRT_VERSION (override the
+# probes), KS_TRT_WORKSPACE_MIB.
 set -euo pipefail
 BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$BUNDLE"
@@ -48,11 +50,15 @@ TRT_MAJOR="${TRT_VERSION%%.*}"
 CACHE="trt/timing.$GPU.trt$TRT_VERSION.cache"
 echo "building for $GPU_NAME ($GPU), TensorRT $TRT_VERSION, workspace ${WORKSPACE} MiB"
 
+record() {  # "<sha256>  trt/<engine>.plan", as sha256sum writes it; a rebuild appends and the last line wins
+  if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi >> trt/engines.sha256
+}
 build() {  # engine file, then trtexec arguments
   local engine="$1"; shift
   echo "== $engine"
   "$TRTEXEC" "$@"
   [ -s "$engine" ] || { echo "trtexec wrote no $engine" >&2; exit 1; }
+  record "$engine"
 }
 skip() { echo "== skipped $1: $2" >&2; }
 

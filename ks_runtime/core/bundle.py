@@ -1,30 +1,46 @@
 """The model bundle's manifest: the contract between export and the runtime (docs/bundle-format.md).
 
 `ks-export` writes it; this torch-free reader is the only one anything uses. A bundle whose manifest is
-missing, malformed, of an unknown version, or whose hashes disagree with its files is refused with a
-message naming the file and the field. The graphs' tensor names and shapes are defined once here
-(`graph_specs`), written by the exporter and checked against the opened graphs through `check_io`.
+missing, malformed, of an unknown version, lacking a field its version requires, naming a path outside the
+bundle, or whose files disagree with their hashes is refused with a message naming the file and the field.
+Files are read through bundle_files.py (no links, bytes read once and hashed); `Manifest.read` gives a file's
+verified bytes to the engines. The graphs' tensor names and shapes are defined once here (`graph_specs`),
+written by the exporter and checked against the opened graphs through `check_io`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ks_runtime.core.au import au_set_from_numbers, parse_au_column
+from ks_runtime.core.bundle_files import (
+    MANIFEST,
+    bundle_path,
+    check_tree,
+    read_inside,
+    read_verified,
+)
 from ks_runtime.core.errors import BundleError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.core.preprocess import Preprocess
 
-MANIFEST = "manifest.json"
 FORMAT = "ks-bundle"
 # Version 2 adds model.clip_stride. A strided bundle is written as version 2, so a runtime that predates strides
 # refuses it instead of streaming adjacent frames; a stride-1 bundle stays version 1, readable by both.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# Fields every writer of a version wrote, whose absence the reader would otherwise fill with a default that changes
+# what the bundle means: {field: (the first version that requires it, what its absence would mean)}. Version 1
+# bundles predate both, and their defaults are what they meant.
+REQUIRED_SINCE = {
+    "model.clip_stride": (2, "stride 1: clips of adjacent frames"),
+    "alignment.template": (2, "the SynthAU alignment template"),
+}
 GRAPH_ROLES = ("encoder", "head", "clip")
 GRAPH_FILES = {"encoder": "encoder.onnx", "head": "head.onnx", "clip": "clip.onnx"}
 BATCH = "B"  # the dynamic batch axis in manifest shapes
@@ -41,7 +57,6 @@ PROBS = "probs"  # head and clip out: [B, U], the key frame's probabilities
 ENCODER_INT8 = "encoder_int8"  # QDQ, 7-bit int8 weights, uint8 activations: the CPU provider, any x86 CPU
 ENCODER_INT8_TRT = "encoder_int8_trt"  # QDQ, symmetric int8 activations: what TensorRT's explicit INT8 takes
 FP16_VARIANTS = {"encoder": "encoder_fp16", "head": "head_fp16", "clip": "clip_fp16"}  # float32 in and out
-TRT_DIR = "trt"  # TensorRT: the trtexec recipe, engines (*.plan) and timing caches; manifest field 'tensorrt'
 # A handful of test frames (uint8 RGB [N, S, S, 3], numpy .npy) on which an engine re-checks a variant on the CPU it
 # runs on (the INT8 encoder: ks_runtime/engine/int8_check.py); manifest fields 'check_frames', 'variants.*.check'.
 CHECK_FRAMES = "check_frames.npy"
@@ -141,16 +156,28 @@ class Manifest:
             return None
         return f"this model was trained only on {faces}; its outputs on real faces are not validated"
 
-    def path(self, role: str) -> Path:
-        """The file of a graph ("encoder") or of a variant ("encoder_int8")."""
+    def file_name(self, role: str) -> str:
+        """The bundle path of a graph ("encoder" -> "encoder.onnx") or of a variant ("encoder_int8")."""
         if role in self.graphs:
-            return self.root / self.graphs[role].file
+            return self.graphs[role].file
         if role in self.variants:
-            return self.root / self.variants[role]["file"]
+            return self.variants[role]["file"]
         raise BundleError(
             f"{self.root / MANIFEST}: no graph or variant {role!r} "
             f"(graphs: {', '.join(self.graphs)}; variants: {', '.join(self.variants) or 'none'})"
         )
+
+    def path(self, role: str) -> Path:
+        """The file of a graph ("encoder") or of a variant ("encoder_int8"); to load it, use `read`."""
+        kind = "graphs" if role in self.graphs else "variants"
+        return bundle_path(self.root, self.file_name(role), f"{kind}.{role}.file")
+
+    def read(self, name: str) -> bytes:
+        """Bundle file `name`'s bytes, read once without following links and checked against its sha256 in
+        field 'files' (bundle_files.read_verified): what an engine loads, so it runs the bytes that were hashed."""
+        if name not in self.files:
+            raise BundleError(f"{self.root / MANIFEST}: field 'files' has no sha256 for {name}")
+        return read_verified(self.root, name, self.files[name])
 
     def graph_of(self, name: str) -> str:
         """The graph role whose tensors a graph or variant has: "encoder_int8" -> "encoder"."""
@@ -163,6 +190,7 @@ class Manifest:
 
 
 def sha256_file(path: Path) -> str:
+    """A file's sha256, read in chunks (the exporter hashes what it wrote; the reader uses `read_verified`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -194,11 +222,13 @@ def _tensor(data: Any, where: Path, field_name: str) -> TensorSpec:
 
 
 def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
-    """Read and check a bundle's manifest.json (and, by default, every file's sha256)."""
+    """Read and check a bundle's manifest.json; by default also every file's sha256 and the bundle's tree (no
+    links, no file the manifest does not hash: `verify_files`)."""
     root = Path(root)
     path = root / MANIFEST
     data = _load_manifest_json(root, path)
     version = _read_version(data, path)
+    _require_version_fields(data, path, version)
     model = _read_model(data, path, version)
     producer = _get(data, "producer", dict, path)
     _get(data, "producer.version", str, path)
@@ -213,7 +243,6 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
     graphs = _read_graphs(data, path)
     _check_graph_specs(graphs, graph_specs(model.clip_len, len(model.columns), preprocess.size), path)
     variants = _read_variants(data, path)
-    files = _read_files(data, path)
     _get(data, "alignment", dict, path)
     manifest = Manifest(
         root=root,
@@ -229,16 +258,12 @@ def read_manifest(root: Path | str, verify_hashes: bool = True) -> Manifest:
         opset=_get(data, "opset", int, path),
         graphs=graphs,
         variants=variants,
-        files=files,
+        files=_read_files(data, path, root),
         raw=data,
         producer=dict(producer),
         clip_stride=model.clip_stride,
     )
-    referenced = [g.file for g in graphs.values()] + [v["file"] for v in manifest.variants.values()]
-    referenced += _read_checks(data, variants, path)
-    unlisted = [f for f in referenced if f not in files]
-    if unlisted:
-        raise BundleError(f"{path}: field 'files' has no sha256 for {', '.join(unlisted)}")
+    _check_named_paths(manifest, _read_checks(data, variants, path))
     if verify_hashes:
         verify_files(manifest)
     return manifest
@@ -248,10 +273,10 @@ def _load_manifest_json(root: Path, path: Path) -> dict:
     """The manifest's JSON object, refused unless the folder, the file and the 'format' field are there."""
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise BundleError(f"{path}: missing; a bundle is a folder written by `ks-export`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_inside(root, MANIFEST, MANIFEST))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{path}: malformed JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -267,6 +292,20 @@ def _read_version(data: dict, path: Path) -> int:
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     return version
+
+
+def _require_version_fields(data: dict, path: Path, version: int) -> None:
+    """A field REQUIRED_SINCE says this version's writers always wrote must be there: its default would change what
+    the bundle means (a version 2 manifest without model.clip_stride is not a stride-1 bundle, it is a broken one)."""
+    for dotted, (since, default) in REQUIRED_SINCE.items():
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if version >= since and node is None:
+            raise BundleError(
+                f"{path}: missing field {dotted!r}, required in a version {version} manifest (every writer of version "
+                f"{since} and later writes it; reading it as absent would mean {default})"
+            )
 
 
 @dataclass(frozen=True)
@@ -292,7 +331,8 @@ def _read_model(data: dict, path: Path, version: int) -> _ModelFields:
     if len(au_names) != len(columns):
         raise BundleError(f"{path}: field 'model.au_names' has {len(au_names)} names for {len(columns)} AUs")
     clip_len = _get(data, "model.clip_len", int, path)
-    clip_stride = _get(data, "model.clip_stride", int, path) if "clip_stride" in data.get("model", {}) else 1
+    # Absent only in version 1 (REQUIRED_SINCE), where it meant adjacent frames.
+    clip_stride = _get(data, "model.clip_stride", int, path) if "clip_stride" in data["model"] else 1
     if clip_stride < 1:
         raise BundleError(f"{path}: field 'model.clip_stride' must be >= 1, got {clip_stride}")
     if clip_stride != 1 and version < 2:
@@ -365,12 +405,45 @@ def _read_checks(data: dict, variants: dict[str, dict], path: Path) -> list[str]
     return files
 
 
-def _read_files(data: dict, path: Path) -> dict[str, str]:
+def _read_files(data: dict, path: Path, root: Path) -> dict[str, str]:
     files = _get(data, "files", dict, path)
     for name, digest in files.items():
-        if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(digest, str) or len(digest) != 64:
+        bundle_path(root, name, f"files.{name}")
+        if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise BundleError(f"{path}: field 'files.{name}' must map a path inside the bundle to a sha256 hex digest")
     return dict(files)
+
+
+def named_paths(manifest: Manifest, check_files: list[str]) -> list[tuple[str, object]]:
+    """(field, value) of every file path the manifest names outside 'files': graphs, variants, check frames
+    (`check_files`), Triton's configs and models, the TensorRT recipe and engines (and the graphs they came from)."""
+    where = manifest.root / MANIFEST
+    named: list[tuple[str, object]] = [(f"graphs.{r}.file", g.file) for r, g in manifest.graphs.items()]
+    named += [(f"variants.{n}.file", v["file"]) for n, v in manifest.variants.items()]
+    named += [("check_frames.file", f) for f in check_files]
+    serving = manifest.raw.get("serving", {})
+    if not isinstance(serving, dict) or not all(isinstance(e, dict) for e in serving.values()):
+        raise BundleError(f"{where}: field 'serving' must map each repository to an object")
+    for name, entry in serving.items():
+        named += [(f"serving.{name}.{key}", entry[key]) for key in ("config", "file", "copy_of") if key in entry]
+    tensorrt = manifest.raw.get("tensorrt", {})
+    engines = tensorrt.get("engines", []) if isinstance(tensorrt, dict) else None
+    if not isinstance(engines, list) or not all(isinstance(e, dict) for e in engines):
+        raise BundleError(f"{where}: field 'tensorrt' must be an object with a list of objects 'engines'")
+    if isinstance(tensorrt.get("recipe"), dict) and "file" in tensorrt["recipe"]:
+        named.append(("tensorrt.recipe.file", tensorrt["recipe"]["file"]))
+    for i, entry in enumerate(engines):
+        named += [(f"tensorrt.engines[{i}].{key}", entry[key]) for key in ("file", "source") if key in entry]
+    return named
+
+
+def _check_named_paths(manifest: Manifest, check_files: list[str]) -> None:
+    """Every path the manifest names is inside the bundle (`bundle_path`, the one check) and hashed in 'files'."""
+    where = manifest.root / MANIFEST
+    for field_name, name in named_paths(manifest, check_files):
+        bundle_path(manifest.root, name, field_name)
+        if name not in manifest.files:
+            raise BundleError(f"{where}: field 'files' has no sha256 for {name} (named by field {field_name!r})")
 
 
 def _check_graph_specs(graphs: dict[str, GraphSpec], expected: dict[str, GraphSpec], where: Path) -> None:
@@ -387,17 +460,11 @@ def _check_graph_specs(graphs: dict[str, GraphSpec], expected: dict[str, GraphSp
 
 
 def verify_files(manifest: Manifest) -> None:
-    """Every file listed in the manifest exists and has the recorded sha256."""
+    """The bundle holds no link and no file it does not hash (bundle_files.check_tree), and every file listed in
+    the manifest is there, reached without a link, with the recorded sha256 (and no ONNX external data)."""
     for name, expected in manifest.files.items():
-        file = manifest.root / name
-        if not file.is_file():
-            raise BundleError(f"{file}: missing, but listed in field 'files.{name}' of {MANIFEST}")
-        actual = sha256_file(file)
-        if actual != expected:
-            raise BundleError(
-                f"{file}: sha256 {actual[:12]}... does not match field 'files.{name}' of {MANIFEST} "
-                f"({expected[:12]}...): the file was changed or truncated after export"
-            )
+        read_verified(manifest.root, name, expected)
+    check_tree(manifest.root, manifest.files)
 
 
 def check_io(

@@ -10,6 +10,7 @@ the check runs at every load, on this CPU and this onnxruntime, in well under a 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import dataclass, field
@@ -74,8 +75,8 @@ def load_check_frames(manifest: Manifest) -> np.ndarray:
     if not isinstance(spec, dict):
         raise BundleError(f"{manifest.root / MANIFEST}: no field 'check_frames' (re-export the bundle with --int8)")
     path = manifest.root / spec["file"]
-    try:
-        frames = np.load(path, allow_pickle=False)
+    try:  # the hash-checked bytes, not a second open of the path
+        frames = np.load(io.BytesIO(manifest.read(spec["file"])), allow_pickle=False)
     except (OSError, ValueError) as error:
         raise BundleError(f"{path}: field 'check_frames.file' is not a numpy .npy array ({error})") from None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != spec["count"]:
@@ -115,14 +116,15 @@ def check_int8(manifest: Manifest, fp32: BundleGraphs, int8: BundleGraphs | None
 
 
 def open_int8(
-    manifest: Manifest, providers: list, threads: int, insist: bool = False
+    manifest: Manifest, providers: list, threads: int, insist: bool = False, fp32: BundleGraphs | None = None
 ) -> tuple[BundleGraphs, str | None, Int8Check]:
     """The encoder and head to run when INT8 is asked for: (graphs, ENCODER_INT8 or None for FP32, the check).
 
     The INT8 encoder when it passes its check here; otherwise a warning and the FP32 graphs, or with `insist`
-    an EngineError naming the bundle, the CPU and the error.
+    an EngineError naming the bundle, the CPU and the error. `fp32`: the FP32 encoder and head, when already open.
     """
-    fp32 = BundleGraphs(manifest, roles=("encoder", "head"), providers=providers, threads=threads)
+    if fp32 is None:
+        fp32 = BundleGraphs(manifest, roles=("encoder", "head"), providers=providers, threads=threads)
     int8 = None
     if ENCODER_INT8 in manifest.variants:
         int8 = BundleGraphs(

@@ -2,7 +2,8 @@
 IOBinding, so inputs already on the device are bound in place; with `tensorrt=True` onnxruntime's TensorRT
 provider first (engine and timing caches under the bundle's trt/ folder). On a GPU provider the FP16 encoder
 variant is used when the bundle has one. On the CPU, `precision="int8"` runs the INT8 encoder once it has passed
-its check on this CPU (int8_check.py). The GPU paths are written against the documented APIs.
+its check on this CPU (int8_check.py). Every engine first checks that the bundle's encoder -> head equals its
+clip graph (consistency.py). The GPU paths are written against the documented APIs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from ks_runtime.core.bundle import (
     KEY_SLOT,
     SA_LOGITS,
     STUDENT_LOGITS,
-    TRT_DIR,
     Manifest,
     read_manifest,
 )
+from ks_runtime.core.bundle_files import TRT_DIR
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.engine import gpu_probe
 from ks_runtime.engine.base import Engine, EngineError, parse_device
@@ -123,6 +124,7 @@ class OrtEngine(Engine):
         precision: str = "auto",
         insist_int8: bool = False,
     ) -> None:
+        from ks_runtime.engine.consistency import check_consistency  # deferred: onnxruntime (the cpu or gpu extra)
         from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
         if precision not in PRECISIONS:
@@ -131,7 +133,7 @@ class OrtEngine(Engine):
         self.device = device
         kind, self.index = parse_device(device)
         on_gpu = kind == "cuda"
-        self.int8_check = None
+        self.int8_check = self.consistency = None
         if precision == "int8":
             self._open_int8(on_gpu or tensorrt, threads, insist_int8)
             return
@@ -156,17 +158,25 @@ class OrtEngine(Engine):
         self.providers, self.on_gpu, self.variant = used, on_gpu, variant
         if tensorrt:
             self.name = "ort-trt"
+        # Graphs re-hashed over changed weights pass every sha256; they fail this (consistency.py).
+        self.consistency = check_consistency(self.manifest, self.graphs, threads)
 
     def _open_int8(self, on_gpu: bool, threads: int, insist: bool) -> None:
         """The INT8 encoder on the CPU provider, checked on this CPU first (int8_check.open_int8)."""
+        from ks_runtime.engine.consistency import check_consistency  # deferred: onnxruntime (the cpu or gpu extra)
         from ks_runtime.engine.int8_check import open_int8  # deferred: onnxruntime (the cpu or gpu extra)
+        from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
         if on_gpu:
             raise ConfigError(
                 f"{self.manifest.root}: precision 'int8' runs the INT8 encoder on the CPU provider; on "
                 f"{self.device!r} use precision 'auto' (the FP16 encoder) or engine 'trt' with an INT8 engine"
             )
-        self.graphs, self.variant, self.int8_check = open_int8(self.manifest, ["CPUExecutionProvider"], threads, insist)
+        cpu = ["CPUExecutionProvider"]
+        fp32 = BundleGraphs(self.manifest, roles=("encoder", "head"), providers=cpu, threads=threads)
+        # FP32 first: the INT8 encoder is judged against it, so it must be the graph the export verified.
+        self.consistency = check_consistency(self.manifest, fp32, threads)
+        self.graphs, self.variant, self.int8_check = open_int8(self.manifest, cpu, threads, insist, fp32=fp32)
         self.providers, self.on_gpu = self.graphs.sessions["encoder"].get_providers(), False
 
     def run_bound(self, role: str, feeds: dict[str, object], outputs_on: str = "cpu") -> list:

@@ -41,9 +41,15 @@ ORT_DTYPES = {
 
 
 def open_session(
-    path: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0, opset: int | None = None
+    model: Path | bytes,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    threads: int = 0,
+    opset: int | None = None,
+    where: Path | None = None,
 ) -> ort.InferenceSession:
-    """One onnxruntime session; a corrupt file or an opset this onnxruntime cannot run names the file."""
+    """One onnxruntime session of a graph file, or of a graph's bytes (a bundle's, read and hash-checked once:
+    `Manifest.read`); a corrupt graph or an opset this onnxruntime cannot run names the file (`where` for bytes)."""
+    path = where if where is not None else model
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Spinning worker threads starve the decoder and face threads on small CPUs (docs/runtime.md, Engines and
@@ -51,7 +57,8 @@ def open_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "opset" in text.lower():
@@ -98,7 +105,9 @@ class BundleGraphs:
             if self.manifest.graph_of(name) != role:
                 raise BundleError(f"{self.manifest.root}: variant {name!r} is not a build of the {role} graph")
             path = self.manifest.path(name)
-            session = open_session(path, providers, threads, self.manifest.opset)
+            # The bytes whose sha256 was just checked go to onnxruntime: no second open of the path to race with.
+            model = self.manifest.read(self.manifest.file_name(name))
+            session = open_session(model, providers, threads, self.manifest.opset, where=path)
             inputs, outputs = session_io(session)
             check_io(self.manifest, role, inputs, outputs, where=path)
             self.files[role], self.sessions[role] = path, session

@@ -5,8 +5,10 @@ execute_async_v3) and cuda-python's runtime bindings; not run here: no GPU or Te
 
 Engines are tied to the GPU model and the TensorRT version, so a bundle may hold several and their names
 carry both: `trt/encoder.nvidia-h100-80gb-hbm3.trt10.8.0.fp16.plan` (`engine_file_name`, shared with the
-exporter and the trtexec recipe). Engines listed in the manifest's `tensorrt.engines` are hash-checked; engines
-built later on the device by `trt/build_engines.sh` sit in trt/ unlisted and are used as found.
+exporter and the trtexec recipe). Engines listed in the manifest's `tensorrt.engines` are hash-checked against its
+`files`; engines built later on the device by `trt/build_engines.sh` sit in trt/ unlisted, and the recipe records
+each one's sha256 in `trt/engines.sha256`, which they are checked against. An engine is read once, checked, and
+those bytes deserialised (`engine_bytes`); an engine in neither is refused (docs/bundle-format.md, "Contract").
 
 Device path (no host round trip): uint8 crops go up once; cpp_ext's CUDA pack_frames kernel writes them,
 normalised, straight into the encoder's input binding; the encoder's outputs are copied device-to-device
@@ -33,11 +35,11 @@ from ks_runtime.core.bundle import (
     PROBS,
     SA_LOGITS,
     STUDENT_LOGITS,
-    TRT_DIR,
     GraphSpec,
     Manifest,
     read_manifest,
 )
+from ks_runtime.core.bundle_files import ENGINE_RECORD, TRT_DIR, bundle_path, read_engine_record, read_verified
 from ks_runtime.core.errors import BundleError
 from ks_runtime.core.policy import check_policy, dense_clip_indices
 from ks_runtime.core.preprocess import resize_square
@@ -152,7 +154,7 @@ def tensorrt_section(manifest: Manifest) -> dict:
 def find_engines(manifest: Manifest) -> list[FoundEngine]:
     """Every engine of the bundle: those the manifest lists, then *.plan files in trt/ named by the rule."""
     found: dict[str, FoundEngine] = {}
-    for entry in tensorrt_section(manifest).get("engines", []):
+    for i, entry in enumerate(tensorrt_section(manifest).get("engines", [])):
         file = entry.get("file") if isinstance(entry, dict) else None
         name = parse_engine_name(file or "")
         if name is None:
@@ -160,7 +162,7 @@ def find_engines(manifest: Manifest) -> list[FoundEngine]:
                 f"{manifest.root / MANIFEST}: field 'tensorrt.engines' has an entry {entry!r} whose "
                 f"file is not named <graph>.<gpu>.trt<version>.<precision>.plan"
             )
-        found[name.file] = FoundEngine(name, manifest.root / file, True)
+        found[name.file] = FoundEngine(name, bundle_path(manifest.root, file, f"tensorrt.engines[{i}].file"), True)
     folder = manifest.root / TRT_DIR
     for path in sorted(folder.glob("*.plan")) if folder.is_dir() else []:
         name = parse_engine_name(path.name)
@@ -194,6 +196,21 @@ def select_engines(manifest: Manifest, gpu_name: str, trt_version: str, precisio
             f"the GPU model and the TensorRT version)"
         )
     return chosen
+
+
+def engine_bytes(manifest: Manifest, path: Path) -> bytes:
+    """A chosen engine's bytes, read once (no link followed) and checked against its sha256: the manifest's for an
+    engine built at export, trt/engines.sha256's for one the recipe built on the device. Unrecorded: refused."""
+    name = path.relative_to(manifest.root).as_posix()
+    if name in manifest.files:
+        return manifest.read(name)
+    record = read_engine_record(manifest.root)
+    if name not in record:
+        raise BundleError(
+            f"{path}: an engine neither hashed in field 'files' of {MANIFEST} nor recorded in {ENGINE_RECORD}; "
+            f"build it with bash {manifest.root / RECIPE}, which records each engine it builds"
+        )
+    return read_verified(manifest.root, name, record[name], field=ENGINE_RECORD, source=ENGINE_RECORD)
 
 
 # --- CUDA: cuda-python's runtime, cpp_ext's kernels --------------------------------------------------------------
@@ -363,11 +380,11 @@ def check_bindings(
 class TrtGraph:
     """A deserialised engine, one execution context and one device buffer per tensor (max batch)."""
 
-    def __init__(self, path: Path, spec: GraphSpec, ops: CudaOps, trt_runtime, logger_name: str = "") -> None:
+    def __init__(self, path: Path, plan: bytes, spec: GraphSpec, ops: CudaOps, trt_runtime) -> None:
         import tensorrt as trt
 
         self.path, self.ops = path, ops
-        engine = trt_runtime.deserialize_cuda_engine(path.read_bytes())
+        engine = trt_runtime.deserialize_cuda_engine(plan)  # the hash-checked bytes (engine_bytes), not the path
         if engine is None:
             raise EngineError(
                 f"{path}: TensorRT {trt.__version__} could not deserialise this engine (built by "
@@ -457,13 +474,14 @@ class TrtEngine(Engine):
 
         info = gpu_probe.device_info(index)
         paths = select_engines(manifest, info.name, trt.__version__, precision)
+        plans = {role: engine_bytes(manifest, paths[role]) for role in ("encoder", "head")}
         ops = CudaOps(index)
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._trt_logger)
         graphs: dict[str, TrtGraph] = {}
         try:
             for role in ("encoder", "head"):
-                graphs[role] = TrtGraph(paths[role], manifest.graphs[role], ops, runtime)
+                graphs[role] = TrtGraph(paths[role], plans[role], manifest.graphs[role], ops, runtime)
             self._setup(manifest, device, ops, graphs["encoder"], graphs["head"])
         except BaseException:  # free what was allocated before the refusal
             for graph in graphs.values():

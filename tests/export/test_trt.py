@@ -33,6 +33,7 @@ from ks_runtime.core.bundle import (
     read_manifest,
     sha256_file,
 )
+from ks_runtime.core.bundle_files import ENGINE_RECORD
 from ks_runtime.engine import gpu_probe
 from ks_runtime.engine import trt as T
 from ks_runtime.engine.ort_graphs import BundleGraphs
@@ -250,10 +251,13 @@ def test_the_recipe_builds_what_the_runtime_looks_for(recipe_bundle, tmp_path):
     assert (recipe_bundle / "trt" / T.timing_cache_name(name, version)).is_file()
     assert len(calls) == 4 and all("--stronglyTyped" in c and "--fp16" not in c for c in calls)  # TensorRT 10
     assert any("--onnx=encoder.int8.trt.onnx" in c and "--maxShapes=frames:32x3x64x64" in c for c in calls)
-    manifest = read_manifest(recipe_bundle)  # the engines are unlisted: the manifest's hashes still hold
+    manifest = read_manifest(recipe_bundle)  # the engines are unlisted but recorded: the bundle still reads
     chosen = T.select_engines(manifest, name, version, "int8")
     assert chosen["encoder"].name == T.engine_file_name("encoder", name, version, "int8")
     assert {e.listed for e in T.find_engines(manifest)} == {False}
+    record = (recipe_bundle / ENGINE_RECORD).read_text().splitlines()  # each engine's sha256, as sha256sum writes it
+    assert sorted(line.split("  ")[1] for line in record) == [f"trt/{b}" for b in built]
+    assert T.engine_bytes(manifest, chosen["encoder"]) == b"plan"  # checked against the record
 
 
 def test_the_recipe_follows_the_tensorrt_release(recipe_bundle, tmp_path):

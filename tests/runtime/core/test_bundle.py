@@ -99,7 +99,7 @@ def write_toy_bundle(root, opset=18, encoder_batch="B"):
     shutil.copyfile(root / "encoder.onnx", root / "encoder.int8.onnx")
     manifest = {
         "format": B.FORMAT,
-        "format_version": B.FORMAT_VERSION,
+        "format_version": 1,  # an adjacent-frame bundle: no model.clip_stride, no alignment.template (REQUIRED_SINCE)
         "model": {
             "method": "ks",
             "au_set": "custom",
@@ -244,11 +244,22 @@ def test_the_int8_variant_runs_in_the_encoders_place(toy):
         graphs.clip(np.zeros((1, N, 3, S, S), np.float32), np.zeros(1, np.int64))
 
 
+def rehash(root, name):
+    """Record a file's new sha256 in the manifest, as a re-hashed bundle would."""
+    edit_manifest(root, lambda data: data["files"].update({name: B.sha256_file(root / name)}))
+
+
 def test_a_corrupt_graph_is_named_when_opened(copy):
-    (copy / "encoder.onnx").write_bytes((copy / "encoder.onnx").read_bytes()[:100])
-    manifest = B.read_manifest(copy, verify_hashes=False)
+    (copy / "encoder.onnx").write_bytes(
+        b"\x08\x07"
+    )  # protobuf (ir_version 7), not a model: hashes pass, onnxruntime fails
+    rehash(copy, "encoder.onnx")
     with pytest.raises(BundleError, match=r"encoder\.onnx: onnxruntime .* cannot load"):
-        BundleGraphs(manifest)
+        BundleGraphs(copy)
+    (copy / "encoder.onnx").write_bytes((copy / "head.onnx").read_bytes()[:100])  # truncated: the reader says so
+    rehash(copy, "encoder.onnx")
+    with pytest.raises(BundleError, match=r"encoder\.onnx: not an ONNX file"):
+        B.read_manifest(copy)
 
 
 def test_an_opset_onnxruntime_cannot_run_names_the_file_and_field(tmp_path):

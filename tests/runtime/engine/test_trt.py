@@ -19,6 +19,7 @@ import pytest
 import cpp_ext.cuda as kcuda
 from ks_runtime.core import kernels
 from ks_runtime.core.bundle import MANIFEST, graph_specs, read_manifest
+from ks_runtime.core.bundle_files import ENGINE_RECORD
 from ks_runtime.engine import create_engine, gpu_probe
 from ks_runtime.engine import trt as T
 from ks_runtime.engine.base import EngineError
@@ -204,18 +205,24 @@ def test_names_refuse_nonsense():
 # --- choosing the engines of a bundle ------------------------------------------------------------------------------
 
 
-def _with_engines(bundle, tmp_path, listed=(), built=()):
-    """A copy of the bundle with empty plan files: `listed` in the manifest's tensorrt.engines, `built` unlisted."""
+def _with_engines(bundle, tmp_path, listed=(), built=(), unrecorded=()):
+    """A copy of the bundle with stand-in plan files: `listed` in the manifest's tensorrt.engines and hashed in its
+    files (as an export builds them), `built` recorded in trt/engines.sha256 (as the recipe builds them on the
+    device), `unrecorded` in neither."""
+    import hashlib
     import shutil
 
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     (copy / "trt").mkdir(exist_ok=True)
+    for name in (*listed, *built, *unrecorded):
+        (copy / "trt" / name).write_bytes(f"plan {name}".encode())
+    digest = {name: hashlib.sha256(f"plan {name}".encode()).hexdigest() for name in (*listed, *built)}
     data = json.loads((copy / MANIFEST).read_text())
     data["tensorrt"] = {"engines": [{"file": f"trt/{f}"} for f in listed]}
+    data["files"].update({f"trt/{f}": digest[f] for f in listed})
     (copy / MANIFEST).write_text(json.dumps(data))
-    for name in (*listed, *built):
-        (copy / "trt" / name).write_bytes(b"plan")
-    return read_manifest(copy, verify_hashes=False)
+    (copy / ENGINE_RECORD).write_text("".join(f"{digest[f]}  trt/{f}\n" for f in built))
+    return read_manifest(copy, verify_hashes=not unrecorded)
 
 
 def test_engines_are_chosen_by_gpu_release_and_precision(bundle, tmp_path):
@@ -231,6 +238,23 @@ def test_engines_are_chosen_by_gpu_release_and_precision(bundle, tmp_path):
     chosen = T.select_engines(manifest, orin, "10.3.0.26", "int8")
     assert chosen == {"encoder": manifest.root / "trt" / built[1], "head": manifest.root / "trt" / built[2]}
     assert T.select_engines(manifest, h100, "10.8.0", "fp16")["encoder"].name == listed[0]
+    # What TensorRT deserialises is the bytes whose sha256 was checked: the manifest's, or the recipe's record's.
+    assert T.engine_bytes(manifest, chosen["encoder"]) == f"plan {built[1]}".encode()
+    assert T.engine_bytes(manifest, manifest.root / "trt" / listed[0]) == f"plan {listed[0]}".encode()
+
+
+def test_an_engine_changed_after_it_was_recorded_or_never_recorded_is_refused(bundle, tmp_path):
+    from ks_runtime.core.errors import BundleError
+
+    built = [T.engine_file_name(r, "Orin", "10.3.0", "fp16") for r in ("encoder", "head")]
+    manifest = _with_engines(bundle, tmp_path, built=built[:1], unrecorded=built[1:])
+    with pytest.raises(BundleError, match=r"head\.orin\.trt10\.3\.0\.fp16\.plan: in the bundle but not hashed"):
+        read_manifest(manifest.root)  # what `ks-export verify` and every engine's read say
+    with pytest.raises(BundleError, match=r"head\.orin.*: an engine neither hashed in field 'files' .* nor recorded"):
+        T.engine_bytes(manifest, manifest.root / "trt" / built[1])
+    (manifest.root / "trt" / built[0]).write_bytes(b"another plan")
+    with pytest.raises(BundleError, match=r"encoder\.orin.*: sha256 .* does not match trt/engines\.sha256"):
+        T.engine_bytes(manifest, manifest.root / "trt" / built[0])
 
 
 def test_no_engine_for_this_gpu_lists_what_there_is_and_how_to_build(bundle, tmp_path):
