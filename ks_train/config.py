@@ -126,7 +126,7 @@ class LossConfig:
     pl_weight_positives: bool = False
     # ppl (the token-level PPL) | sequence (ppl_gate's label-sequence gate against label_prior) | none (naive
     # pseudo-labels) | confidence (ablation)
-    gate: str = "ppl"
+    gate: str = "sequence"
     gate_acceptance: float = 0.9  # [R] sequence gate: share of held-out clean sequences its threshold accepts
     gate_clips: int = 64  # [R] sequence gate: clean sequences drawn from the prior a step, to train and to calibrate
     # [R] sequence gate: the perturbations it learns to spot. Flips only: a shifted, stretched or cut run is as

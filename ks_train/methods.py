@@ -58,6 +58,13 @@ class Method:
         """Learn what the method needs from the training set's kept labels before the first step: label_tracks
         are each video's kept labels (T_i, U) in frame order, `spacing` frames apart. Nothing by default."""
 
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """The method's own random generators' states, for a checkpoint's "rng" (none by default)."""
+        return {}
+
+    def set_rng_states(self, states: dict[str, torch.Tensor]) -> None:
+        """Restore what `rng_states` saved; a checkpoint written without them leaves the generators as seeded."""
+
     def train_step(
         self, model: nn.Module, batch: ClipBatch, weights: losses.AUWeights, semi_supervised: bool
     ) -> StepResult:
@@ -159,6 +166,13 @@ class KSMethod(Method):
     def fit_data(self, label_tracks, spacing):
         if self.cfg.loss.gate == "sequence":
             self.label_prior = fit_label_prior(label_tracks, spacing)
+
+    def rng_states(self):
+        return {"gate": self.gate_generator.get_state()}  # the sequence gate's draws: resume continues them
+
+    def set_rng_states(self, states):
+        if "gate" in states:
+            self.gate_generator.set_state(states["gate"])
 
     def forward_clips(self, model, batch: ClipBatch) -> tuple[torch.Tensor, ...]:
         """S_a (B, n, U), the slot students (B, n, U), TT's tokens (B, n, U) and sources (B, n), TT (B, n, U)."""

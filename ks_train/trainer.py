@@ -215,7 +215,7 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------------
     def state(self, metrics: dict) -> dict:
-        rng = {"torch": torch.get_rng_state()}
+        rng = {"torch": torch.get_rng_state(), **self.method.rng_states()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -263,6 +263,7 @@ class Trainer:
         self.epoch, self.global_batch = state["epoch"], state["global_batch"]
         self.best_f1, self.history = state["best_f1"], list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
+        self.method.set_rng_states(state["rng"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         log.info("resumed from %s at epoch %d", state["path"], self.epoch)

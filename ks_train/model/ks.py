@@ -47,6 +47,11 @@ RANGES = {
 }
 
 
+# The Temporal Teacher read literally (tokens = the U logits, pre-LayerNorm blocks, a small learned position
+# embedding, the students' tokens): blind to a frame's evidence level (docs/model.md). `--set` these to get it back.
+LITERAL_TT = {"tt_width": 0, "tt_residual": False, "tt_position": "learned", "tt_tokens": "students"}
+
+
 @dataclass
 class KSConfig:
     """Model shape. [S] stated by the paper, [R] our reconstruction (docs/model.md)."""
@@ -74,16 +79,17 @@ class KSConfig:
     fusion: str = "mean"  # [R] mean of sigmoid(S_a) and sigmoid(TT) at the key slot
     # [R] TT's own token width: 0 keeps W (tokens = the U logits, no projection when W = U). > 0 projects each
     # token's U logits to this width with a Linear (with bias), so TT's LayerNorms no longer erase a shift
-    # shared by all of a frame's logits: TT can see the frame's overall evidence level.
-    tt_width: int = 0
+    # shared by all of a frame's logits: TT can see the frame's overall evidence level. 64 by default: with the
+    # other three TT fields and the sequence gate it lifted KS by 3-4 points on SynthAU (docs/experiments.md).
+    tt_width: int = 64
     # [R] TT's logits = its output head's + its input token logits: TT starts from its input (the head is
     # zero-initialised then) and learns corrections.
-    tt_residual: bool = False
-    tt_position: str = "learned"  # [R] TT's position embedding: learned | sinusoidal (a fixed sin/cos table)
+    tt_residual: bool = True
+    tt_position: str = "sinusoidal"  # [R] TT's position embedding: learned | sinusoidal (a fixed sin/cos table)
     tt_position_init: float = 0.02  # [R] init std of TT's learned position embedding; ~1 lets position matter
     # [R] TT's tokens: "students" = S_a's logits at the key slot, student j's at slot j (the paper's split);
     # "sa" = S_a's logits at every slot (at inference the students then feed no output).
-    tt_tokens: str = "students"
+    tt_tokens: str = "sa"
 
     def __post_init__(self) -> None:
         configio.check_ranges(self, RANGES, "model.")

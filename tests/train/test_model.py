@@ -24,7 +24,9 @@ def test_per_frame_then_per_clip_equals_the_fused_forward(model):
             assert ((fused > 0) & (fused < 1)).all()
 
 
-def test_tokens_take_s_a_at_the_key_slot_and_student_j_elsewhere(model):
+def test_tokens_take_s_a_at_the_key_slot_and_student_j_elsewhere():
+    torch.manual_seed(0)
+    model = KSModel(KSConfig(n_aus=6, clip_len=4, tt_tokens="students")).eval()  # the paper's split
     sa = torch.randn(2, 4, 6)
     students = torch.randn(2, 4, 4, 6)
     tokens, source = model.clip_tokens(sa, students, one_hot_slot(torch.tensor([1, 3]), 4))

@@ -10,7 +10,7 @@ from ks_train.data.base import VideoSequence
 from ks_train.data.sampling import build_sparse_index, clip_frames
 from ks_train.evaluate import analysis_keys, pseudo_label_analysis, scores_between_labels
 from ks_train.methods import create_method
-from ks_train.model.ks import KSConfig
+from ks_train.model.ks import LITERAL_TT, KSConfig
 
 N, K, T = 3, 4, 30
 
@@ -47,7 +47,9 @@ def test_strided_clips_are_keyed_between_labels_and_paper_clips_on_labels():
 @pytest.mark.parametrize("training", [True, False])
 def test_the_analysis_scores_pseudo_labels_for_either_feeding_and_restores_the_mode(stride, keys, training):
     cfg = ExperimentConfig(
-        model=KSConfig(n_aus=len(BP4D), clip_len=N, clip_stride=stride), data=DataConfig(image_size=32)
+        model=KSConfig(n_aus=len(BP4D), clip_len=N, clip_stride=stride),
+        data=DataConfig(image_size=32),
+        loss=LossConfig(gate="ppl"),  # the token gate's analysis; the sequence gate's is tested below
     )
     method = create_method(cfg)
     torch.manual_seed(0)
@@ -90,7 +92,7 @@ class FixedTeacher(torch.nn.Module):
 @pytest.mark.parametrize("tt_logit, accepted", [(5.0, 0.0), (-5.0, 1.0)])
 def test_under_the_sequence_gate_the_analysis_takes_the_label_gates_verdict(tt_logit, accepted):
     cfg = ExperimentConfig(
-        model=KSConfig(n_aus=len(BP4D), clip_len=N, clip_stride=1),
+        model=KSConfig(n_aus=len(BP4D), clip_len=N, clip_stride=1, **LITERAL_TT),  # FixedTeacher's width: U
         data=DataConfig(image_size=32),
         loss=LossConfig(gate="sequence"),
     )

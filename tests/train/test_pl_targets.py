@@ -43,7 +43,7 @@ def run_step(monkeypatch, pl_target: str) -> dict:
 
     monkeypatch.setattr(losses, "pl_targets", spy_targets)
     monkeypatch.setattr(losses, "loss_pl", spy_loss)
-    cfg = ExperimentConfig(model=KSConfig(n_aus=U, clip_len=N), loss=LossConfig(pl_target=pl_target))
+    cfg = ExperimentConfig(model=KSConfig(n_aus=U, clip_len=N), loss=LossConfig(pl_target=pl_target, gate="ppl"))
     method = methods.create_method(cfg)
     torch.manual_seed(0)
     result = method.train_step(method.build_model(), hand_batch(), losses.AUWeights.uniform(U), True)

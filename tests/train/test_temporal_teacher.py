@@ -1,9 +1,10 @@
 """The Temporal Teacher's [R] options (docs/model.md, Architecture 5): what each one lets TT see, by mechanism.
 
-TT's default tokens are the U logits themselves; its LayerNorms normalise each token over those U values, so
-TT cannot see a shift shared by all of a frame's logits (its evidence level), and its position embedding
-(std 0.02) is too small for the order of the neighbours to matter. `tt_width`, `tt_position_init` /
-`tt_position`, `tt_residual` and `tt_tokens` change that; the defaults keep today's model.
+Read literally (LITERAL_TT), TT's tokens are the U logits themselves; its LayerNorms normalise each token over
+those U values, so TT cannot see a shift shared by all of a frame's logits (its evidence level), and its position
+embedding (std 0.02) is too small for the order of the neighbours to matter. `tt_width`, `tt_position_init` /
+`tt_position`, `tt_residual` and `tt_tokens` change that, each tested here against the literal reading; the
+defaults turn all four on.
 Relative changes are ||a - b|| / ||a|| of TT's key-slot logits; TT runs in float64 so "exact" means exact.
 """
 
@@ -14,11 +15,11 @@ import torch
 from ks_export.graphs import HeadGraph, random_inputs
 from ks_export.onnx_export import export_module
 from ks_runtime.core.errors import ConfigError
-from ks_train.config import ExperimentConfig
+from ks_train.config import ExperimentConfig, LossConfig
 from ks_train.data.clips import ClipBatch
 from ks_train.losses import AUWeights
 from ks_train.methods import create_method
-from ks_train.model.ks import KSConfig, KSModel, TemporalTeacher, one_hot_slot
+from ks_train.model.ks import LITERAL_TT, KSConfig, KSModel, TemporalTeacher, one_hot_slot
 
 U, N, KEY = 12, 5, 2  # BP4D's AUs, the paper's clip length, a key slot in the middle
 NEIGHBOURS_REVERSED = [4, 3, 2, 1, 0]  # the key slot stays put; the non-key neighbours swap ends
@@ -26,7 +27,7 @@ NEIGHBOURS_REVERSED = [4, 3, 2, 1, 0]  # the key slot stays put; the non-key nei
 
 def temporal_teacher(seed: int = 0, **fields) -> TemporalTeacher:
     torch.manual_seed(seed)
-    return TemporalTeacher(KSConfig(n_aus=U, clip_len=N, **fields)).eval().double()
+    return TemporalTeacher(KSConfig(n_aus=U, clip_len=N, **{**LITERAL_TT, **fields})).eval().double()
 
 
 def logits(batch: int = 8, seed: int = 0) -> torch.Tensor:
@@ -153,7 +154,7 @@ def test_a_residual_tt_starts_as_its_input_and_adds_its_heads_correction():
 # --- which logits the tokens are ---------------------------------------------------------------------------------
 def ks_model(tt_tokens: str) -> KSModel:
     torch.manual_seed(0)
-    return KSModel(KSConfig(n_aus=U, clip_len=N, tt_tokens=tt_tokens)).eval()
+    return KSModel(KSConfig(n_aus=U, clip_len=N, **{**LITERAL_TT, "tt_tokens": tt_tokens})).eval()
 
 
 def clip_logits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,7 +200,14 @@ def test_head_onnx_keeps_its_student_input_with_sa_tokens(tmp_path):
 
 
 # --- defaults and config -----------------------------------------------------------------------------------------
-def test_the_defaults_keep_todays_temporal_teacher():
+def test_the_literal_reading_is_one_setting_away_and_the_defaults_turn_every_field_on():
+    defaults = KSConfig()
+    assert (defaults.tt_width, defaults.tt_residual, defaults.tt_position, defaults.tt_tokens) == (
+        64,
+        True,
+        "sinusoidal",
+        "sa",
+    )
     tt = temporal_teacher()
     assert isinstance(tt.project_in, torch.nn.Identity) and not tt.residual
     assert isinstance(tt.encoder.pos, torch.nn.Parameter) and tt.encoder.pos.shape == (N, U)
@@ -221,7 +229,8 @@ def test_bad_temporal_teacher_fields_are_config_errors(fields):
 @pytest.mark.parametrize("tt_tokens", ["students", "sa"])
 def test_a_training_step_runs_with_every_new_field_on(tt_tokens):
     model_cfg = KSConfig(n_aus=4, clip_len=3, tt_width=16, tt_residual=True, tt_position_init=1.0, tt_tokens=tt_tokens)
-    method = create_method(ExperimentConfig(model=model_cfg))
+    # The token gate: its L_self reaches TT's projection at the first step, while the residual head starts at zero.
+    method = create_method(ExperimentConfig(model=model_cfg, loss=LossConfig(gate="ppl")))
     torch.manual_seed(0)
     model = method.build_model().train()
     labels = torch.randint(0, 2, (4, 3, 4)).float()
