@@ -112,8 +112,8 @@ def epoch_row(record: dict) -> str:
     f1 = f"{record['mean_f1']:.3f}" if "mean_f1" in record else "  -  "  # evaluated every eval_every epochs
     return (
         f"epoch {record['epoch']:>2}: loss {record['loss']:.3f}  L_PL {record.get('L_PL', 0.0):.3f}  "
-        f"PPL accepts {accept:.1%}  pseudo-label acc {record.get('pl_acc_accepted', float('nan')):.3f}  "
-        f"test F1 {f1}"
+        f"gate accepts {accept:.1%}  pseudo labels right: accepted {record.get('pl_acc_accepted', float('nan')):.3f}"
+        f" all {record.get('pl_acc_all', float('nan')):.3f}  test F1 {f1}"
     )
 
 

@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         a = result["pseudo_labels"]
         print(
             f"pseudo labels on hidden training labels ({a['clips']} clips keyed on {a['keys']}, "
-            f"{a['labels_scored']} labels): PPL accepts "
-            f"{a['accepted_fraction']:.1%}; accuracy PPL {a['accuracy_ppl']:.3f}, naive {a['accuracy_naive']:.3f}, "
+            f"{a['labels_scored']} labels): the {cfg.loss.gate} gate accepts {a['accepted_fraction']:.1%}; "
+            f"accuracy accepted {a['accuracy_ppl']:.3f}, naive {a['accuracy_naive']:.3f}, "
             f"confidence gate at the same share {a['accuracy_confidence']:.3f}"
         )
     return 0

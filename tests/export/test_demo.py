@@ -42,10 +42,21 @@ def test_the_machine_and_the_plan_are_printed_first(capsys):
 
 def test_epoch_rows_with_and_without_an_evaluation():
     row = demo.epoch_row(
-        {"epoch": 3, "loss": 1.23456, "L_PL": 0.25, "ppl_accept_rate": 0.8, "pl_acc_accepted": 0.7, "mean_f1": 0.4567}
+        {
+            "epoch": 3,
+            "loss": 1.23456,
+            "L_PL": 0.25,
+            "ppl_accept_rate": 0.8,
+            "pl_acc_accepted": 0.7,
+            "pl_acc_all": 0.65,
+            "mean_f1": 0.4567,
+        }
     )
-    assert row == ("epoch  3: loss 1.235  L_PL 0.250  PPL accepts 80.0%  pseudo-label acc 0.700  test F1 0.457")
-    assert demo.epoch_row({"epoch": 1, "loss": 2.0}).endswith("pseudo-label acc nan  test F1   -  ")
+    assert row == (
+        "epoch  3: loss 1.235  L_PL 0.250  gate accepts 80.0%  pseudo labels right: accepted 0.700 all 0.650  "
+        "test F1 0.457"
+    )
+    assert demo.epoch_row({"epoch": 1, "loss": 2.0}).endswith("accepted nan all nan  test F1   -  ")
 
 
 def test_a_schedule_without_pseudo_labels_fails_before_the_export(tmp_path, capsys):
