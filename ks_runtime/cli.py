@@ -36,7 +36,8 @@ from ks_runtime.engine import PRECISIONS
 from ks_runtime.faces.registry import face_stage_names
 from ks_runtime.io.formats import CSV_FORMATS
 from ks_runtime.io.live_view import LiveView
-from ks_runtime.io.sources import Paced, is_camera_spec
+from ks_runtime.io.sources import MAX_FPS, Paced, is_camera_spec
+from ks_runtime.stream import MAX_BATCH_SIZE, MAX_WAIT_MS
 
 PROG = "ks-run"
 COMMANDS = ("run", "report")
@@ -46,6 +47,14 @@ DEFAULT_OUT_DIR = "processed"  # OpenFace's FeatureExtraction default
 DEFAULT_CSV_FORMAT = "openface"  # what a FeatureExtraction user's tools read; `--format ks` has the probabilities
 # OSError too: a run's inputs and outputs are files and devices (a full disk, a permission, a camera unplugged)
 HANDLED = (KSError, OSError)
+# Every number flag's type and range, checked as the arguments are parsed: a bad value exits 2 naming the flag, the
+# value and the range, before the bundle or any input is opened (and before any allocation sized by it).
+BATCH = commandline.number_in(int, 1, MAX_BATCH_SIZE)
+THREADS = commandline.number_in(int, 0, 1024)
+WAIT_MS = commandline.number_in(float, 0.0, MAX_WAIT_MS)
+FPS = commandline.number_in(float, 0.0, MAX_FPS, low_open=True)
+COUNT = commandline.number_in(int, 0, 10**9)
+CAMERA = commandline.number_in(int, 0, 1023)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sequences",
         "--report-sequences",
         dest="report_sequences",
-        type=int,
+        type=COUNT,
         default=0,
         metavar="N",
         help="use only the first N test sequences (0: all)",
@@ -90,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-frames",
         "--report-latency-frames",
         dest="report_latency_frames",
-        type=int,
+        type=COUNT,
         default=0,
         metavar="N",
         help="replay only the first N frames of the first sequence for latency (0: all)",
@@ -136,7 +145,7 @@ def _add_bundle_and_inputs(p: argparse.ArgumentParser) -> None:
         dest="openface_device",
         action="append",
         default=[],
-        type=int,
+        type=CAMERA,
         metavar="N",
         help="OpenFace alias of --input for webcam N",
     )
@@ -205,8 +214,13 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--engine", default="ort", help="inference engine: ort (onnxruntime) or trt")
-    p.add_argument("--batch-size", type=int, default=8, help="most frames per encoder batch")
-    p.add_argument("--threads", type=int, default=0, help="engine threads (0: the engine's default)")
+    p.add_argument(
+        "--batch-size",
+        type=BATCH,
+        default=8,
+        help=f"most frames per encoder batch (1..{MAX_BATCH_SIZE}; never more than the input's frames)",
+    )
+    p.add_argument("--threads", type=THREADS, default=0, help="engine threads (0: the engine's default)")
 
 
 def _add_precision_flags(p: argparse.ArgumentParser) -> None:
@@ -238,7 +252,7 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
         help="face stage: auto (default: aligned for square frames up to 256 px, else haar), aligned "
         "(frames are aligned crops), haar (OpenCV cascades), dlib (the dlib extra)",
     )
-    p.add_argument("--max-wait-ms", type=float, default=10.0, help="longest a frame waits for its batch to fill")
+    p.add_argument("--max-wait-ms", type=WAIT_MS, default=10.0, help="longest a frame waits for its batch to fill (ms)")
     p.add_argument(
         "--sequence",
         action="store_true",
@@ -246,7 +260,9 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
         "own one-frame sequence)",
     )
     p.add_argument(
-        "--fps", type=float, help="frame rate of an image folder read with --sequence (default 30, as OpenFace)"
+        "--fps",
+        type=FPS,
+        help=f"frame rate of an image folder read with --sequence (default 30, as OpenFace; (0, {MAX_FPS:g}])",
     )
     p.add_argument(
         "--realtime",

@@ -78,6 +78,26 @@ def with_default_command(argv: Sequence[str], commands: Iterable[str], default: 
     return argv[:at] + [default] + argv[at:]
 
 
+def number_in(kind: type, low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse `type` for a number flag: the value as `kind` (int or float), or an error that argparse puts after
+    the flag's name, with the value and the allowed range (exit 2 before anything is opened). NaN is refused."""
+    allowed = f"{low}..{high}" if kind is int else f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}; allowed: {allowed}"
+            ) from None
+        if not ((low < value) if low_open else (low <= value)) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    parse.__name__ = kind.__name__  # what argparse calls the type in its own messages
+    return parse
+
+
 def quiet(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "quiet", False))
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from ks_runtime.io.crops import CropSink
 from ks_runtime.io.formats import check_csv_format, csv_sink, csv_table
 from ks_runtime.io.head_pose import LANDMARKS, add_face_geometry
 from ks_runtime.io.live_view import LiveView
+from ks_runtime.io.outputs import check_output_paths
 from ks_runtime.io.overlay import OverlaySink, overlay_frames
 from ks_runtime.io.sources import Source, SourceFrame, to_rgb
 from ks_runtime.io.summary import RunStats, RunSummary
@@ -137,7 +138,7 @@ class Detector:
         sources' warnings (each also logged)."""
         if not sources:
             raise ConfigError("no sources to stream")
-        streamer = StreamScheduler(self.engine, self.manifest.preprocess, self.config)
+        streamer = StreamScheduler(self.engine, self.manifest.preprocess, sized_for(self.config, sources.values()))
         runner = Runner(streamer)
         stats = self._run_stats(sources)
         errors: list[str] = []
@@ -221,6 +222,7 @@ class Detector:
         the error is raised. A clean run has `table.attrs["error"]` None; its warnings (a video that decodes fewer
         frames than its container promises) are in `self.summary.warnings`."""
         check_csv_format(csv_format)
+        check_output_paths(csv, plot, overlay, save_crops)  # before any frame: not after the whole input ran
         view = LiveView() if show else None  # no display: refused before any frame is read
         try:
             src = self.open(source, fps, sequence)
@@ -385,6 +387,16 @@ class Detector:
         results = self._live.close()
         self._live = None
         return results
+
+
+def sized_for(config: StreamConfig, sources: Iterable[Source]) -> StreamConfig:
+    """`config` with its batch no larger than the sources' frames, when every source knows its length: a batch's
+    buffers are allocated up front, and a 20-frame video never needs a batch of 1024."""
+    lengths = [source.length for source in sources]
+    if None in lengths or not lengths:
+        return config
+    frames = max(1, sum(lengths))
+    return replace(config, batch_size=frames) if frames < config.batch_size else config
 
 
 _SAID: set[str] = set()  # the bundles whose provenance this process has stated

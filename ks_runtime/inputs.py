@@ -23,6 +23,7 @@ from ks_runtime.io.sources import (
     SourceError,
     SourceFrame,
     VideoSource,
+    check_fps,
     is_camera_spec,
 )
 from ks_runtime.synth.generate import SynthConfig, generate_sequence, subject_id, task_id, task_profiles
@@ -110,6 +111,7 @@ def open_source(
 
     Images (one file, a list of files, a folder's files) are pictures of their own, each scored alone, unless
     `sequence`: then a folder's images in natural order, or the list in its order, are the frames of one video."""
+    check_fps(fps)  # before anything is opened: a camera or a SynthAU sequence would otherwise ignore it silently
     if isinstance(spec, Source):
         return spec
     if is_camera_spec(spec):

@@ -32,6 +32,16 @@ from ks_runtime.io.sources import Source, SourceFrame
 
 log = logging.getLogger(__name__)
 
+# A batch is staged in memory (B x S x S x 3 bytes, and its float copy): past this it only costs memory and latency.
+MAX_BATCH_SIZE = 1024
+MAX_WAIT_MS = 60_000.0  # a minute: longer is a mistake, not a tuning
+LIMITS: dict[str, tuple[float, float]] = {
+    "batch_size": (1, MAX_BATCH_SIZE),
+    "head_batch": (1, 4096),
+    "queue_size": (1, 4096),
+    "max_wait_ms": (0.0, MAX_WAIT_MS),
+}
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -52,11 +62,15 @@ class StreamConfig:
             check_policy(self.policy)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        for name in ("batch_size", "head_batch", "queue_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.max_wait_ms >= 0:
-            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            # `not low <= value <= high` also refuses NaN
+            if not low <= value <= high:
+                raise ConfigError(f"{name}={value} is out of range; allowed: {_interval(low, high)}")
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{low}..{high}" if isinstance(low, int) and isinstance(high, int) else f"[{low:g}, {high:g}]"
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from ks_runtime.core.errors import ConfigError, OutputError
 from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.io.outputs import check_output_paths
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class OverlaySink:
     def write_frame(self, canvas: np.ndarray) -> None:
         """Append one overlay frame (BGR, as draw_overlay makes it)."""
         if self._writer is None:
+            check_output_paths(overlay=self.path)  # a folder we cannot write is not the codec's fault
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (canvas.shape[1], canvas.shape[0])
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)

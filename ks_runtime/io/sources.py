@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from ks_runtime.core.errors import DataError
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.core.preprocess import as_uint8_colour
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mp4", ".mov", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg", ".ts", ".flv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FOLDER_FPS = 30.0  # OpenFace's assumption for image sequences, whose files carry no time
+MAX_FPS = 1000.0  # past a high-speed camera's rate: a typo, not a frame rate
 # A container whose frame count is an estimate (duration x fps) may list a few frames more than it holds.
 COUNT_SLACK_FRAMES, COUNT_SLACK_FRACTION = 2, 0.02
 
@@ -84,6 +85,14 @@ class Source:
 
     def close(self) -> None:
         """Release whatever the source holds (a capture device, a file)."""
+
+
+def check_fps(fps: float | None, where: str = "fps") -> float | None:
+    """A frame rate given by the user, or None (the source's own, or FOLDER_FPS): zero, negative, NaN or past
+    MAX_FPS is refused, not replaced (a zero would silently become 30, a negative one write negative timestamps)."""
+    if fps is not None and not 0 < fps <= MAX_FPS:
+        raise ConfigError(f"{where}={fps} is out of range; allowed: (0, {MAX_FPS:g}] frames per second")
+    return fps
 
 
 def to_rgb(image: Any, where: str, colour: str = "BGR") -> np.ndarray:
@@ -195,20 +204,60 @@ class ImageFiles(Source):
                 raise SourceError(f"{file}: no such image file")
         self.name = name or (str(self.files[0]) if len(self.files) == 1 else f"{len(self.files)} images")
         self.independent = not sequence
+        check_fps(fps)
         self.fps = (fps or FOLDER_FPS) if sequence else None
         self.length = len(self.files)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         what = "image" if self.independent else "frame"
-        for index, file in enumerate(self.files):
-            # UNCHANGED keeps 16-bit and gray images as they are; to_rgb then brings them to 8-bit RGB.
-            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise SourceError(
-                    f"{file}: {what} {index} cannot be decoded; the {index} {what}s before it were processed"
-                )
-            stamp = index / self.fps if self.fps else 0.0
-            yield SourceFrame(to_rgb(image, f"{file}: {what} {index}"), stamp, index)
+        self.warnings = ()
+        sizes = _SizeCheck()
+        try:
+            for index, file in enumerate(self.files):
+                # UNCHANGED keeps 16-bit and gray images as they are; to_rgb then brings them to 8-bit RGB.
+                image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+                if image is None:
+                    raise SourceError(
+                        f"{file}: {what} {index} cannot be decoded; the {index} {what}s before it were processed"
+                    )
+                if not self.independent:
+                    sizes.see(image.shape, file, index)
+                stamp = index / self.fps if self.fps else 0.0
+                yield SourceFrame(to_rgb(image, f"{file}: {what} {index}"), stamp, index)
+        finally:
+            self.warnings = sizes.warnings()
+
+
+class _SizeCheck:
+    """The frames of one video share a size. One of another size is still run (a user's folder of crops with a
+    stray frame should not lose the run), but not silently: the first such file is named once, with the count.
+    An aligned-crop face stage would stretch it to the network's square input; a detector would see another
+    scene."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, int] | None = None
+        self.odd: tuple[Path, int, tuple[int, int]] | None = None
+        self.count = 0
+
+    def see(self, shape: tuple[int, ...], file: Path, index: int) -> None:
+        size = (int(shape[1]), int(shape[0]))  # width, height
+        if self.first is None:
+            self.first = size
+        elif size != self.first:
+            self.count += 1
+            self.odd = self.odd or (file, index, size)  # logged once, with the count, when the run ends
+
+    def warnings(self) -> tuple[str, ...]:
+        return () if self.odd is None else (self._text(),)
+
+    def _text(self) -> str:
+        file, index, (w, h) = self.odd
+        first_w, first_h = self.first
+        shape = "" if w == h or first_w != first_h else ", not square"
+        return (
+            f"{file}: frame {index} is {w}x{h}{shape}, the sequence's first frame is {first_w}x{first_h}; it was run "
+            f"as it is (an aligned crop is stretched to the network's input): {self.count} frames of another size"
+        )
 
 
 class ImageFolderSource(ImageFiles):
@@ -240,6 +289,7 @@ class ArraySource(Source):
     ) -> None:
         if colour not in ("RGB", "BGR"):
             raise ValueError(f"colour must be 'RGB' or 'BGR', got {colour!r}")
+        check_fps(fps)
         self.frames, self.fps, self.colour, self.live, self.name = frames, fps, colour, live, name
         self.length = length if length is not None else (len(frames) if hasattr(frames, "__len__") else None)
 
@@ -389,7 +439,7 @@ class Paced(Source):
 
     def __init__(self, source: Source, fps: float | None = None, live: bool = False) -> None:
         self.source, self.live = source, live
-        self.fps = fps or source.fps or FOLDER_FPS
+        self.fps = check_fps(fps) or source.fps or FOLDER_FPS
         self.name, self.length = source.name, source.length
         self.labels, self.label_columns = source.labels, source.label_columns
         self.independent, self.files = source.independent, source.files

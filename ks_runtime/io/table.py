@@ -5,8 +5,9 @@ CSV layout: `frame,face_id,timestamp,confidence,success,AU01_c,...,AU01_p,...`: 
 AU's threshold from the manifest) and then every `_p` column (the probability, our extension), AUs in the
 bundle's order; for images, a last column `file`, the image's path (quoted where it holds a comma or a quote).
 `frame` counts from 1 as OpenFace does; `timestamp` is the source's, in seconds; a frame without a face has
-success=0 and empty AU values. The file is flushed after every batch of rows, so a run that stops on
-bad input leaves a complete file of what it processed.
+success=0 and empty AU values. Each batch of rows is one write straight to the file, so a run that stops on
+bad input, Ctrl-C or a kill leaves a complete file of what it processed; a write that fails (a full disk) is cut
+back to the last whole row and the error names the file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ks_runtime.core.errors import OutputError
 from ks_runtime.core.results import FrameResult
 
 log = logging.getLogger(__name__)
@@ -63,25 +65,53 @@ def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> s
 
 
 class TextSink:
-    """A text file written a line at a time, flushed after every write, so that a run that stops on bad input
-    leaves a complete file of what it processed. `header` (when given) is the first line."""
+    """A text file written a batch of lines at a time, each batch as one write straight to the file (unbuffered),
+    so that a run that stops on bad input, Ctrl-C or a kill leaves a complete file of what it processed. A write
+    that fails (a full disk) or is interrupted is cut back to the last whole line, and an `OutputError` names the
+    file. `header` (when given) is the first line."""
 
     def __init__(self, path: Path | str, header: str | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows = 0
-        self._file: io.TextIOBase | None = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self._whole = 0  # bytes of whole lines in the file: where a failed write is cut back to
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: io.RawIOBase | None = open(self.path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write: {error.strerror or error}") from None
         if header is not None:
-            self._file.write(header + "\n")
-            self._file.flush()
+            self._append((header + "\n").encode("utf-8"), "its header")
 
     def write_lines(self, lines: Iterable[str]) -> None:
         if self._file is None:
             raise ValueError(f"{self.path}: the sink is closed")
-        lines = [line + "\n" for line in lines]
-        self._file.writelines(lines)
-        self._file.flush()
-        self.rows += len(lines)
+        lines = list(lines)
+        if lines:
+            self._append("".join(line + "\n" for line in lines).encode("utf-8"), f"{len(lines)} more lines")
+            self.rows += len(lines)
+
+    def _append(self, data: bytes, what: str) -> None:
+        """Write `data` whole, or cut the file back to its last whole line and raise (re-raise an interrupt)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0 :]
+        except BaseException as error:
+            self._cut_back()
+            if not isinstance(error, OSError):
+                raise
+            raise OutputError(
+                f"{self.path}: cannot write {what}: {error.strerror or error}; the file ends at its last whole "
+                f"row ({self.rows} rows)"
+            ) from None
+        self._whole += len(data)
+
+    def _cut_back(self) -> None:
+        try:
+            self._file.truncate(self._whole)
+            self._file.seek(self._whole)
+        except OSError as error:  # truncating frees space, so this is rare; the first error is the one to report
+            log.warning("%s: cannot cut back to the last whole row: %s", self.path, error)
 
     def close(self) -> None:
         if self._file is not None:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ks_runtime.core.errors import OutputError
+from ks_runtime.io.outputs import check_output_paths
 
 LANE, TRUTH, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, AXIS = 34, 7, 64, 16, 34, 34
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -89,13 +90,14 @@ def _draw_time_axis(image: np.ndarray, axis_y: int, plot_w: int, t0: float, t1: 
 
 
 def _write_png(image: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_paths(plot=path)  # the real cause (a file where a folder must be, the extension) by name
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         written = cv2.imwrite(str(path), image)
-    except cv2.error:
-        written = False
+    except (cv2.error, OSError) as error:
+        raise OutputError(f"{path}: cannot write the timeline image: {error}") from None
     if not written:
-        raise OutputError(f"{path}: could not write the timeline image (is the extension .png?)")
+        raise OutputError(f"{path}: cannot write the timeline image: OpenCV's encoder failed (a full disk?)")
 
 
 def _runs(mask: np.ndarray) -> list[np.ndarray]:
