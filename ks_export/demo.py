@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on the built-in SynthAU data.
 
-The CPU's capabilities come first, with the plan that fits them in 10 minutes on 2 cores (ks_train/machine.py):
+The CPU's capabilities come first, with the plan that fits them in 15 minutes on 2 cores (ks_train/machine.py):
 the `demo` profile under bf16 autocast on a CPU with AMX, else the same model in fp32 on a shorter schedule
 (`demo-fp32`); KS_DEMO_PLAN=fp32 | bf16 (or --plan) forces one. SynthAU `small` is generated in memory
 (its label statistics printed and a preview written), KS is trained (fold 1, 10% labels) and evaluated densely,

@@ -1,6 +1,6 @@
 """What this CPU offers for training, read from /proc/cpuinfo, and the `make demo` plan that fits it.
 
-`make demo` must finish within 10 minutes on any 2-core x86 machine. Where the CPU computes bf16 natively (AMX or
+`make demo` must finish within 15 minutes on any 2-core x86 machine. Where the CPU computes bf16 natively (AMX or
 AVX512-BF16) the demo trains the `demo` profile as it is, under bf16 autocast (800 steps). Everywhere else it
 trains the same model in fp32 on a shorter schedule, `demo-fp32`: a CPU without native bf16 trains fp32 several
 times slower a step (the measurements and their commands: docs/training.md, "make demo on any CPU"). The plan is
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from ks_runtime.core.errors import ConfigError
 
-BUDGET_S = 600.0  # `make demo` on a 2-core machine, all of it
+# `make demo` on a 2-core machine, all of it. 15 minutes, not 10: with the paper's feeding (one labelled frame a
+# clip) KS needs 400-500 steps to clear the all-positive floor, and a CPU without native bf16 takes ~1.5 s a step.
+BUDGET_S = 900.0
 PLAN_ENV = "KS_DEMO_PLAN"  # auto | bf16 | fp32
 # The flags /proc/cpuinfo names, in the order the line prints them.
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -131,10 +133,10 @@ class Schedule:
 
 
 # The `demo` profile's own schedule (ks_train/config.py), and the fp32 one: the same model, batch and warm-up
-# share on 36% of the steps. Its mean F1 in fp32: 0.442-0.454 over three runs against the 0.399 floor (the full
-# schedule: 0.516 in bf16); on 256 steps 0.440, on 400 0.458; a doubled learning rate on 256 steps fell to 0.380.
+# share on 56% of the steps. On 288 steps the paper-fed KS ended below the 0.399 floor (0.386 and 0.392, two
+# seeds; docs/training.md); the measured 448-step figure is in docs/training.md, "make demo on any CPU".
 FULL = Schedule("demo", epochs=8, steps_per_epoch=100, warmup_fraction=0.5, eval_every=2)
-SHORT = Schedule("demo-fp32", epochs=8, steps_per_epoch=36, warmup_fraction=0.5, eval_every=4)
+SHORT = Schedule("demo-fp32", epochs=8, steps_per_epoch=56, warmup_fraction=0.5, eval_every=4)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The `make demo` plan from a CPU's flags: AMX CPUs train the demo profile in bf16, the others the same model in
-fp32 on a shorter schedule that fits 10 minutes on 2 cores."""
+fp32 on a shorter schedule that fits 15 minutes on 2 cores."""
 
 import pytest
 
@@ -91,7 +91,7 @@ def test_forcing_a_plan():
 def test_one_thread_takes_longer_and_says_so():
     two, one = plan_demo(parse_cpuinfo(ZEN3), 2), plan_demo(parse_cpuinfo(ZEN3), 1)
     assert one.expected_seconds > two.expected_seconds
-    assert "1 torch thread;" in one.describe() and "over the 10-minute aim" in one.describe()
+    assert "1 torch thread;" in one.describe() and "over the 15-minute aim" in one.describe()
 
 
 def test_printed_lines_name_the_cpu_flags_precision_schedule_and_time():
