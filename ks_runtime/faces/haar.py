@@ -2,8 +2,11 @@
 
 The face cascade (haarcascade_frontalface_default.xml) finds the face box; the eye cascade
 (haarcascade_eye.xml), run on the upper part of the box, finds the eye centres, and so the roll angle. Where it
-finds no plausible pair, the eyes are placed in the box at fixed ratios (EYE_RATIOS) and the confidence is
-lower. Both cascades ship with opencv-python(-headless) < 5 in `cv2.data.haarcascades`; nothing is downloaded.
+finds no plausible pair, the face cascade is run on copies of the face turned by a few angles to find its roll
+(roll.py: every angle for a new face, around its track's roll for a followed one); in the copy that sets it
+upright the eye cascade tries again, and failing that the eyes are placed in the upright box at fixed ratios
+(EYE_RATIOS), turned back with the face, at a lower confidence: the crop's eye line stays level on a tilted
+head. Both cascades ship with opencv-python(-headless) < 5 in `cv2.data.haarcascades`; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.faces.base import register_face_stage
-from ks_runtime.faces.tracking import Measurement, TrackedFaces, box_width, clip_region, scaled_region
+from ks_runtime.faces.roll import eye_line_roll, find_roll
+from ks_runtime.faces.tracking import Measurement, TrackedFaces, box_width, clip_region, iou, scaled_region
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ EYE_CASCADE = "haarcascade_eye.xml"
 # frames is 0.02-0.03 of the box, so placed eyes are off by about 0.08 of the inter-ocular distance.
 EYE_RATIOS = np.array([[0.332, 0.414], [0.669, 0.411]])
 CONFIDENCE_EYES = 0.95  # the eye cascade found both eyes where they should be
-CONFIDENCE_RATIOS = 0.75  # eyes placed by EYE_RATIOS: no roll, and the box's jitter in the crop
+CONFIDENCE_RATIOS = 0.75  # eyes placed by EYE_RATIOS: the box's jitter (and the roll search's error) in the crop
 # The eye search: a band of the box (fractions of its height), scaled so the box is EYE_FACE_PX wide.
 EYE_BAND = (0.18, 0.62)
 EYE_FACE_PX = 120
@@ -84,6 +88,7 @@ class HaarFaces(TrackedFaces):
     """OpenCV's Haar face and eye cascades, tracked (see the module docstring and tracking.py)."""
 
     min_detect_px = 24  # the face cascade's window
+    roll_search = True  # without an eye pair, find the roll (roll.py); False: the eyes level in the box
 
     def __init__(self, *args, **kwargs) -> None:
         self.face_cascade = load_cascade(FACE_CASCADE)
@@ -125,9 +130,38 @@ class HaarFaces(TrackedFaces):
         centres = found[:, :2] + found[:, 2:] / 2  # the detection's centre in the scaled band
         return (centres + 0.5) / scale - 0.5 + np.array(region[:2])
 
+    def raw_windows(self, grey: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
+        """The face cascade's windows [m, 4] (x, y, w, h) before grouping: how many there are around a face says
+        how upright it is (roll.py)."""
+        found = self.face_cascade.detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=0, minSize=(min_size, min_size), maxSize=(max_size, max_size)
+        )
+        return np.asarray(found, np.float64).reshape(-1, 4)
+
+    def eyes_in(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The eye cascade's pair of eyes [2, 2] in an upright face box, or None."""
+        return pick_eyes(self.find_eyes(grey, box), eyes_from_box(box), box_width(box))
+
+    def roll_prior(self, box: np.ndarray) -> float | None:
+        """The roll of the track this box continues (carried by the optical flow), or None for a new face."""
+        if self.track is None or iou(self.track.box, box) < 0.3:
+            return None
+        return eye_line_roll(self.track.points)
+
     def measure(self, grey: np.ndarray, box: np.ndarray) -> Measurement:
-        expected = eyes_from_box(box)
-        eyes = pick_eyes(self.find_eyes(grey, box), expected, box_width(box))
-        if eyes is None:
-            return Measurement(np.asarray(box, np.float64), expected, CONFIDENCE_RATIOS)
-        return Measurement(np.asarray(box, np.float64), eyes, CONFIDENCE_EYES)
+        box = np.asarray(box, np.float64)
+        eyes = self.eyes_in(grey, box)
+        if eyes is not None:
+            return Measurement(box, eyes, CONFIDENCE_EYES)
+        upright = (
+            find_roll(grey, box, self.raw_windows, self.detect, self.roll_prior(box)) if self.roll_search else None
+        )
+        if upright is None:  # the eyes at the ratios of the upright box: no roll
+            return Measurement(box, eyes_from_box(box), CONFIDENCE_RATIOS)
+        # The eye cascade looks for upright eyes: again in the face turned upright, at the scale it needs; else
+        # the ratios in the upright box, turned back with the face, so the crop keeps the eye line level.
+        eyes_view = upright.rescaled(grey, EYE_FACE_PX)
+        eyes = self.eyes_in(eyes_view.copy, eyes_view.box)
+        if eyes is not None:
+            return Measurement(box, eyes_view.to_frame(eyes), CONFIDENCE_EYES)
+        return Measurement(box, upright.to_frame(eyes_from_box(upright.box)), CONFIDENCE_RATIOS)

@@ -4,6 +4,7 @@
 - `haar` (haar.py): OpenCV's bundled cascades on raw video, tracked between detections.
 - `dlib` (dlib.py, the optional `dlib` extra): dlib's HOG detector and 68 landmarks, tracked the same way; a
   missing dlib package is refused when the stage is created.
+- `dlib-cnn` (dlib.py, the same extra): dlib's CNN face detector in place of the HOG one, the same landmarks.
 - `auto` (the default): `aligned` when the first frame is a square of at most AUTO_ALIGNED_MAX_PX pixels or of the
   network's size (an aligned crop), `haar` otherwise (raw video, cameras).
 Training aligns raw datasets with the same stages (`align_frames`), so train and deploy see the same crops.
@@ -20,7 +21,7 @@ from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.core.results import Face
 from ks_runtime.core.template import template_from_alignment
-from ks_runtime.faces import dlib as _dlib  # noqa: F401  (registers `dlib`; the package itself loads lazily)
+from ks_runtime.faces import dlib as _dlib  # noqa: F401  (registers `dlib`, `dlib-cnn`; dlib itself loads lazily)
 from ks_runtime.faces import haar as _haar  # noqa: F401  (registers `haar`)
 from ks_runtime.faces.base import FACE_STAGES, FaceStage, register_face_stage
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -55,6 +55,9 @@ class SceneOptions:
     exit_prob: float = 0.2  # chance that the face leaves the frame once in a sequence
     exit_seconds: float = 0.8  # mean time out of the frame (plus about 0.8 s leaving and coming back)
     motion: float = 1.0  # scales the random walk in position and size (0: the face stays put)
+    # Degrees of yaw, pitch and roll added to the generator's head pose on every frame (a turned or tilted head,
+    # to score face stages on; the default adds nothing, so every seed renders as before).
+    head_pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -143,6 +146,14 @@ def _walk(
         cx = cx + away * reach * (-1.0 if left else 1.0)
         cy = cy + away * reach * 0.3 * (exit_dir[1] - 0.5)
     return np.stack([cx, cy], 1), crop
+
+
+def _posed(nuisance: face.NuisanceTrack, pose_deg: tuple[float, float, float]) -> face.NuisanceTrack:
+    """The track with (yaw, pitch, roll) degrees added to every frame's head pose; no random draws."""
+    if not any(pose_deg):
+        return nuisance
+    yaw, pitch, roll = pose_deg
+    return replace(nuisance, yaw=nuisance.yaw + yaw, pitch=nuisance.pitch + pitch, roll=nuisance.roll + roll)
 
 
 # --- background and body -------------------------------------------------------------------------------------
@@ -360,7 +371,7 @@ def render_scene_sequence(
     background, kind = scene_background(scene_rng, frame_size)
     shirt = _colour(scene_rng, 30, 230, 0.6)
     centres, crops = _walk(n, scene_rng, options, inputs.identity.face_width, frame_size, cfg.fps)
-    nuisance = face.without_jitter(inputs.nuisance)
+    nuisance = _posed(face.without_jitter(inputs.nuisance), options.head_pose_deg)
     log.debug(
         "scene %s %s: %s background, face %.0f..%.0f px",
         inputs.subject,

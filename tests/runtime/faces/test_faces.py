@@ -14,9 +14,9 @@ from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.core.results import NO_FACE
 from ks_runtime.core.template import TEMPLATE_POINTS, default_template, template_from_alignment, template_pixels
 from ks_runtime.faces.align import align_crop, align_matrix, similarity
-from ks_runtime.faces.dlib import dlib_missing
+from ks_runtime.faces.dlib import CNN_DETECTOR, LANDMARKS_68, dlib_missing
 from ks_runtime.faces.haar import CONFIDENCE_EYES, CONFIDENCE_RATIOS, EYE_RATIOS, HaarFaces, eyes_from_box, pick_eyes
-from ks_runtime.faces.registry import align_frames, auto_face_stage, create_face_stage
+from ks_runtime.faces.registry import align_frames, auto_face_stage, create_face_stage, face_stage_names
 from ks_runtime.faces.tracking import TrackerConfig
 from ks_runtime.synth.face import alignment_template
 from ks_runtime.synth.generate import SynthConfig
@@ -118,7 +118,9 @@ def test_auto_takes_small_squares_as_aligned_crops_and_raw_frames_to_haar():
 
 
 def test_unknown_stages_are_refused_naming_the_known_ones():
-    with pytest.raises(ConfigError, match="face stage 'mtcnn' is not known; known: aligned, auto, dlib, haar"):
+    with pytest.raises(
+        ConfigError, match="face stage 'mtcnn' is not known; known: aligned, auto, dlib, dlib-cnn, haar"
+    ):
         create_face_stage("mtcnn", Preprocess(size=32))
 
 
@@ -184,6 +186,40 @@ def test_dlib_missing_is_refused_with_what_to_install(monkeypatch):
     monkeypatch.setattr(face_dlib, "dlib", None)
     with pytest.raises(ConfigError, match="pip install dlib-bin face_recognition_models"):
         create_face_stage("dlib", Preprocess(size=32))
+
+
+def test_dlib_cnn_is_listed_and_refused_with_what_to_install_when_its_package_is_missing(monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from ks_runtime.faces import dlib as face_dlib
+
+    assert "dlib-cnn" in face_stage_names()  # known (and offered by --face) whether or not dlib is here
+    monkeypatch.setattr(face_dlib, "dlib", None)
+    with pytest.raises(ConfigError, match="face stage 'dlib-cnn' needs the dlib package: pip install dlib-bin"):
+        create_face_stage("dlib-cnn", Preprocess(size=32))
+    names, missing = face_eval.available_backends(["haar", "dlib-cnn"])  # the report says why it did not run
+    assert names == ["haar"] and "pip install dlib-bin face_recognition_models" in missing["dlib-cnn"]
+    # dlib without face_recognition_models, which ships the CNN's model file
+    monkeypatch.setattr(face_dlib, "dlib", SimpleNamespace())
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "face_recognition_models" else find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match="'dlib-cnn' needs the models of face_recognition_models: pip install"):
+        create_face_stage("dlib-cnn", Preprocess(size=32))
+
+
+def test_dlib_cnn_finds_and_aligns_turned_and_tilted_faces():
+    """Thresholds below what face_eval measures on its yaw30roll20 set (docs/runtime.md); a short run, the CNN
+    being slow on a CPU."""
+    reason = dlib_missing("dlib-cnn", (LANDMARKS_68, CNN_DETECTOR))
+    if reason:
+        pytest.skip(reason)
+    score = face_eval.score_backend("dlib-cnn", face_eval.pose_scenes("yaw30roll20", 2, 25))
+    assert score.detection_rate >= 0.95
+    assert score.eye_stat("median") <= 0.08 and score.eye_stat("median", score.crop_error) <= 0.15
+    assert score.eye_stat("median", score.crop_roll) <= 3.0
 
 
 def test_a_track_is_lost_when_the_face_goes_and_found_again_when_it_comes_back(scenes):
