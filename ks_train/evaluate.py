@@ -160,7 +160,7 @@ def analysis_clips(
         return torch.zeros_like(truth), truth, unlabelled, torch.zeros(0), key_slots
     sa, students = encode_sequence(method, model, sequence, preprocess, device)
     index = torch.from_numpy(frames).to(device)
-    key_onehot = one_hot_slot(torch.from_numpy(slots).to(device), n)
+    key_onehot = one_hot_slot(key_slots.to(device), n)
     tokens, source = model.clip_tokens(sa[index], students[index], key_onehot)
     tt, encoded = model.temporal_teacher(tokens, source)
     return tt.float().cpu(), truth, unlabelled, torch.sigmoid(model.ppl(encoded)).float().cpu(), key_slots
@@ -171,12 +171,10 @@ def sequence_gate_accepts(
 ) -> torch.Tensor:
     """(K,) bool: the label-sequence gate's verdict on TT's pseudo labels (K, n, U), its threshold calibrated as in
     training on a fresh, larger draw from the label prior (`KSMethod.fit_data` must have run)."""
-    if method.label_prior is None:
-        raise RuntimeError("loss.gate=sequence needs the label prior: call KSMethod.fit_data with the kept labels")
     lc = method.cfg.loss
     p, threshold = sequence_verdict(
         model.label_gate,
-        method.label_prior,
+        method.require_label_prior(),
         pseudo_labels(tt).to(device),
         key_slots.to(device),
         torch.Generator().manual_seed(0),

@@ -167,6 +167,12 @@ class KSMethod(Method):
         if self.cfg.loss.gate == "sequence":
             self.label_prior = fit_label_prior(label_tracks, spacing)
 
+    def require_label_prior(self) -> MarkovLabelPrior:
+        """The sequence gate's label prior, or an error saying what was skipped."""
+        if self.label_prior is None:
+            raise RuntimeError("loss.gate=sequence needs the label prior: call KSMethod.fit_data with the kept labels")
+        return self.label_prior
+
     def rng_states(self):
         return {"gate": self.gate_generator.get_state()}  # the sequence gate's draws: resume continues them
 
@@ -209,12 +215,10 @@ class KSMethod(Method):
         if lc.gate != "sequence":
             clean_logit, l_self = self.ppl_terms(model, tokens, source, key_slot)
             return l_self, gate(lc, torch.sigmoid(clean_logit.detach()), tt.detach(), unlabelled)
-        if self.label_prior is None:
-            raise RuntimeError("loss.gate=sequence needs the label prior: call KSMethod.fit_data with the kept labels")
         pseudo = losses.pseudo_labels(tt).float()
         verdict = prior_gate_step(
             model.label_gate,
-            self.label_prior,
+            self.require_label_prior(),
             pseudo,
             key_slot,
             self.gate_generator,

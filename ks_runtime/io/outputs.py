@@ -17,6 +17,13 @@ from ks_runtime.core.errors import OutputError
 OVERLAY_SUFFIXES = (".mp4", ".avi", ".mkv")  # io/overlay.py's codecs by suffix
 
 
+def check_media(path: Path, what: str, format_ok: bool, why: str) -> None:
+    """A picture or video output: a format we can write (else `why`), then a path that takes the file."""
+    if not format_ok:
+        raise OutputError(f"{path}: cannot write the {what}: {why}")
+    check_file(path, what)
+
+
 def check_output_paths(
     csv: Path | str | None = None,
     plot: Path | str | None = None,
@@ -28,20 +35,12 @@ def check_output_paths(
         check_file(Path(csv), "CSV")
     if plot is not None:
         plot = Path(plot)
-        if not cv2.haveImageWriter(str(plot)):
-            raise OutputError(
-                f"{plot}: cannot write the timeline image: OpenCV writes no image format with the extension "
-                f"{plot.suffix!r} (use .png)"
-            )
-        check_file(plot, "timeline image")
+        why = f"OpenCV writes no image format with the extension {plot.suffix!r} (use .png)"
+        check_media(plot, "timeline image", cv2.haveImageWriter(str(plot)), why)
     if overlay is not None:
         overlay = Path(overlay)
-        if overlay.suffix.lower() not in OVERLAY_SUFFIXES:
-            raise OutputError(
-                f"{overlay}: cannot write the overlay video: the extension {overlay.suffix!r} is not one of "
-                f"{', '.join(OVERLAY_SUFFIXES)}"
-            )
-        check_file(overlay, "overlay video")
+        why = f"the extension {overlay.suffix!r} is not one of {', '.join(OVERLAY_SUFFIXES)}"
+        check_media(overlay, "overlay video", overlay.suffix.lower() in OVERLAY_SUFFIXES, why)
     if crops is not None:
         crops = Path(crops)
         if crops.exists() and not crops.is_dir():
