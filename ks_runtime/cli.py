@@ -52,6 +52,7 @@ HANDLED = (KSError, OSError)
 BATCH = commandline.number_in(int, 1, MAX_BATCH_SIZE)
 THREADS = commandline.number_in(int, 0, 1024)
 WAIT_MS = commandline.number_in(float, 0.0, MAX_WAIT_MS)
+MAX_FACES = commandline.number_in(int, 0, 1024)
 FPS = commandline.number_in(float, 0.0, MAX_FPS, low_open=True)
 COUNT = commandline.number_in(int, 0, 10**9)
 CAMERA = commandline.number_in(int, 0, 1023)
@@ -213,7 +214,11 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--engine", default="ort", help="inference engine: ort (onnxruntime) or trt")
+    p.add_argument(
+        "--engine",
+        default="ort",
+        help="inference engine: ort (onnxruntime), ort-trt, trt, or openvino (the INT8 encoder on the CPU)",
+    )
     p.add_argument(
         "--batch-size",
         type=BATCH,
@@ -251,6 +256,12 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
         choices=face_stage_names(),
         help="face stage: auto (default: aligned for square frames up to 256 px, else haar), aligned "
         "(frames are aligned crops), haar (OpenCV cascades), dlib (the dlib extra)",
+    )
+    p.add_argument(
+        "--max-faces",
+        type=MAX_FACES,
+        help="the most faces scored a frame, a row each with its face_id, each face tracked as its own stream "
+        "(0: every face; default: every face in images, the largest in a video, as OpenFace)",
     )
     p.add_argument("--max-wait-ms", type=WAIT_MS, default=10.0, help="longest a frame waits for its batch to fill (ms)")
     p.add_argument(
@@ -338,6 +349,7 @@ def run_command(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         precision=args.precision,
         insist_int8=args.insist_int8,
+        max_faces=args.max_faces,
     )
     if args.show:
         LiveView().close()  # no display: refused now, before any input is opened

@@ -21,13 +21,13 @@ from ks_runtime.core.au import au_set_from_numbers
 from ks_runtime.core.bundle import Manifest, read_manifest
 from ks_runtime.core.errors import ConfigError, KSError, OutputError
 from ks_runtime.core.preprocess import Preprocess
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.core.template import template_from_alignment
 from ks_runtime.engine import create_engine
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
 from ks_runtime.faces.registry import auto_face_stage, create_face_stage
-from ks_runtime.faces.tap import FrameTap, KeptFrames
+from ks_runtime.faces.tap import FrameTap
 from ks_runtime.inputs import open_source
 from ks_runtime.io.crops import CropSink
 from ks_runtime.io.formats import check_csv_format, csv_sink, csv_table
@@ -50,11 +50,13 @@ COLOURS = ("RGB", "BGR")  # a frame's channel order: OpenCV decodes BGR
 class Detector:
     """Per-frame AU probabilities from a model bundle.
 
-    device: cpu, cuda or cuda:N; engine: ort, ort-trt or trt; policy: last (lowest latency), center, shift or
+    device: cpu, cuda or cuda:N; engine: ort, ort-trt, trt or openvino; policy: last (lowest latency), center, shift or
     ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw
     frames through haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame
     may wait for one; threads: engine threads; precision: auto, fp32 or int8 (the bundle's INT8 encoder where it
-    passes its check on this CPU, else FP32 with a warning, or refused with insist_int8: `create_engine`).
+    passes its check on this CPU, else FP32 with a warning, or refused with insist_int8: `create_engine`);
+    max_faces: the most faces scored a frame, each tracked with its own face_id (0: every face; default None: every
+    face in pictures scored alone, the largest in a video, as OpenFace's FaceLandmarkImg and FeatureExtraction do).
     """
 
     def __init__(
@@ -70,7 +72,11 @@ class Detector:
         queue_size: int = 16,
         precision: str = "auto",
         insist_int8: bool = False,
+        max_faces: int | None = None,
     ) -> None:
+        if max_faces is not None and max_faces < 0:
+            raise ConfigError(f"max_faces={max_faces}: the most faces a frame, 0 for every face")
+        self.max_faces = max_faces
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
         policy = policy or self.manifest.policy  # the bundle's default (export writes `last`)
         self.config = StreamConfig(policy=policy, batch_size=batch_size, max_wait_ms=max_wait_ms, queue_size=queue_size)
@@ -109,9 +115,10 @@ class Detector:
     def face_stage(self, independent: bool = False) -> FaceStage:
         """A new face stage of this detector's kind (one per source: stages that track keep state); for
         `independent` frames (unrelated pictures) one that starts afresh at every frame."""
+        limit = self.max_faces if self.max_faces is not None else 0 if independent else 1
         if independent:
-            return _EachFrameAlone(self.face, self.manifest.preprocess, self.template)
-        return create_face_stage(self.face, self.manifest.preprocess, self.template)
+            return _EachFrameAlone(self.face, self.manifest.preprocess, self.template, limit)
+        return create_face_stage(self.face, self.manifest.preprocess, self.template, limit)
 
     def open(self, source: SourceLike, fps: float | None = None, sequence: bool = False) -> Source:
         """A Source for a path, a list of image paths, a synthau: spec, a Source or an iterable of frames. Images
@@ -143,8 +150,8 @@ class Detector:
         stats = self._run_stats(sources)
         errors: list[str] = []
         stages = stages or {}
+        chosen = {key: (s, stages.get(key) or self.face_stage(s.independent)) for key, s in sources.items()}
         try:
-            chosen = {key: (s, stages.get(key) or self.face_stage(s.independent)) for key, s in sources.items()}
             for batch in runner.run(chosen):
                 stats.add(batch)
                 yield batch
@@ -160,10 +167,22 @@ class Detector:
                     log.warning(
                         "%s: %d frames dropped: the engine fell behind the live source", sources[key].name, count
                     )
-            warnings = [w for s in sources.values() for w in s.warnings]
+            warnings = [w for s in sources.values() for w in s.warnings] + self._crowded(chosen)
             for warning in warnings:
                 log.warning("%s", warning)
             self.summary = stats.summary(sum(dropped.values()), errors, warnings)
+
+    @staticmethod
+    def _crowded(chosen: Mapping[str, tuple[Source, FaceStage]]) -> list[str]:
+        """A warning for each source whose frames held more faces than its stage's max_faces let it score."""
+        out = []
+        for source, stage in chosen.values():
+            if stage.crowded_frames:
+                out.append(
+                    f"{source.name}: {stage.crowded_frames} frames held more faces than --max-faces "
+                    f"{stage.max_faces} lets it score (the largest were scored; --max-faces 0 scores every face)"
+                )
+        return out
 
     def _run_stats(self, sources: Mapping[str, Source]) -> RunStats:
         """The summary's accumulator for a run of `sources`; F1 when one source has labels for our AUs."""
@@ -376,7 +395,7 @@ class Detector:
         image = to_rgb(frame, f"infer_frame: frame {index}", colour)
         stamp = arrival - self._live_start if timestamp is None else float(timestamp)
         item = SourceFrame(image, stamp, index)
-        self._live.push("live", item, self._live_face(image, index), arrival)
+        self._live.push_faces("live", item, self._live_face.faces(image, index), arrival)
         return self._live.step(force=True)
 
     def end_stream(self) -> list[FrameResult]:
@@ -438,17 +457,28 @@ class _EachFrameAlone(FaceStage):
     `auto` chooses per picture (aligned crops and photos may be mixed). One stage of each kind is kept: a stage is
     reset, not rebuilt, for each picture (building haar's loads its cascades)."""
 
-    def __init__(self, face: str, preprocess: Preprocess, template: np.ndarray) -> None:
-        super().__init__(preprocess, template)
-        first = create_face_stage(face, preprocess, template)
+    def __init__(self, face: str, preprocess: Preprocess, template: np.ndarray, max_faces: int = 1) -> None:
+        super().__init__(preprocess, template, max_faces)
+        first = create_face_stage(face, preprocess, template, max_faces)
         self.face, self.name, self.landmark_count = face, face, first.landmark_count
         self.stages: dict[str, FaceStage] = {} if face == "auto" else {face: first}
 
     def __call__(self, image: np.ndarray, index: int) -> Face:
+        return self._fresh(image)(image, index)
+
+    def faces(self, image: np.ndarray, index: int) -> list[Face]:
+        return self._fresh(image).faces(image, index)
+
+    @property
+    def crowded_frames(self) -> int:
+        return sum(stage.crowded_frames for stage in self.stages.values())
+
+    def _fresh(self, image: np.ndarray) -> FaceStage:
+        """The stage for this picture, reset."""
         name = auto_face_stage(image.shape, self.preprocess.size) if self.face == "auto" else self.face
         if name not in self.stages:
             log.info("face stage auto, picture by picture: %dx%d -> %s", image.shape[1], image.shape[0], name)
-            self.stages[name] = create_face_stage(name, self.preprocess, self.template)
+            self.stages[name] = create_face_stage(name, self.preprocess, self.template, self.max_faces)
         stage = self.stages[name]
         stage.reset()
-        return stage(image, index)
+        return stage

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,7 @@ from ks_runtime.core import kernels
 from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.core.policy import check_policy, clips_for_frame, key_slots
 from ks_runtime.core.preprocess import Preprocess
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import NO_FACE, Face, FrameResult
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
 from ks_runtime.io.queues import FrameQueue, QueueClosed, SourceReader
@@ -75,13 +75,13 @@ def _interval(low: float, high: float) -> str:
 
 @dataclass
 class _FaceStream:
-    """One stream of consecutive face frames of a source: its rings of per-frame outputs and its progress.
-
-    Frames are numbered t = 0, 1, ... from the stream's start; frame t sits in ring row t % rows.
+    """One stream of consecutive frames of one face (`face_id`) of a source: its rings of per-frame outputs and its
+    progress. Frames are numbered t = 0, 1, ... from the stream's start; frame t sits in ring row t % rows.
     """
 
     source: str
     number: int
+    face_id: int
     sa: np.ndarray  # (R, U) S_a logits
     students: np.ndarray  # (R, n, U) every student's logits
     length: int = 0  # frames pushed
@@ -103,8 +103,10 @@ class _Pending:
 class StreamScheduler:
     """Streams of frames -> per-frame AU probabilities, each final as soon as the policy allows.
 
-    push() queues a frame; step() runs at most one encoder batch when one is due and returns the results
-    that became final, in frame order per source; end() ends a source's stream; flush() finishes everything.
+    push() queues a frame's face (push_faces() all its faces); step() runs at most one encoder batch when one is
+    due and returns the results that became final, in frame order per source (a frame's faces by face_id); end()
+    ends a source's streams; flush() finishes everything. Each face of a source is a stream of its own: its own
+    ring and clips, so one face's frames never enter another's clip.
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class StreamScheduler:
         # the kernels pack them and cut clips there, and only the probabilities come back.
         self.device_rings = callable(getattr(engine, "open_ring", None))
         self._pending: deque[_Pending] = deque()
-        self._open: dict[str, _FaceStream] = {}
+        self._open: dict[str, dict[int, _FaceStream]] = {}  # source -> face_id -> its open stream
         self._dirty: dict[int, _FaceStream] = {}  # streams with frames that may have become final
         self._outbox: dict[str, deque[FrameResult]] = {}
         self._streams_started: dict[str, int] = {}
@@ -137,7 +139,8 @@ class StreamScheduler:
 
     # --- input ------------------------------------------------------------------------------------------
     def push(self, source: str, frame: SourceFrame, face: Face, arrival: float | None = None) -> FrameResult:
-        """Queue one frame of `source` with its face; a frame without a face ends the source's stream."""
+        """Queue one face of a frame of `source` (its stream is the face's `face_id`); a frame without a face ends
+        every stream of the source."""
         arrival = self.clock() if arrival is None else arrival
         size = self.preprocess.size
         if face.success and (face.crop.shape != (size, size, 3) or face.crop.dtype != np.uint8):
@@ -147,48 +150,77 @@ class StreamScheduler:
                 f"shape {face.crop.shape}, the network needs uint8 ({size}, {size}, 3)"
             )
         record = FrameResult(
-            source, frame.index, frame.timestamp, face.success, face.confidence, None, arrival, box=face.box
+            source,
+            frame.index,
+            frame.timestamp,
+            face.success,
+            face.confidence,
+            None,
+            arrival,
+            box=face.box,
+            face_id=face.face_id if face.success else 0,
         )
         self._outbox.setdefault(source, deque()).append(record)
         if not face.success:
             self.end(source)
             record.final = self.clock()
             return record
-        crop = face.crop
-        stream = self._open.get(source)
+        stream = self._open.setdefault(source, {}).get(face.face_id)
         if stream is None:
-            number = self._streams_started.get(source, 0)
-            self._streams_started[source] = number + 1
-            if self.device_rings:
-                stream = _FaceStream(
-                    source,
-                    number,
-                    np.zeros((0, self.n_aus), np.float32),
-                    np.zeros((0, self.n, self.n_aus), np.float32),
-                    device_ring=self.engine.open_ring(self.ring_rows),
-                )
-            else:
-                stream = _FaceStream(
-                    source,
-                    number,
-                    np.zeros((self.ring_rows, self.n_aus), np.float32),
-                    np.zeros((self.ring_rows, self.n, self.n_aus), np.float32),
-                )
-            self._open[source] = stream
+            stream = self._open[source][face.face_id] = self._new_stream(source, face.face_id)
         record.stream = stream.number
         stream.waiting.append(record)
-        self._pending.append(_Pending(stream, stream.length, crop, arrival))
+        self._pending.append(_Pending(stream, stream.length, face.crop, arrival))
         self._waiting_by_source[source] = self._waiting_by_source.get(source, 0) + 1
         stream.length += 1
         return record
 
-    def end(self, source: str) -> None:
-        """End `source`'s current stream (its source ended, or a frame had no face): its last frames are
-        scored with the edge frame replicated."""
-        stream = self._open.pop(source, None)
-        if stream is not None:
-            stream.ended = True
-            self._dirty[id(stream)] = stream
+    def push_faces(
+        self, source: str, frame: SourceFrame, faces: Sequence[Face], arrival: float | None = None
+    ) -> list[FrameResult]:
+        """Queue every face of a frame of `source`, one result each; a face no longer there ends its stream, and a
+        frame without faces gets one no-face result and ends them all."""
+        if not faces:
+            return [self.push(source, frame, NO_FACE, arrival)]
+        present = {face.face_id for face in faces}
+        if len(present) != len(faces):
+            raise DataError(f"{source}: frame {frame.index}: the face stage gave two faces the same face_id")
+        for face_id in set(self._open.get(source, {})) - present:
+            self.end(source, face_id)
+        return [self.push(source, frame, face, arrival) for face in faces]
+
+    def _new_stream(self, source: str, face_id: int) -> _FaceStream:
+        """A new stream for a face of `source`, numbered after the source's earlier streams."""
+        number = self._streams_started.get(source, 0)
+        self._streams_started[source] = number + 1
+        if self.device_rings:
+            return _FaceStream(
+                source,
+                number,
+                face_id,
+                np.zeros((0, self.n_aus), np.float32),
+                np.zeros((0, self.n, self.n_aus), np.float32),
+                device_ring=self.engine.open_ring(self.ring_rows),
+            )
+        return _FaceStream(
+            source,
+            number,
+            face_id,
+            np.zeros((self.ring_rows, self.n_aus), np.float32),
+            np.zeros((self.ring_rows, self.n, self.n_aus), np.float32),
+        )
+
+    def end(self, source: str, face_id: int | None = None) -> None:
+        """End `source`'s streams (its source ended, or a frame had no face), or only face `face_id`'s (the face
+        is gone): their last frames are scored with the edge frame replicated."""
+        open_faces = self._open.get(source, {})
+        for key in list(open_faces) if face_id is None else [face_id]:
+            stream = open_faces.pop(key, None)
+            if stream is not None:
+                stream.ended = True
+                self._dirty[id(stream)] = stream
+        if not open_faces:
+            self._open.pop(source, None)
 
     # --- scheduling -------------------------------------------------------------------------------------
     @property
@@ -440,10 +472,10 @@ class Runner:
                     continue
                 source, stage = sources[key]
                 taken = self.clock()  # processing starts here, before the face stage
-                face = stage(item.frame.image, item.frame.index)
+                faces = stage.faces(item.frame.image, item.frame.index)
                 # A file read flat out waits in its queue only because it was read ahead of the engine: its frames
                 # count from being taken (the latency of processing); a camera's from their arrival.
-                self.streamer.push(key, item.frame, face, item.arrival if source.realtime else taken)
+                self.streamer.push_faces(key, item.frame, faces, item.arrival if source.realtime else taken)
                 if source.independent:  # a picture of its own: a one-frame stream, its clip the image repeated
                     self.streamer.end(key)
                 got += 1

@@ -17,13 +17,15 @@ class Face:
     the stage's confidence in [0, 1], the face box in frame pixels (x0, y0, x1, y1) when known, the
     points the crop was aligned on, float [k, 2] in frame pixels: the eye centres (image-left first), then the
     nose tip and mouth corners when the stage finds them (None for `aligned`), and the 68 facial landmarks
-    [68, 2] in frame pixels, iBUG 300-W order, from a stage that measures them (dlib; None otherwise)."""
+    [68, 2] in frame pixels, iBUG 300-W order, from a stage that measures them (dlib; None otherwise), and
+    `face_id`: which of the frame's faces it is, the same for one face followed over frames (0 with one face)."""
 
     crop: np.ndarray | None
     confidence: float
     box: tuple[float, float, float, float] | None = None
     points: np.ndarray | None = None
     landmarks: np.ndarray | None = None
+    face_id: int = 0
 
     @property
     def eyes(self) -> np.ndarray | None:
@@ -45,7 +47,8 @@ class FrameResult:
     source's face streams (a run of frames with a face), -1 for a frame without one; `box` is the face's
     box in frame pixels when the face stage knows it (for overlays); `landmarks` [68, 2] (frame pixels) and
     `pose` [6] (pose_Tx, pose_Ty, pose_Tz in mm, pose_Rx, pose_Ry, pose_Rz in radians) are set by the writers
-    that need them (`io/head_pose.py`), from a face stage with 68 landmarks."""
+    that need them (`io/head_pose.py`), from a face stage with 68 landmarks. A frame with several faces has a
+    result per face, by `face_id`; a frame without a face has one result, face_id 0."""
 
     source: str
     index: int
@@ -59,6 +62,7 @@ class FrameResult:
     box: tuple[float, float, float, float] | None = None
     landmarks: np.ndarray | None = None
     pose: np.ndarray | None = None
+    face_id: int = 0
 
     @property
     def frame(self) -> int:
@@ -73,3 +77,20 @@ class FrameResult:
     @property
     def done(self) -> bool:
         return not math.isnan(self.final)
+
+
+class KeptFrames:
+    """Frames taken from a FrameTap for one batch of results: `frames[index] = (image, {face_id: Face})`."""
+
+    def __init__(self, frames: dict[int, tuple[np.ndarray, dict[int, Face]]] | None = None) -> None:
+        self.frames = frames or {}
+
+    def face(self, result: FrameResult) -> tuple[np.ndarray, Face] | None:
+        """The frame of `result` and its face (None: the frame was not kept, or had no such face)."""
+        frame = self.frames.get(result.index)
+        if frame is None or result.face_id not in frame[1]:
+            return None
+        return frame[0], frame[1][result.face_id]
+
+    def frame(self, index: int) -> tuple[np.ndarray, dict[int, Face]] | None:
+        return self.frames.get(index)

@@ -1,9 +1,10 @@
 """The face stage interface: a frame in, the aligned face crop the network reads out, or "no face".
 
-Every face stage has one call, `stage(image, index) -> Face`, and a registry name (`registry.py` lists them). A
-detector stage maps the face's eyes (or five points) onto the bundle's alignment template with a similarity
-transform and cuts the crop (`align.py`); on a frame without a face it returns NO_FACE, and the scheduler ends
-the stream there and starts a new one at the next face.
+Every face stage has two calls: `stage(image, index) -> Face` (one face: the largest) and
+`stage.faces(image, index) -> [Face, ...]` (every face, up to `max_faces`, each with its `face_id`; [] for none),
+and a registry name (`registry.py` lists them). A detector stage maps the face's eyes (or five points) onto the
+bundle's alignment template with a similarity transform and cuts the crop (`align.py`); on a frame without a face
+it returns NO_FACE, and the scheduler ends the face's stream there and starts a new one at the next face.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ks_runtime.core.errors import ConfigError
 from ks_runtime.core.preprocess import Preprocess, resize_square
 from ks_runtime.core.results import Face
 from ks_runtime.core.template import default_template
@@ -31,13 +33,24 @@ class FaceStage:
     # How many facial landmarks each Face carries (68 for dlib's iBUG 300-W points, 0 for none): the writers need
     # it before the first frame, to decide their columns.
     landmark_count = 0
+    # Frames where the stage found more faces than max_faces let it score: a run says so, never drops them silently.
+    crowded_frames = 0
 
-    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
+    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None, max_faces: int = 1) -> None:
+        if max_faces < 0:
+            raise ConfigError(f"max_faces={max_faces}: the most faces a frame, 0 for no limit")
         self.preprocess = preprocess
         self.template = default_template() if template is None else np.asarray(template, np.float64)
+        self.max_faces = max_faces
 
     def __call__(self, image: np.ndarray, index: int) -> Face:
         raise NotImplementedError
+
+    def faces(self, image: np.ndarray, index: int) -> list[Face]:
+        """Every face of the frame, by face_id ([] for none). A stage that finds one face a frame (aligned
+        crops) gives that one."""
+        face = self(image, index)
+        return [face] if face.success else []
 
     def reset(self) -> None:
         """Start over, e.g. at a new source."""
@@ -62,8 +75,8 @@ class AlignedFaces(FaceStage):
     A crop that changes size mid-stream is resized like any other, and the change is logged once.
     """
 
-    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
-        super().__init__(preprocess, template)
+    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None, max_faces: int = 1) -> None:
+        super().__init__(preprocess, template, max_faces)
         self.reset()
 
     def reset(self) -> None:

@@ -15,7 +15,6 @@ smoothing so that they agree with the crop the network reads.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import logging
@@ -25,8 +24,6 @@ import cv2
 import numpy as np
 
 from ks_runtime.core.errors import ConfigError
-from ks_runtime.core.results import Face
-from ks_runtime.faces.align import similarity
 from ks_runtime.faces.base import register_face_stage
 from ks_runtime.faces.roll import eye_line_roll, rotated_copy
 from ks_runtime.faces.tracking import Measurement, TrackedFaces, apply, box_width
@@ -149,20 +146,6 @@ class DlibFaces(TrackedFaces):
         self.detector, self.predictor = _models()
         super().__init__(*args, **kwargs)
 
-    def reset(self) -> None:
-        super().reset()
-        self._measured: np.ndarray | None = None  # the track's latest 68 landmarks, as measured
-
-    def __call__(self, image: np.ndarray, index: int) -> Face:
-        face = super().__call__(image, index)
-        if not face.success or self._measured is None:
-            return face
-        # The track's points are smoothed (and carried by optical flow on a frame without a measurement); the
-        # similarity from the measured five points to them moves all 68 the same way, so the landmarks agree with
-        # the crop while keeping the shape (the expression) of the latest measurement.
-        motion = similarity(five_points(self._measured), face.points)
-        return dataclasses.replace(face, landmarks=apply(motion, self._measured))
-
     def detect(self, grey: np.ndarray, min_size: int, max_size: int | None) -> np.ndarray:
         return sized(detected_boxes(self.detector(np.ascontiguousarray(grey), 0)), min_size, max_size)
 
@@ -177,11 +160,12 @@ class DlibFaces(TrackedFaces):
         face: a head tilted by more than upright_above_deg (by the track, or on a new track by a first
         measurement) is measured again in a copy of the frame turned upright, and the points turned back."""
         box = np.asarray(box, np.float64)
-        if self.track is None:
+        track = self.track_near(box)
+        if track is None:
             points = self.predict(grey, box)
             roll = eye_line_roll(five_points(points))
             return points if abs(roll) <= self.upright_above_deg else self.predict_upright(grey, box, roll)
-        roll = eye_line_roll(self.track.points)
+        roll = eye_line_roll(track.points)
         if abs(roll) <= self.upright_above_deg:
             return self.predict(grey, box)
         return self.predict_upright(grey, box, roll)
@@ -195,8 +179,8 @@ class DlibFaces(TrackedFaces):
         return apply(cv2.invertAffineTransform(matrix), points)
 
     def measure(self, grey: np.ndarray, box: np.ndarray) -> Measurement:
-        self._measured = self.landmarks(grey, box)
-        return Measurement(np.asarray(box, np.float64), five_points(self._measured), CONFIDENCE)
+        landmarks = self.landmarks(grey, box)
+        return Measurement(np.asarray(box, np.float64), five_points(landmarks), CONFIDENCE, landmarks)
 
 
 @register_face_stage("dlib-cnn")

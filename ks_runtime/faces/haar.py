@@ -20,7 +20,7 @@ import numpy as np
 from ks_runtime.core.errors import ConfigError
 from ks_runtime.faces.base import register_face_stage
 from ks_runtime.faces.roll import eye_line_roll, find_roll
-from ks_runtime.faces.tracking import Measurement, TrackedFaces, box_width, clip_region, iou, scaled_region
+from ks_runtime.faces.tracking import Measurement, TrackedFaces, box_width, clip_region, scaled_region
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,8 @@ class HaarFaces(TrackedFaces):
 
     def roll_prior(self, box: np.ndarray) -> float | None:
         """The roll of the track this box continues (carried by the optical flow), or None for a new face."""
-        if self.track is None or iou(self.track.box, box) < 0.3:
-            return None
-        return eye_line_roll(self.track.points)
+        track = self.track_near(box)
+        return None if track is None else eye_line_roll(track.points)
 
     def measure(self, grey: np.ndarray, box: np.ndarray) -> Measurement:
         box = np.asarray(box, np.float64)

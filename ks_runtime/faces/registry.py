@@ -37,19 +37,29 @@ class AutoFaces(FaceStage):
     """`aligned` or `haar`, chosen on the first frame: a square frame of at most AUTO_ALIGNED_MAX_PX pixels (or of
     the network's size) is an aligned crop; anything else (raw video, a camera) goes through the detector."""
 
-    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None) -> None:
-        super().__init__(preprocess, template)
+    def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None, max_faces: int = 1) -> None:
+        super().__init__(preprocess, template, max_faces)
         self.chosen: FaceStage | None = None
 
     def reset(self) -> None:
         self.chosen = None
 
     def __call__(self, image: np.ndarray, index: int) -> Face:
+        return self._choose(image)(image, index)
+
+    def faces(self, image: np.ndarray, index: int) -> list[Face]:
+        return self._choose(image).faces(image, index)
+
+    @property
+    def crowded_frames(self) -> int:
+        return 0 if self.chosen is None else self.chosen.crowded_frames
+
+    def _choose(self, image: np.ndarray) -> FaceStage:
         if self.chosen is None:
             name = auto_face_stage(image.shape, self.preprocess.size)
             log.info("face stage auto: frames of %dx%d -> %s", image.shape[1], image.shape[0], name)
-            self.chosen = create_face_stage(name, self.preprocess, self.template)
-        return self.chosen(image, index)
+            self.chosen = create_face_stage(name, self.preprocess, self.template, self.max_faces)
+        return self.chosen
 
 
 def auto_face_stage(shape: tuple[int, ...], size: int) -> str:
@@ -63,14 +73,17 @@ def face_stage_names() -> list[str]:
     return sorted(FACE_STAGES)
 
 
-def create_face_stage(name: str, preprocess: Preprocess, template: np.ndarray | Mapping | None = None) -> FaceStage:
+def create_face_stage(
+    name: str, preprocess: Preprocess, template: np.ndarray | Mapping | None = None, max_faces: int = 1
+) -> FaceStage:
     """The face stage registered as `name`, aligning onto `template` (fractions [5, 2], or a manifest's
-    `alignment` field; default: the SynthAU template)."""
+    `alignment` field; default: the SynthAU template), finding up to `max_faces` faces a frame (0: every face) in
+    `faces()`."""
     if name not in FACE_STAGES:
         raise ConfigError(f"face stage {name!r} is not known; known: {', '.join(face_stage_names())}")
     if isinstance(template, Mapping):
         template = template_from_alignment(template)
-    return FACE_STAGES[name](preprocess, template)
+    return FACE_STAGES[name](preprocess, template, max_faces=max_faces)
 
 
 def align_frames(

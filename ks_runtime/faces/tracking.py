@@ -23,7 +23,7 @@ import numpy as np
 
 from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.core.results import NO_FACE, Face
-from ks_runtime.faces.align import align_crop, align_matrix
+from ks_runtime.faces.align import align_crop, align_matrix, similarity
 from ks_runtime.faces.base import FaceStage
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class TrackerConfig:
     to this width for a full detection; window: side of the search window around a track, in face widths;
     window_face_px: the window is scaled so the tracked face is this wide; flow_face_px: likewise for the
     optical flow; smoothing: weight of a measurement whose residual is small (1: no smoothing); follow: a
-    residual of this many face widths is taken whole; max_misses: failed detections before the track ends.
+    residual of this many face widths is taken whole; max_misses: failed detections before the track ends;
+    scan_width: the whole frame's width when it is searched for every face (multi-face: small faces in a group
+    are lost at detect_width).
     """
 
     detect_every: int = 5
@@ -49,27 +51,52 @@ class TrackerConfig:
     follow: float = 0.25
     max_misses: int = 3
     min_flow_points: int = 8
+    scan_width: int = 640
 
 
 @dataclass
 class Measurement:
-    """What a backend measured on one face: its box (x0, y0, x1, y1), points [k, 2] and a confidence."""
+    """What a backend measured on one face: its box (x0, y0, x1, y1), points [k, 2], a confidence and, from a
+    backend that measures them, the 68 landmarks [68, 2]."""
 
     box: np.ndarray
     points: np.ndarray
     confidence: float
+    landmarks: np.ndarray | None = None
 
 
 @dataclass
 class Track:
     """The followed face: smoothed box and points, the last measurement's confidence, frames since the last
-    detection, and detections in a row that found nothing."""
+    detection, detections in a row that found nothing, its `face_id`, and the latest measured 68 landmarks with
+    the points they were measured at (`landmarks_at`), when the backend measures landmarks."""
 
     box: np.ndarray
     points: np.ndarray
     confidence: float
     age: int = 0
     misses: int = 0
+    face_id: int = 0
+    landmarks: np.ndarray | None = None
+    landmarks_at: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, measured: Measurement, face_id: int = 0) -> Track:
+        track = cls(measured.box, measured.points, measured.confidence, face_id=face_id)
+        track.keep_landmarks(measured)
+        return track
+
+    def keep_landmarks(self, measured: Measurement) -> None:
+        if measured.landmarks is not None:
+            self.landmarks, self.landmarks_at = measured.landmarks, measured.points
+
+    def current_landmarks(self) -> np.ndarray | None:
+        """The latest measured landmarks, moved with the track's smoothed points: the similarity from the points
+        they were measured at to today's moves all 68 alike, so they agree with the crop and keep the shape (the
+        expression) of the measurement."""
+        if self.landmarks is None:
+            return None
+        return apply(similarity(self.landmarks_at, self.points), self.landmarks)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,6 +142,7 @@ def blend(track: Track, measured: Measurement, smoothing: float, follow: float) 
     track.box = track.box + gain * (measured.box - track.box)
     track.points = track.points + gain * (measured.points - track.points)
     track.confidence = measured.confidence
+    track.keep_landmarks(measured)
 
 
 def clip_region(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -175,24 +203,43 @@ def flow_motion(prev: np.ndarray, grey: np.ndarray, box: np.ndarray, config: Tra
 class TrackedFaces(FaceStage):
     """A detector backend, tracked over frames (module docstring). Subclasses set `min_detect_px` (the smallest
     face their detector finds, in the image it is given) and implement `detect` and `measure`;
-    `measure_every_frame` makes the tracker measure the points on every frame, not only on detections."""
+    `measure_every_frame` makes the tracker measure the points on every frame, not only on detections.
+
+    With `max_faces` 1 (the default) it follows the largest face; otherwise every face, up to `max_faces`
+    (0: no limit), each its own track with a `face_id` (multi-face, below)."""
 
     min_detect_px = 24
     measure_every_frame = False
     config_defaults: dict = {}
 
     def __init__(
-        self, preprocess: Preprocess, template: np.ndarray | None = None, config: TrackerConfig | None = None
+        self,
+        preprocess: Preprocess,
+        template: np.ndarray | None = None,
+        config: TrackerConfig | None = None,
+        max_faces: int = 1,
     ) -> None:
-        super().__init__(preprocess, template)
+        super().__init__(preprocess, template, max_faces)
         self.config = config or TrackerConfig(**self.config_defaults)
         self.detections = 0  # detector runs (whole frame or window): what tracking saves
         self.full_detections = 0
+        self.crowded_frames = 0  # frames where more faces were found than max_faces let it score (kept over resets)
         self.reset()
 
     def reset(self) -> None:
-        self.track: Track | None = None
+        self.tracks: list[Track] = []
         self._prev: np.ndarray | None = None
+        self._next_id = 0
+        self._since_scan = 0
+
+    @property
+    def track(self) -> Track | None:
+        """The single-face track (max_faces 1), or the first of several."""
+        return self.tracks[0] if self.tracks else None
+
+    def track_near(self, box: np.ndarray) -> Track | None:
+        """The track this box continues (overlap 0.3 or more), or None for a new face."""
+        return next((t for t in self.tracks if iou(t.box, box) >= 0.3), None)
 
     # --- the backend's part ----------------------------------------------------------------------------
     def detect(self, grey: np.ndarray, min_size: int, max_size: int | None) -> np.ndarray:
@@ -203,18 +250,23 @@ class TrackedFaces(FaceStage):
         """The points to align on, and the confidence, for the face in `box` (frame pixels)."""
         raise NotImplementedError
 
-    # --- finding a face ----------------------------------------------------------------------------------
-    def detect_full(self, grey: np.ndarray) -> np.ndarray | None:
-        """The largest face in the whole frame (downscaled to detect_width), or None."""
+    # --- finding faces -----------------------------------------------------------------------------------
+    def detect_all(self, grey: np.ndarray, width: int | None = None) -> np.ndarray:
+        """Every face box [m, 4] in the whole frame (downscaled to `width`, default detect_width), largest first."""
         self.detections += 1
         self.full_detections += 1
-        scale = min(1.0, self.config.detect_width / grey.shape[1])
+        scale = min(1.0, (width or self.config.detect_width) / grey.shape[1])
         small = scaled_region(grey, (0, 0, grey.shape[1], grey.shape[0]), scale)
-        boxes = self.detect(small, self.min_detect_px, None)
-        if not len(boxes):
-            return None
-        best = boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]
-        return (best + 0.5) / scale - 0.5
+        boxes = np.asarray(self.detect(small, self.min_detect_px, None), np.float64).reshape(-1, 4)
+        boxes = (boxes + 0.5) / scale - 0.5
+        return boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")]
+
+    def detect_full(self, grey: np.ndarray) -> np.ndarray | None:
+        """The largest face in the whole frame (downscaled to detect_width), or None."""
+        boxes = self.detect_all(grey)
+        if len(boxes) > 1:
+            self.crowded_frames += 1
+        return boxes[0] if len(boxes) else None
 
     def detect_near(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """The face overlapping `box` most, searched in a window around it at a scale near its size."""
@@ -235,34 +287,35 @@ class TrackedFaces(FaceStage):
         best = int(np.argmax(overlaps))
         return boxes[best] if overlaps[best] > 0.2 else None
 
-    # --- the stage -----------------------------------------------------------------------------------------
+    # --- the stage: one face -----------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, index: int) -> Face:
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         prev, self._prev = self._prev, grey
         track = self.track if self.track is not None else self._start(grey)
-        if track is None:
-            return NO_FACE
-        if track.age or track.misses:  # not a track started on this frame: follow the face here
-            track = self._follow(track, prev, grey)
-            if track is None:
-                return NO_FACE
+        if track is not None and (track.age or track.misses):  # not a track started on this frame: follow it
+            track = self._follow(track, prev, grey, relocate=True)
+        self.tracks = [] if track is None else [track]
+        return NO_FACE if track is None else self._face(image, track)
+
+    def _face(self, image: np.ndarray, track: Track) -> Face:
+        """The track's Face on this frame: the crop aligned on its points, its box, points and landmarks."""
         track.age += 1
         matrix = align_matrix(track.points, self.template, self.preprocess.size)
         crop = align_crop(image, matrix, self.preprocess.size)
         confidence = track.confidence * 0.6**track.misses
-        return Face(crop, float(confidence), tuple(float(v) for v in track.box), track.points.copy())
+        box = tuple(float(v) for v in track.box)
+        return Face(crop, float(confidence), box, track.points.copy(), track.current_landmarks(), track.face_id)
 
-    def _start(self, grey: np.ndarray, box: np.ndarray | None = None) -> Track | None:
+    def _start(self, grey: np.ndarray, box: np.ndarray | None = None, face_id: int = 0) -> Track | None:
         """A new track on the largest face of the frame (or on `box`), or None without a face."""
         box = self.detect_full(grey) if box is None else box
         if box is None:
             return None
-        measured = self.measure(grey, box)
-        self.track = Track(measured.box, measured.points, measured.confidence)
-        return self.track
+        return Track.start(self.measure(grey, box), face_id)
 
-    def _follow(self, track: Track, prev: np.ndarray | None, grey: np.ndarray) -> Track | None:
-        """Carry the track to this frame by optical flow; detect and blend when due; None once it is lost."""
+    def _follow(self, track: Track, prev: np.ndarray | None, grey: np.ndarray, relocate: bool) -> Track | None:
+        """Carry the track to this frame by optical flow; detect and blend when due; None once it is lost. With
+        `relocate`, a face found elsewhere in the frame when the track's own is gone starts a new track."""
         config = self.config
         motion = flow_motion(prev, grey, track.box, config) if prev is not None and prev.shape == grey.shape else None
         if motion is not None:
@@ -272,16 +325,55 @@ class TrackedFaces(FaceStage):
                 blend(track, self.measure(grey, track.box), config.smoothing, config.follow)
             return track
         box = self.detect_near(grey, track.box)
-        if box is None:
+        if box is None and relocate:
             box = self.detect_full(grey)
             if box is not None and iou(box, track.box) < 0.1:  # the face is elsewhere now (or another one)
-                return self._start(grey, box)
+                return self._start(grey, box, track.face_id)
         if box is None:
             track.misses += 1
             if motion is None or track.misses > config.max_misses:
-                self.track = None
                 return None
             return track  # flow only until a detection finds the face again (the next frame tries)
         blend(track, self.measure(grey, box), config.smoothing, config.follow)
         track.age = track.misses = 0
         return track
+
+    # --- the stage: every face ---------------------------------------------------------------------------
+    def faces(self, image: np.ndarray, index: int) -> list[Face]:
+        """Every face of the frame, up to max_faces, by face_id. Each track is followed as one face is; the whole
+        frame is searched for new faces at the first frame, every detect_every frames and whenever no face is
+        tracked. A face that leaves and comes back is a new track with a new face_id (no re-identification)."""
+        if self.max_faces == 1:
+            return super().faces(image, index)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        prev, self._prev = self._prev, grey
+        followed = [self._follow(t, prev, grey, relocate=False) for t in self.tracks]
+        self.tracks = distinct_tracks([t for t in followed if t is not None])
+        self._since_scan += 1
+        if not self.tracks or self._since_scan >= self.config.detect_every:
+            self._scan(grey)
+        return [self._face(image, track) for track in self.tracks]
+
+    def _scan(self, grey: np.ndarray) -> None:
+        """Start a track on each face in the whole frame that no track follows yet, largest first, while there is
+        room under max_faces (a frame with more is counted in crowded_frames)."""
+        self._since_scan = 0
+        boxes = self.detect_all(grey, max(self.config.detect_width, self.config.scan_width))
+        new = [box for box in boxes if all(iou(box, t.box) < 0.3 for t in self.tracks)]
+        room = len(new) if self.max_faces == 0 else max(0, self.max_faces - len(self.tracks))
+        if len(new) > room:
+            self.crowded_frames += 1
+        for box in new[:room]:
+            self.tracks.append(Track.start(self.measure(grey, box), self._next_id))
+            self._next_id += 1
+        self.tracks.sort(key=lambda t: t.face_id)
+
+
+def distinct_tracks(tracks: list[Track]) -> list[Track]:
+    """The tracks without the ones that drifted onto another's face (overlap over 0.5): the older (lower face_id)
+    stays."""
+    kept: list[Track] = []
+    for track in sorted(tracks, key=lambda t: t.face_id):
+        if all(iou(track.box, other.box) <= 0.5 for other in kept):
+            kept.append(track)
+    return kept

@@ -1,7 +1,7 @@
 """`--save-crops DIR` (OpenFace's `-simalign`): each aligned face crop the network read, as a PNG, and a JSON Lines
 record of each crop with the face's landmarks.
 
-- DIR/frame_det_00_000001.png: face 00 (one face per frame), then the frame number as the CSV counts it (from 1),
+- DIR/frame_det_00_000001.png: the face's face_id (2 digits), then the frame number as the CSV counts it (from 1),
   named as OpenFace names its aligned faces; the crop at the network's input size, exactly the pixels the face
   stage cut (before the network's normalisation).
 - DIR/faces.jsonl: one JSON object per crop, in frame order: frame, face_id, timestamp, confidence, file (the PNG's
@@ -14,14 +14,14 @@ A frame without a face gets no PNG and no record. Both are written as results co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ks_runtime.core.errors import OutputError
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.io.openface import POSE_COLUMNS
 from ks_runtime.io.table import TextSink
 
@@ -42,7 +42,7 @@ def crop_record(result: FrameResult, face: Face, file: str) -> dict:
     pose = None if result.pose is None else dict(zip(POSE_COLUMNS, _rounded(result.pose, 4), strict=True))
     return {
         "frame": result.frame,
-        "face_id": 0,
+        "face_id": result.face_id,
         "timestamp": round(result.timestamp, 3),
         "confidence": round(result.confidence, 3),
         "file": file,
@@ -65,15 +65,15 @@ class CropSink:
         self.records = TextSink(self.folder / RECORDS)
         self.crops = 0
 
-    def write(self, results: Iterable[FrameResult], kept: Mapping[int, tuple[np.ndarray, Face]]) -> None:
-        """Save the crop of every result with a face whose frame a FrameTap kept (`kept[index] = (image, face)`)."""
+    def write(self, results: Iterable[FrameResult], kept: KeptFrames) -> None:
+        """Save the crop of every result with a face whose frame a FrameTap kept."""
         lines = []
         for result in results:
-            frame = kept.get(result.index)
+            frame = kept.face(result)
             if not result.success or frame is None or frame[1].crop is None:
                 continue
             face = frame[1]
-            name = crop_name(result.frame)
+            name = crop_name(result.frame, result.face_id)
             if not cv2.imwrite(str(self.folder / name), cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR)):
                 raise OutputError(f"{self.folder / name}: cannot write the aligned crop of frame {result.frame}")
             lines.append(json.dumps(crop_record(result, face, name)))

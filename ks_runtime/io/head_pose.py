@@ -17,13 +17,13 @@ The translation scales with the assumed face size: a face 10% larger than the mo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from ks_runtime.core.errors import DataError
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import FrameResult, KeptFrames
 
 LANDMARKS = 68
 # iBUG 300-W indices: 27-30 the nose bridge down to its tip, 31-35 the nostrils' base (image-left first),
@@ -95,11 +95,11 @@ def head_pose(landmarks: np.ndarray, width: int, height: int) -> np.ndarray | No
     return np.concatenate([tvec.ravel(), euler_angles(cv2.Rodrigues(rvec)[0])])
 
 
-def add_face_geometry(results: Sequence[FrameResult], kept: Mapping[int, tuple[np.ndarray, Face]]) -> None:
-    """Give each result with a face its landmarks and head pose, from its frame and Face kept by a FrameTap
-    (`kept[index] = (image, face)`); results whose face stage has no landmarks are left as they are."""
+def add_face_geometry(results: Sequence[FrameResult], kept: KeptFrames) -> None:
+    """Give each result with a face its landmarks and head pose, from its frame and Face kept by a FrameTap;
+    results whose face stage has no landmarks are left as they are."""
     for result in results:
-        frame = kept.get(result.index)
+        frame = kept.face(result)
         if not result.success or frame is None or frame[1].landmarks is None:
             continue
         image, face = frame

@@ -99,7 +99,7 @@ class OpenFaceLayout:
 
     def values(self, result: FrameResult) -> np.ndarray:
         """The result's row as floats, NaN where there is nothing to write."""
-        ids = [result.frame, 0, result.timestamp, result.confidence, float(result.success)]
+        ids = [result.frame, result.face_id, result.timestamp, result.confidence, float(result.success)]
         parts = [np.array(ids, np.float64)]
         if self.landmarks:
             parts.append(_or_nan(result.pose if result.success else None, len(POSE_COLUMNS)))

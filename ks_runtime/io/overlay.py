@@ -8,17 +8,17 @@ stage (`ks_runtime.faces.tap.FrameTap`) holds each frame until its result is fin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from ks_runtime.core.errors import ConfigError, OutputError
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.io.outputs import check_output_paths
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,17 @@ FACE_COLOUR, POINT_COLOUR, ON, OFF, PANEL = (60, 220, 60), (0, 200, 255), (60, 1
 NOTE_COLOUR, NOTE_SCALE, NOTE_LINE = (80, 170, 255), 0.45, 18  # orange: a caveat, not a measurement
 
 
-class FrameKeeper(Protocol):
-    """What the overlay needs of a frame tap: the frame `index` and its Face, once its result is final."""
-
-    def take(self, index: int) -> tuple[np.ndarray, Face] | None: ...
-
-
 def draw_overlay(
-    image: np.ndarray, result: FrameResult, face: Face | None, au_columns: Sequence[str], thresholds: Sequence[float]
+    image: np.ndarray,
+    result: FrameResult,
+    face: Face | None,
+    au_columns: Sequence[str],
+    thresholds: Sequence[float],
+    others: Sequence[tuple[FrameResult, Face | None]] = (),
 ) -> np.ndarray:
     """One overlay frame, BGR uint8: the RGB frame (scaled up to OVERLAY_MIN_HEIGHT if smaller) with the face box
-    and points, and beside it a panel with one bar per AU and the frame's number, time and confidence."""
+    and points, and beside it a panel with one bar per AU and the frame's number, time and confidence. The frame's
+    `others` faces get their boxes and points, each box labelled with its face_id; the panel is `result`'s."""
     h, w = image.shape[:2]
     zoom = max(1, math.ceil(OVERLAY_MIN_HEIGHT / h))
     frame = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -50,16 +50,12 @@ def draw_overlay(
     canvas = np.full((height, width + PANEL_WIDTH, 3), PANEL, np.uint8)
     canvas[:, :width] = frame
     thick = max(1, round(height / 240))
-    if result.success and result.box is not None:
-        x0, y0, x1, y1 = (int(round((v + 0.5) * zoom - 0.5)) for v in result.box)
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
-    if result.success and face is not None and face.points is not None:
-        for k, (x, y) in enumerate((face.points + 0.5) * zoom - 0.5):
-            cv2.circle(
-                canvas, (int(round(x)), int(round(y))), thick + (2 if k < 2 else 1), POINT_COLOUR, -1, cv2.LINE_AA
-            )
+    for shown, shown_face in [(result, face), *others]:
+        draw_face(canvas, shown, shown_face, zoom, thick, label=bool(others))
     font, left = cv2.FONT_HERSHEY_SIMPLEX, width + 10
     status = f"conf {result.confidence:.2f}" if result.success else "no face"
+    if others:
+        status = f"face {result.face_id} of {len(others) + 1}  {status}"
     cv2.putText(
         canvas,
         f"frame {result.frame}  {result.timestamp:.2f}s",
@@ -73,6 +69,15 @@ def draw_overlay(
     cv2.putText(
         canvas, status, (left, 36), font, 0.45, (230, 230, 230) if result.success else (80, 80, 240), 1, cv2.LINE_AA
     )
+    draw_bars(canvas, result, au_columns, thresholds, left)
+    return canvas
+
+
+def draw_bars(
+    canvas: np.ndarray, result: FrameResult, au_columns: Sequence[str], thresholds: Sequence[float], left: int
+) -> None:
+    """The panel's bar per AU from x = `left`: the probability, green at or above the AU's threshold (a red tick)."""
+    font, height = cv2.FONT_HERSHEY_SIMPLEX, canvas.shape[0]
     u = len(au_columns)
     row = max(10, min(26, (height - 50) // max(u, 1)))
     bar_x, bar_w = left + 44, PANEL_WIDTH - 90
@@ -94,7 +99,23 @@ def draw_overlay(
             )
         tick = bar_x + int(round(float(thresholds[j]) * bar_w))
         cv2.line(canvas, (tick, y), (tick, y + row - 1), (80, 80, 240), 1)
-    return canvas
+
+
+def draw_face(
+    canvas: np.ndarray, result: FrameResult, face: Face | None, zoom: int, thick: int, label: bool = False
+) -> None:
+    """A face's box and alignment points on the overlay canvas (frame pixels scaled by `zoom`), its box labelled
+    with its face_id when the frame has several faces."""
+    if result.success and result.box is not None:
+        x0, y0, x1, y1 = (int(round((v + 0.5) * zoom - 0.5)) for v in result.box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
+        if label:
+            cv2.putText(canvas, str(result.face_id), (x0 + 2, y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FACE_COLOUR, 1)
+    if result.success and face is not None and face.points is not None:
+        for k, (x, y) in enumerate((face.points + 0.5) * zoom - 0.5):
+            cv2.circle(
+                canvas, (int(round(x)), int(round(y))), thick + (2 if k < 2 else 1), POINT_COLOUR, -1, cv2.LINE_AA
+            )
 
 
 def with_note(canvas: np.ndarray, note: str | None) -> np.ndarray:
@@ -119,16 +140,21 @@ def note_strip(note: str, width: int) -> np.ndarray:
 
 def overlay_frames(
     results: Iterable[FrameResult],
-    tap: FrameKeeper,
+    kept: KeptFrames,
     au_columns: Sequence[str],
     thresholds: Sequence[float],
     note: str | None = None,
 ) -> Iterable[np.ndarray]:
-    """The overlay frame (BGR) of each result whose frame the tap kept, in the results' order, with `note`."""
-    for result in results:
-        kept = tap.take(result.index)
-        if kept is not None:
-            yield with_note(draw_overlay(kept[0], result, kept[1], au_columns, thresholds), note)
+    """The overlay frame (BGR) of each frame of `results` that was kept, in the results' order, with `note`: one
+    frame however many faces it has (its results are consecutive), the panel showing its first face's AUs."""
+    for _, group in itertools.groupby(results, key=lambda r: (r.source, r.index)):
+        group = list(group)
+        frame = kept.frame(group[0].index)
+        if frame is not None:
+            image, faces = frame
+            shown = [(r, faces.get(r.face_id)) for r in group]
+            canvas = draw_overlay(image, *shown[0], au_columns, thresholds, others=shown[1:])
+            yield with_note(canvas, note)
 
 
 class OverlaySink:

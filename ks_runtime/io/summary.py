@@ -25,7 +25,8 @@ LATENCY_FROM = {
 
 @dataclass
 class RunSummary:
-    """What a run did: frames, throughput, latency percentiles (frames with a face; from arrival or from processing,
+    """What a run did: frames (and frames with a face: a frame of several faces counts once; `streams` counts each
+    face's runs of frames), throughput, latency percentiles (faces; from arrival or from processing,
     `latency_from`, to final), dropped frames, the policy's look-ahead at the source's rate, F1 when the source
     has labels, and what went wrong: `warnings` (the run went on, or ended early but cleanly) and `errors`."""
 
@@ -146,17 +147,24 @@ class RunStats:
         self.start = clock_start
         self.end = clock_start
         self.frames = self.faces = 0
+        # A frame with several faces has a result per face, consecutive: each source's last frame counted.
+        self._counted: dict[str, int] = {}
+        self._counted_face: dict[str, int] = {}
         self.latencies = LatencyReservoir()
         self.streams: set[tuple[str, int]] = set()
         self.probs: dict[int, np.ndarray] = {}
 
     def add(self, results: Iterable[FrameResult]) -> None:
         for r in results:
-            self.frames += 1
+            if self._counted.get(r.source) != r.index:
+                self._counted[r.source] = r.index
+                self.frames += 1
             self.start = r.arrival if self.start is None else min(self.start, r.arrival)
             self.end = r.final if self.end is None else max(self.end, r.final)
             if r.success:
-                self.faces += 1
+                if self._counted_face.get(r.source) != r.index:
+                    self._counted_face[r.source] = r.index
+                    self.faces += 1
                 self.latencies.add(r.latency)
                 self.streams.add((r.source, r.stream))
                 if self.labels is not None:

@@ -4,10 +4,11 @@ line-by-line file writer every table format shares (`TextSink`). The OpenFace 2 
 CSV layout: `frame,face_id,timestamp,confidence,success,AU01_c,...,AU01_p,...`: every `_c` column (0/1 at the
 AU's threshold from the manifest) and then every `_p` column (the probability, our extension), AUs in the
 bundle's order; for images, a last column `file`, the image's path (quoted where it holds a comma or a quote).
-`frame` counts from 1 as OpenFace does; `timestamp` is the source's, in seconds; a frame without a face has
-success=0 and empty AU values. Each batch of rows is one write straight to the file, so a run that stops on
-bad input, Ctrl-C or a kill leaves a complete file of what it processed; a write that fails (a full disk) is cut
-back to the last whole row and the error names the file.
+`frame` counts from 1 as OpenFace does; a frame with several faces has a row per face, by `face_id`;
+`timestamp` is the source's, in seconds; a frame without a face has one row, success=0 and empty AU values. Each
+batch of rows is one write straight to the file, so a run that stops on bad input, Ctrl-C or a kill leaves a
+complete file of what it processed; a write that fails (a full disk) is cut back to the last whole row and the
+error names the file.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def format_row(result: FrameResult, thresholds: np.ndarray, sep: str = ",") -> s
     """One CSV line (no newline): empty AU values and success=0 where there is no face."""
     ids = [
         str(result.frame),
-        "0",
+        str(result.face_id),
         f"{result.timestamp:.3f}",
         f"{result.confidence:.2f}",
         "1" if result.success else "0",
@@ -172,7 +173,7 @@ def results_table(
         labels = np.where(present, probs >= np.asarray(thresholds, np.float64), np.nan)
     data: dict[str, object] = {
         "frame": np.array([r.frame for r in results], np.int64),
-        "face_id": np.zeros(len(results), np.int64),
+        "face_id": np.array([r.face_id for r in results], np.int64),
         "timestamp": np.array([r.timestamp for r in results], np.float64),
         "confidence": np.array([r.confidence for r in results], np.float64),
         "success": np.array([int(r.success) for r in results], np.int64),

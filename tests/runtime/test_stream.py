@@ -3,12 +3,13 @@ interleaving; results become final exactly when the policy allows; streams end a
 batches wait a bounded time; clips are cut from the ring by kernels.gather_clips."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from ks_runtime.core import kernels
-from ks_runtime.core.errors import ConfigError
+from ks_runtime.core.errors import ConfigError, DataError
 from ks_runtime.core.policy import POLICIES, dense_clip_indices, lookahead
 from ks_runtime.core.preprocess import to_network_input
 from ks_runtime.core.results import NO_FACE
@@ -285,3 +286,42 @@ def test_the_numpy_fallback_of_ops_streams_the_same_numbers(fake_engine, small_p
     monkeypatch.setattr(kernels, "_CPP_EXT", None)  # as when cpp_ext is not built
     fallback = push_all(StreamScheduler(fake_engine, small_preprocess, StreamConfig("ensemble", batch_size=5)), frames)
     assert np.abs(np.stack([r.probs for r in built]) - np.stack([r.probs for r in fallback])).max() <= 1e-6
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_each_face_of_a_source_is_its_own_stream_equal_to_its_dense_run(fake_engine, small_preprocess, policy):
+    """Two faces in one source: each gets its own ring and clips (a clip never mixes faces), a face that leaves
+    ends its stream, and one that comes back under a new face_id starts a new one; rows in frame order, a
+    frame's faces by face_id."""
+    first, second = synth_frames(20, size=16)[0], synth_frames(20, size=16, subject=1)[0]
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig(policy, batch_size=3))
+    stage = AlignedFaces(small_preprocess)
+    results = []
+    for t in range(20):
+        faces = [stage(first[t], t)]
+        if t < 12 or t >= 15:  # the second face leaves for three frames and comes back as face 2
+            faces.append(replace(stage(second[t], t), face_id=1 if t < 12 else 2))
+        streamer.push_faces("a", SourceFrame(first[t], t / 25, t), faces)
+        results += streamer.step()
+    results += streamer.close()
+    assert [(r.index, r.face_id) for r in results] == sorted((r.index, r.face_id) for r in results)
+    assert len(results) == 20 + 12 + 5
+    for face_id, part in ((0, first), (1, second[:12]), (2, second[15:])):
+        mine = [r for r in results if r.face_id == face_id]
+        assert len({r.stream for r in mine}) == 1
+        got = np.stack([r.probs for r in mine])
+        assert np.abs(got - fake_dense(fake_engine, part, small_preprocess, policy)).max() <= 1e-6, face_id
+
+
+def test_a_frame_without_faces_ends_every_face_and_gets_one_row(fake_engine, small_preprocess):
+    frames = synth_frames(6, size=16)[0]
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("last", batch_size=2))
+    stage = AlignedFaces(small_preprocess)
+    rows = streamer.push_faces(
+        "a", SourceFrame(frames[0], 0.0, 0), [stage(frames[0], 0), replace(stage(frames[1], 0), face_id=1)]
+    )
+    rows += streamer.push_faces("a", SourceFrame(frames[2], 0.04, 1), [])
+    streamer.close()
+    assert [(r.index, r.face_id, r.success) for r in rows] == [(0, 0, True), (0, 1, True), (1, 0, False)]
+    with pytest.raises(DataError, match="frame 2: the face stage gave two faces the same face_id"):
+        streamer.push_faces("a", SourceFrame(frames[3], 0.08, 2), [stage(frames[3], 2), stage(frames[4], 2)])

@@ -42,4 +42,4 @@ def test_the_landmarks_follow_the_smoothed_track_and_keep_their_shape(monkeypatc
     moved = faces[-1].landmarks - (base + start + [9, 0])
     assert np.abs(moved).max() > 0.1  # the smoothing lags the last measurement: the landmarks lag with it
     stage.reset()
-    assert stage._measured is None
+    assert stage.track is None and stage.tracks == []

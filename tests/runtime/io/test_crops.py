@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ks_runtime.core.errors import OutputError
-from ks_runtime.core.results import NO_FACE, Face, FrameResult
+from ks_runtime.core.results import NO_FACE, Face, FrameResult, KeptFrames
 from ks_runtime.io.crops import CropSink, crop_name
 
 
@@ -18,11 +18,33 @@ def result(index, face=True):
     )
 
 
+def test_each_face_of_a_frame_gets_its_own_crop_named_by_its_face_id(tmp_path):
+    rng = np.random.default_rng(1)
+    crops = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]
+    kept = KeptFrames({0: (None, {0: Face(crops[0], 0.9), 3: Face(crops[1], 0.8, face_id=3)})})
+    second = result(0)
+    second.face_id = 3
+    sink = CropSink(tmp_path / "aligned")
+    sink.write([result(0), second], kept)
+    sink.close()
+    assert sorted(p.name for p in (tmp_path / "aligned").glob("*.png")) == [crop_name(1, 0), crop_name(1, 3)]
+    saved = cv2.cvtColor(cv2.imread(str(tmp_path / "aligned" / crop_name(1, 3))), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(saved, crops[1])  # face 3's own crop, not face 0's
+    records = [json.loads(line) for line in (tmp_path / "aligned" / "faces.jsonl").read_text().splitlines()]
+    assert [r["face_id"] for r in records] == [0, 3]
+
+
 def test_a_crop_and_a_record_per_frame_with_a_face(tmp_path):
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
     points = np.array([[4.0, 5.0], [10.0, 5.0]])
-    kept = {0: (None, Face(crops[0], 0.9, (1, 2, 3, 4), points)), 1: (None, NO_FACE), 2: (None, Face(crops[2], 0.9))}
+    kept = KeptFrames(
+        {
+            0: (None, {0: Face(crops[0], 0.9, (1, 2, 3, 4), points)}),
+            1: (None, {0: NO_FACE}),
+            2: (None, {0: Face(crops[2], 0.9)}),
+        }
+    )
     with_pose = result(2)
     with_pose.landmarks, with_pose.pose = np.ones((68, 2)), np.arange(6.0)
     sink = CropSink(tmp_path / "aligned")

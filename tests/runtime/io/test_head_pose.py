@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ks_runtime.core.errors import DataError
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.io.head_pose import (
     GENERIC_FACE_MM,
     RIGID_LANDMARKS,
@@ -97,11 +97,13 @@ def test_add_face_geometry_fills_results_with_landmarks_and_names_a_bad_frame():
     landmarks[np.isnan(landmarks)] = 0.0  # the other landmarks: anything finite
     image = np.zeros((480, 640, 3), np.uint8)
     results = [FrameResult("clip.mp4", i, 0.0, True, 0.9, np.zeros(2), 0.0) for i in range(3)]
-    kept = {0: (image, Face(image[:8, :8], 0.9, landmarks=landmarks)), 1: (image, Face(image[:8, :8], 0.9))}
+    kept = KeptFrames(
+        {0: (image, {0: Face(image[:8, :8], 0.9, landmarks=landmarks)}), 1: (image, {0: Face(image[:8, :8], 0.9)})}
+    )
     add_face_geometry(results, kept)
     assert np.allclose(results[0].pose[3:], (0.2, 0.1, 0.0), atol=1e-6) and results[0].landmarks.shape == (68, 2)
     assert results[1].landmarks is None and results[1].pose is None  # a stage without landmarks
     assert results[2].pose is None  # no frame kept
-    kept[2] = (image, Face(image[:8, :8], 0.9, landmarks=np.zeros((5, 2))))
+    kept.frames[2] = (image, {0: Face(image[:8, :8], 0.9, landmarks=np.zeros((5, 2)))})
     with pytest.raises(DataError, match=r"clip.mp4: frame 3: the face stage gave landmarks of shape \(5, 2\)"):
         add_face_geometry(results, kept)

@@ -8,10 +8,19 @@ import pytest
 
 from ks_runtime.cli import main
 from ks_runtime.core.errors import ConfigError
-from ks_runtime.core.results import Face, FrameResult
+from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.faces.tap import FrameTap
 from ks_runtime.io.live_view import LiveView, display_problem
-from ks_runtime.io.overlay import FACE_COLOUR, OFF, ON, OVERLAY_MIN_HEIGHT, PANEL_WIDTH, OverlaySink, draw_overlay
+from ks_runtime.io.overlay import (
+    FACE_COLOUR,
+    OFF,
+    ON,
+    OVERLAY_MIN_HEIGHT,
+    PANEL_WIDTH,
+    OverlaySink,
+    draw_overlay,
+    overlay_frames,
+)
 from ks_runtime.io.table import read_results_csv
 from ks_runtime.synth.generate import SynthConfig
 from ks_runtime.synth.scene import SceneOptions, read_scene_csv, render_scene_sequence, write_scene_video
@@ -65,7 +74,7 @@ def test_small_frames_are_scaled_up_so_the_overlay_is_legible():
 
 def test_the_frame_tap_keeps_frames_until_their_result_comes():
     class Stage:
-        preprocess, template, name = None, None, "fake"
+        preprocess, template, name, max_faces = None, None, "fake", 1
 
         def __call__(self, image, index):
             return Face(None, 0.0)
@@ -73,8 +82,8 @@ def test_the_frame_tap_keeps_frames_until_their_result_comes():
     tap = FrameTap(Stage())
     for i in range(5):
         tap(np.full((4, 4, 3), i, np.uint8), i)
-    image, face = tap.take(2)
-    assert image[0, 0, 0] == 2 and not face.success
+    image, faces = tap.take(2)
+    assert image[0, 0, 0] == 2 and not faces[0].success
     assert tap.take(1) is None  # older frames went with it
     assert tap.take(4) is not None and tap.take(3) is None
 
@@ -139,3 +148,27 @@ def test_ks_run_on_a_raw_scene_video_writes_a_row_per_frame_and_the_overlay(
     capture.release()
     assert ok and first.shape == (240 * 2, 320 * 2 + PANEL_WIDTH, 3)
     assert abs(count - len(table)) <= 1  # containers' counts may be estimates
+
+
+def test_a_frame_with_two_faces_is_one_overlay_frame_with_both_boxes():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    first = result([0.2, 0.6, 0.9], box=(10.0, 10.0, 100.0, 100.0))
+    second = result([0.9, 0.9, 0.9], box=(200.0, 100.0, 300.0, 200.0))
+    second.face_id = 1
+    faces = {0: Face(np.zeros((32, 32, 3), np.uint8), 0.9), 1: Face(np.zeros((32, 32, 3), np.uint8), 0.9, face_id=1)}
+    kept = KeptFrames({4: (frame, faces)})
+    canvases = list(overlay_frames([first, second], kept, COLUMNS, (0.5, 0.5, 0.5)))
+    assert len(canvases) == 1
+    canvas = canvases[0]
+    alone = draw_overlay(frame, first, faces[0], COLUMNS, (0.5, 0.5, 0.5))
+
+    def green(image, box):  # box-coloured pixels in a box's area (the frame is scaled by 2 to 480 px)
+        x0, y0, x1, y1 = (2 * v for v in box)
+        area = image[y0 - 3 : y1 + 4, x0 - 3 : x1 + 4].astype(int)
+        return int(((area[..., 1] > 150) & (area[..., 0] < 120) & (area[..., 2] < 120)).sum())
+
+    assert green(canvas, (10, 10, 100, 100)) > 100 and green(alone, (10, 10, 100, 100)) > 100
+    assert green(canvas, (200, 100, 300, 200)) > 100 and green(alone, (200, 100, 300, 200)) == 0
+    # The panel shows the first face's bars: one of three above its threshold, as drawn for that face alone.
+    panel = slice(-PANEL_WIDTH, None)
+    assert colour_count(canvas[:, panel], ON) == colour_count(alone[:, panel], ON) > 0
