@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp_ext/CMakeLists.txt cpp_ex
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[cpu,train,export,dev]"
+	$(PIP) install --quiet -e ".[cpu,train,export,serve,ray,openvino,dev]"
 	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 

@@ -173,6 +173,7 @@ OPTIONAL_DEPENDENCIES = (
     "onnxslim",
     "tritonclient",
     "dlib",
+    "openvino",
     "protobuf",
 )
 

@@ -2,7 +2,8 @@
 
 `ort` is onnxruntime (`ort.py`, `ort_graphs.py`): the CPU provider, or on `cuda`/`cuda:N` the CUDA provider
 (onnxruntime-gpu) with IOBinding, so inputs already on the device are bound in place; `ort-trt` is the same with
-onnxruntime's TensorRT provider first; `trt` is native TensorRT with our CUDA batching kernels (`trt.py`). Every
+onnxruntime's TensorRT provider first; `trt` is native TensorRT with our CUDA batching kernels (`trt.py`); `openvino`
+is the INT8 encoder in OpenVINO's CPU runtime with the head in onnxruntime (`openvino.py`, the openvino extra). Every
 engine has the two calls of `Engine` (`base.py`); the stream scheduler needs nothing else. `create_engine` opens
 one by name, at the precision asked for (`auto`, `fp32`, or `int8`: the bundle's INT8 encoder, checked on this CPU).
 """
@@ -34,7 +35,17 @@ def _trt(
     return TrtEngine(bundle, device=device, threads=threads, precision="fp16" if precision == "auto" else precision)
 
 
-ENGINES: dict[str, Callable[..., Engine]] = {"ort": OrtEngine, "ort-trt": _ort_trt, "trt": _trt}
+def _openvino(bundle: Manifest | Path | str, **options) -> Engine:
+    try:
+        from ks_runtime.engine.openvino import OpenVinoEngine  # deferred: openvino (the openvino extra)
+    except ModuleNotFoundError as error:
+        if error.name != "openvino":
+            raise
+        raise EngineError("engine 'openvino' needs OpenVINO's runtime (pip install .[openvino])") from None
+    return OpenVinoEngine(bundle, **options)
+
+
+ENGINES: dict[str, Callable[..., Engine]] = {"ort": OrtEngine, "ort-trt": _ort_trt, "trt": _trt, "openvino": _openvino}
 
 
 def create_engine(
@@ -51,7 +62,8 @@ def create_engine(
     `precision`: "auto" (FP32 on the CPU; on a GPU the FP16 encoder when the bundle has one, or the TensorRT
     engine's FP16), "fp32", or "int8": with `ort` on the CPU the bundle's INT8 encoder, checked against FP32 on this
     CPU when the engine opens and FP32 with a warning when it fails (`insist_int8`: refused instead, EngineError;
-    docs/runtime.md); with `trt` the bundle's INT8 TensorRT engine."""
+    docs/runtime.md); with `trt` the bundle's INT8 TensorRT engine. `openvino` runs only the INT8 encoder, checked
+    the same way: "auto" means "int8" there, and "fp32" is refused."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: known engines are {', '.join(ENGINES)}")
     parse_device(device)

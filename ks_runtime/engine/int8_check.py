@@ -36,6 +36,7 @@ class Int8Measurement:
     mean_abs: float
     frames: int
     policy: str
+    encoder_batches: tuple[int, ...] = ()  # INT8 encoder batch sizes measured, the worst kept (empty: all at once)
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,25 @@ class Int8Check:
     tolerance: float = math.nan
     record: dict = field(default_factory=dict)  # the manifest's variant entry: check and verified_on
     problem: str = ""  # why the INT8 encoder could not be checked
+    runtime: str = ""  # what ran it, e.g. "openvino 2026.4.1" (empty: onnxruntime)
 
     @property
     def passed(self) -> bool:
         return not self.problem and self.measured is not None and self.measured.max_abs <= self.tolerance
 
     def text(self) -> str:
-        """One line: the bundle, this CPU and onnxruntime, the error against the tolerance, where it was verified."""
-        head = f"{self.bundle}: INT8 encoder on {self.cpu.text()}, onnxruntime {ort.__version__}"
+        """One line: the bundle, this CPU and the runtime, the error against the tolerance, where it was verified."""
+        runtime = self.runtime or f"onnxruntime {ort.__version__}"
+        head = f"{self.bundle}: INT8 encoder on {self.cpu.text()}, {runtime}"
         if self.problem or self.measured is None:
             return f"{head}: not checked: {self.problem}"
         verdict = "within" if self.passed else "BEYOND"
         there = self.record.get("verified_on") or {}
         where = CpuInfo.from_dict(there).text() if there else "an unrecorded CPU"
+        batches = self.measured.encoder_batches
+        at = f" at encoder batches {', '.join(map(str, batches))}" if batches else ""
         return (
-            f"{head}: max |p_int8 - p_fp32| {self.measured.max_abs:.3f} over {self.measured.frames} check frames, "
+            f"{head}: max |p_int8 - p_fp32| {self.measured.max_abs:.3f} over {self.measured.frames} check frames{at}, "
             f"{verdict} the tolerance {self.tolerance:.3f} (field 'variants.{ENCODER_INT8}.check.tolerance'); "
             f"{self.record['check']['max_abs_probs']:.3f} where it was verified, on {where}, onnxruntime "
             f"{there.get('onnxruntime', '?')}"
@@ -87,22 +92,38 @@ def load_check_frames(manifest: Manifest) -> np.ndarray:
     return frames
 
 
-def measure(fp32: BundleGraphs, int8: BundleGraphs, frames: np.ndarray, policy: str) -> Int8Measurement:
-    """Both encoders (each with its graphs' head) densely on `frames` under `policy`; a NaN counts as infinite."""
-    reference = fp32.dense_probabilities(frames, policy).astype(np.float64)
-    candidate = int8.dense_probabilities(frames, policy).astype(np.float64)
-    diff = np.abs(candidate - reference)
-    if not np.isfinite(diff).all():
-        return Int8Measurement(math.inf, math.inf, len(frames), policy)
-    return Int8Measurement(float(diff.max()), float(diff.mean()), len(frames), policy)
+def measure(
+    fp32: BundleGraphs, int8: BundleGraphs, frames: np.ndarray, policy: str, encoder_batches: tuple[int, ...] = ()
+) -> Int8Measurement:
+    """Both encoders (each with its graphs' head) densely on `frames` under `policy`, the INT8 one at each encoder
+    batch size of `encoder_batches` (empty: all frames in one call), the worst kept; a NaN counts as infinite."""
+    reference = fp32.dense_probabilities(frames, policy, batch_size=len(frames)).astype(np.float64)
+    worst = None
+    for batch in encoder_batches or (len(frames),):
+        diff = np.abs(int8.dense_probabilities(frames, policy, batch_size=batch).astype(np.float64) - reference)
+        if not np.isfinite(diff).all():
+            return Int8Measurement(math.inf, math.inf, len(frames), policy, encoder_batches)
+        if worst is None or diff.max() > worst.max():
+            worst = diff
+    return Int8Measurement(float(worst.max()), float(worst.mean()), len(frames), policy, encoder_batches)
 
 
-def check_int8(manifest: Manifest, fp32: BundleGraphs, int8: BundleGraphs | None) -> Int8Check:
-    """Judge the INT8 encoder (`int8`, opened by the caller; None when the bundle has none) against `fp32` here."""
+def check_int8(
+    manifest: Manifest,
+    fp32: BundleGraphs,
+    int8: BundleGraphs | None,
+    encoder_batches: tuple[int, ...] = (),
+    runtime: str = "",
+) -> Int8Check:
+    """Judge the INT8 encoder (`int8`, opened by the caller; None when the bundle has none) against `fp32` here.
+
+    `encoder_batches`: measure the INT8 encoder at each of these batch sizes, the check frames repeated to fill the
+    largest (for a runtime whose results may depend on the batch); `runtime` names what runs `int8` in the text."""
     cpu = cpu_info()
     entry = manifest.variants.get(ENCODER_INT8)
     if entry is None or int8 is None:
-        return Int8Check(manifest.root, cpu, problem=f"the bundle has no {ENCODER_INT8} variant (export with --int8)")
+        problem = f"the bundle has no {ENCODER_INT8} variant (export with --int8)"
+        return Int8Check(manifest.root, cpu, problem=problem, runtime=runtime)
     if "check" not in entry:
         return Int8Check(
             manifest.root,
@@ -110,9 +131,13 @@ def check_int8(manifest: Manifest, fp32: BundleGraphs, int8: BundleGraphs | None
             record=entry,
             problem=f"field 'variants.{ENCODER_INT8}.check' of {MANIFEST} is missing (exported before INT8 checks; "
             f"re-export the bundle)",
+            runtime=runtime,
         )
-    measured = measure(fp32, int8, load_check_frames(manifest), entry["check"]["policy"])
-    return Int8Check(manifest.root, cpu, measured, float(entry["check"]["tolerance"]), entry)
+    frames = load_check_frames(manifest)
+    if encoder_batches and max(encoder_batches) > len(frames):
+        frames = np.resize(frames, (max(encoder_batches), *frames.shape[1:]))  # repeated, in order
+    measured = measure(fp32, int8, frames, entry["check"]["policy"], encoder_batches)
+    return Int8Check(manifest.root, cpu, measured, float(entry["check"]["tolerance"]), entry, runtime=runtime)
 
 
 def open_int8(

@@ -84,8 +84,8 @@ def test_cuda_without_onnxruntime_gpu_names_the_package(bundle):
 
 
 def test_engine_registry_and_options(bundle):
-    assert set(ENGINES) == {"ort", "ort-trt", "trt"}
-    with pytest.raises(ConfigError, match="known engines are ort, ort-trt, trt"):
+    assert set(ENGINES) == {"ort", "ort-trt", "trt", "openvino"}
+    with pytest.raises(ConfigError, match="known engines are ort, ort-trt, trt, openvino"):
         create_engine(bundle, "tensorflow")
     with pytest.raises(ConfigError, match="ort precision 'int4'"):
         ort.OrtEngine(bundle, precision="int4")
