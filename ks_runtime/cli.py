@@ -4,6 +4,7 @@
     ks-run run BUNDLE --input photos/ [--sequence]                 (each image alone; --sequence: one video)
     ks-run run BUNDLE --input video.mp4 --precision int8 [--insist-int8]   (the bundle's INT8 encoder, checked)
     ks-run run BUNDLE --input 0 --show                             (webcam 0, live window; q or Esc stops)
+    ks-run run BUNDLE --input videos/ --workers 4 [--ray auto]     (a corpus: a CSV per video, resumable)
     ks-run run --bundle BUNDLE -f video.mp4 -out_dir processed    (OpenFace's FeatureExtraction flags; -device 0)
     ks-run report BUNDLE [--input SPEC] [--out table.md]           (accuracy and latency of every policy)
 
@@ -28,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ks_runtime import commandline
+from ks_runtime import commandline, corpus
 from ks_runtime.core.errors import KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
@@ -56,6 +57,20 @@ MAX_FACES = commandline.number_in(int, 0, 1024)
 FPS = commandline.number_in(float, 0.0, MAX_FPS, low_open=True)
 COUNT = commandline.number_in(int, 0, 10**9)
 CAMERA = commandline.number_in(int, 0, 1023)
+WORKERS = commandline.number_in(int, 1, 1024)
+# What a corpus run refuses: each names one file or folder, or is about one live or image input.
+NOT_IN_A_CORPUS = {
+    "csv": "--csv names one file: a corpus run writes OUT_DIR/<video>.csv",
+    "plot": "--plot PNG names one file: give --plot alone (OUT_DIR/<video>_timeline.png)",
+    "overlay": "--overlay VIDEO names one file: give --overlay alone (OUT_DIR/<video>_overlay.mp4)",
+    "save_crops": "--save-crops DIR names one folder: give --save-crops alone (OUT_DIR/<video>_aligned)",
+    "show": "--show opens one window: not with --workers/--ray",
+    "realtime": "--realtime paces one live replay: not with --workers/--ray",
+    "sequence": "--sequence is about image folders: --workers/--ray run videos",
+    "fps": "--fps is about image folders: --workers/--ray run videos",
+    "openface_dir": "-fdir is a folder of one video's frames: --workers/--ray run video files",
+    "openface_device": "-device is a webcam: --workers/--ray run video files",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_flags(run)
     _add_precision_flags(run)
     _add_stream_flags(run)
+    _add_corpus_flags(run)
     report = commandline.add_command(
         sub,
         "report",
@@ -282,6 +298,24 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=WORKERS,
+        default=1,
+        metavar="N",
+        help="run a corpus of videos (folders of videos, .txt lists of them, video files) over N worker processes, "
+        "each opening the bundle once: a CSV per video, videos done before with this bundle skipped, failures "
+        "listed at the end (default 1: one input after another, as without it)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the corpus on --workers actors of a Ray cluster (the ray extra): auto (the running cluster, else a "
+        "local one) or the cluster's address",
+    )
+
+
 def with_subcommand(argv: Sequence[str]) -> list[str]:
     """The spellings from before the subcommands, as subcommands: `BUNDLE --input X` -> `run BUNDLE --input X`,
     `BUNDLE --policy-report ...` -> `report BUNDLE ...`. An argv that names a subcommand is left as it is."""
@@ -322,6 +356,8 @@ def bundle_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def run_command(args: argparse.Namespace) -> int:
     bundle, inputs = bundle_and_inputs(args)
+    if args.workers > 1 or args.ray is not None:
+        return corpus_command(args, bundle, inputs)
     if args.csv and len(inputs) > 1:
         raise commandline.UsageError("--csv names one file; with several inputs use --out-dir")
     if args.overlay and len(inputs) > 1:
@@ -336,27 +372,60 @@ def run_command(args: argparse.Namespace) -> int:
         raise commandline.UsageError(
             "no input: give --input PATH (or -f FILE / -fdir DIR; `ks-run report` for the policy report)"
         )
-    if args.insist_int8 and args.precision != "int8":
-        raise commandline.UsageError("--insist-int8 insists on INT8: give it with --precision int8")
-    detector = Detector(
-        bundle,
-        device=args.device,
-        engine=args.engine,
-        policy=args.policy,
-        face=args.face,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        max_wait_ms=args.max_wait_ms,
-        precision=args.precision,
-        insist_int8=args.insist_int8,
-        max_faces=args.max_faces,
-    )
+    _refuse_insist_without_int8(args)
+    detector = Detector(bundle, **detector_options(args))
     if args.show:
         LiveView().close()  # no display: refused now, before any input is opened
     failed = 0
     for spec in inputs:
         failed += _run_input(args, detector, spec)
     return commandline.EXIT_ERROR if failed else commandline.EXIT_OK
+
+
+def _refuse_insist_without_int8(args: argparse.Namespace) -> None:
+    if args.insist_int8 and args.precision != "int8":
+        raise commandline.UsageError("--insist-int8 insists on INT8: give it with --precision int8")
+
+
+def detector_options(args: argparse.Namespace) -> dict:
+    """The Detector's keyword arguments from the flags."""
+    return {
+        "device": args.device,
+        "engine": args.engine,
+        "policy": args.policy,
+        "face": args.face,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "max_wait_ms": args.max_wait_ms,
+        "precision": args.precision,
+        "insist_int8": args.insist_int8,
+        "max_faces": args.max_faces,
+    }
+
+
+def corpus_command(args: argparse.Namespace, bundle: str, inputs: list[str]) -> int:
+    """`--workers N` / `--ray ADDRESS`: every video through ks_runtime.corpus, each with the outputs a one-video run
+    gives it; 1 when any video failed (each listed with its error), else 0."""
+    refused = [message for name, message in NOT_IN_A_CORPUS.items() if getattr(args, name)]  # "": the default path
+    if refused:
+        raise commandline.UsageError(refused[0])
+    if not inputs:
+        raise commandline.UsageError("no input: give --input with a folder of videos, a .txt list of them, or videos")
+    _refuse_insist_without_int8(args)
+    videos = [corpus.Video(path, output_paths(args, str(path))) for path in corpus.list_videos(inputs)]
+    sep = ", " if args.openface_separators else ","
+    level = commandline.log_level(getattr(args, "verbose", False), commandline.quiet(args))
+    job = corpus.CorpusJob.create(bundle, detector_options(args), args.csv_format, sep, log_level=level)
+    quiet = args.no_progress or commandline.quiet(args)
+    report = corpus.run_corpus(job, videos, args.workers, args.ray, progress=not quiet)
+    for failure in report.failed:
+        where = "" if failure.input in (failure.error or "") else f"{failure.input}: "
+        print(commandline.error_line(args.command_parser.prog, f"{where}{failure.error}"), file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        commandline.summary(args, report.text())
+    return commandline.EXIT_ERROR if report.failed else commandline.EXIT_OK
 
 
 def output_paths(args: argparse.Namespace, spec: str) -> dict[str, Path | None]:
