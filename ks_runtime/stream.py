@@ -222,6 +222,14 @@ class StreamScheduler:
         if not open_faces:
             self._open.pop(source, None)
 
+    def forget(self, source: str) -> None:
+        """Drop what is kept of an ended `source` whose results are all collected (its stream numbering), for a
+        server whose sources (clients) come and go; a source with open streams or results to collect is refused."""
+        if source in self._open or source in self._outbox or self._waiting_by_source.get(source):
+            raise RuntimeError(f"{source}: still has open streams or results to collect; end it and collect them")
+        self._streams_started.pop(source, None)
+        self._waiting_by_source.pop(source, None)
+
     # --- scheduling -------------------------------------------------------------------------------------
     @property
     def pending(self) -> int:

@@ -1,0 +1,147 @@
+"""The page in a real browser (slow; skipped without Chromium): `ks-serve` under uvicorn, headless Chromium whose
+fake camera plays SynthAU faces, the page's Start and Stop; every result the page received (`window.ksResults`)
+equals `ks-run` on the frames the server recorded (`--record`), and the page's CSV download is ks-run's layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from ks_runtime import cli as ks_run
+from ks_runtime.io.table import read_results_csv
+from tests.serve.conftest import synth_frames, wait_for
+
+pytestmark = pytest.mark.slow
+CHROMIUM = next(
+    (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_y4m(frames: np.ndarray, path: Path, fps: int = 10) -> Path:
+    """RGB frames as a YUV4MPEG2 file, what Chromium's fake camera plays."""
+    height, width = frames.shape[1:3]
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def started(argv: list[str], ready, what: str) -> subprocess.Popen:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{what} did not start: {argv}")
+        time.sleep(0.2)
+    return process
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Page:
+    """Just enough of the Chrome DevTools Protocol: evaluate JavaScript in the page."""
+
+    def __init__(self, url: str) -> None:
+        self.socket, self.calls = connect(url, max_size=None), 0
+
+    def call(self, method: str, **params) -> dict:
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:  # events come in between: skip to this call's answer
+            message = json.loads(self.socket.recv(timeout=30))
+            if message.get("id") == self.calls:
+                return message["result"]
+
+    def js(self, expression: str):
+        done = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        return done["result"].get("value")
+
+
+@pytest.fixture()
+def browser_and_server(bundle, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here")
+    port, debug = free_port(), free_port()
+    server = started(
+        [
+            sys.executable,
+            "-m",
+            "ks_runtime.serve.cli",
+            str(bundle),
+            "--port",
+            str(port),
+            "--record",
+            str(tmp_path / "seen"),
+            "-q",
+        ],
+        lambda: answers(f"http://127.0.0.1:{port}/healthz"),
+        "ks-serve",
+    )
+    camera = write_y4m(synth_frames(48, size=64)[0], tmp_path / "faces.y4m")
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream"]
+    flags += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"]
+    chromium = started(
+        [
+            CHROMIUM,
+            *flags,
+            f"--remote-debugging-port={debug}",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "about:blank",
+        ],
+        lambda: answers(f"http://127.0.0.1:{debug}/json"),
+        "Chromium",
+    )
+    try:
+        target = httpx.get(f"http://127.0.0.1:{debug}/json").json()[0]["webSocketDebuggerUrl"]
+        yield Page(target), f"http://127.0.0.1:{port}/", tmp_path / "seen"
+    finally:
+        for process in (chromium, server):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_the_page_streams_the_camera_and_gets_what_ks_run_gets_on_the_same_frames(browser_and_server, bundle, tmp_path):
+    page, url, seen = browser_and_server
+    page.call("Page.navigate", url=url)
+    wait_for(lambda: page.js("document.readyState") == "complete", 30)
+    page.js("document.getElementById('start').click()")
+    wait_for(lambda: page.js("window.ksResults.length") >= 20, 60)
+    page.js("document.getElementById('stop').click()")
+    wait_for(lambda: page.js("document.getElementById('status').textContent").startswith("stopped"), 30)
+    session, got = page.js("window.ksSession"), json.loads(page.js("JSON.stringify(window.ksResults)"))
+    csv = page.js(f"fetch('/api/sessions/{session}/csv').then(r => r.text())")
+    assert csv.startswith("frame, face_id, timestamp, confidence, success, AU01_r")  # OpenFace's layout, as ks-run
+    recorded = sorted((seen / session).glob("frame_*.png"))
+    assert [r["index"] for r in got] == [int(p.stem.split("_")[1]) for p in recorded]
+    assert all(r["success"] for r in got)
+    out = tmp_path / "again.csv"
+    ks_run.main(
+        ["run", str(bundle), "--input", str(seen / session), "--sequence", "--format", "ks", "--csv", str(out), "-q"]
+    )
+    again = read_results_csv(out).filter(like="_p")
+    probs = [[r["probs"][column[:-2]] for column in again.columns] for r in got]
+    np.testing.assert_allclose(np.array(probs), again.to_numpy(), atol=1e-5)
