@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 MODULES := $(shell find ks_runtime ks_train ks_export cpp_ext -name '*.py' -not -path '*/__pycache__/*' | sort | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(MODULES)
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow browser lint bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Chromium for the browser test of ks-serve's page (tests/serve/test_browser.py, a slow test): Debian's package, as
+# root. Where it cannot be installed the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "make browser: chromium not installed (needs root and apt); the browser test will skip"
 
 # pytest-benchmark suites in benchmarks/ (about 15 min on 2 cores; KS_BENCH_QUICK=1 for a smoke run), then the
 # table: benchmarks/results/<machine>.json and .md, and docs/benchmarks.md between its BENCH markers (never README.md).

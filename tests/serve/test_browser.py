@@ -4,7 +4,9 @@ equals `ks-run` on the frames the server recorded (`--record`), and the page's C
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -81,10 +83,23 @@ class Page:
         return done["result"].get("value")
 
 
+def screenshot(page: Page, path: Path) -> None:
+    """The page as the user sees it. The README's picture: KS_SCREENSHOT=docs/images/ks-serve.png
+    KS_SCREENSHOT_BUNDLE=runs/demo/bundle (after `make demo`) .venv/bin/python -m pytest tests/serve/test_browser.py"""
+    page.call("Emulation.setDeviceMetricsOverride", width=1100, height=720, deviceScaleFactor=1, mobile=False)
+    png = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[:2] == (720, 1100) and image.std() > 10  # drawn, not blank
+    path.write_bytes(png)
+    if os.environ.get("KS_SCREENSHOT"):
+        Path(os.environ["KS_SCREENSHOT"]).write_bytes(png)
+
+
 @pytest.fixture()
 def browser_and_server(bundle, tmp_path):
     if CHROMIUM is None:
-        pytest.skip("no Chromium here")
+        pytest.skip("no Chromium here (`make browser` installs Debian's chromium as root)")
+    bundle = os.environ.get("KS_SCREENSHOT_BUNDLE", bundle)  # the README's picture is of the demo's model
     port, debug = free_port(), free_port()
     server = started(
         [
@@ -126,10 +141,12 @@ def browser_and_server(bundle, tmp_path):
 
 def test_the_page_streams_the_camera_and_gets_what_ks_run_gets_on_the_same_frames(browser_and_server, bundle, tmp_path):
     page, url, seen = browser_and_server
+    bundle = os.environ.get("KS_SCREENSHOT_BUNDLE", bundle)
     page.call("Page.navigate", url=url)
     wait_for(lambda: page.js("document.readyState") == "complete", 30)
     page.js("document.getElementById('start').click()")
     wait_for(lambda: page.js("window.ksResults.length") >= 20, 60)
+    screenshot(page, tmp_path / "page.png")
     page.js("document.getElementById('stop').click()")
     wait_for(lambda: page.js("document.getElementById('status').textContent").startswith("stopped"), 30)
     session, got = page.js("window.ksSession"), json.loads(page.js("JSON.stringify(window.ksResults)"))
