@@ -7,8 +7,14 @@ PIP := $(PY) -m pip
 # changes and the package is installed again.
 MODULES := $(shell find ks_runtime ks_train ks_export cpp_ext -name '*.py' -not -path '*/__pycache__/*' | sort | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(MODULES)
+# A real Triton server for the triton engine's tests (tests/runtime/engine/test_triton_client.py): pytriton's, in a
+# venv of its own because it pins numpy<2 (`make pytriton`); without it those tests skip and say why.
+PYTRITON_VENV := .venv-pytriton
+ifneq ($(wildcard $(PYTRITON_VENV)/bin/python),)
+export KS_PYTRITON_PYTHON := $(abspath $(PYTRITON_VENV)/bin/python)
+endif
 
-.PHONY: setup demo test test-slow browser lint bench clean
+.PHONY: setup demo test test-slow browser pytriton lint bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +35,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+pytriton:
+	test -x $(PYTRITON_VENV)/bin/python || $(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/python -m pip install --quiet nvidia-pytriton onnxruntime
 
 # Chromium for the browser test of ks-serve's page (tests/serve/test_browser.py, a slow test): Debian's package, as
 # root. Where it cannot be installed the test skips and says why.

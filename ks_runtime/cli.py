@@ -233,7 +233,15 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
         default="ort",
-        help="inference engine: ort (onnxruntime), ort-trt, trt, or openvino (the INT8 encoder on the CPU)",
+        help="inference engine: ort (onnxruntime), ort-trt, trt, openvino (the INT8 encoder on the CPU), or triton "
+        "(clips scored by a Triton server, --url)",
+    )
+    # The server is where engine triton runs: its address takes the device's place (create_engine).
+    p.add_argument(
+        "--url",
+        dest="device",
+        metavar="URL",
+        help="--engine triton: the Triton server's gRPC address, HOST:PORT or grpc://HOST:PORT[/MODEL]",
     )
     p.add_argument(
         "--batch-size",

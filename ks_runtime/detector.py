@@ -50,9 +50,10 @@ COLOURS = ("RGB", "BGR")  # a frame's channel order: OpenCV decodes BGR
 class Detector:
     """Per-frame AU probabilities from a model bundle.
 
-    device: cpu, cuda or cuda:N; engine: ort, ort-trt, trt or openvino; policy: last (lowest latency), center, shift or
-    ensemble (docs/runtime.md, Key-slot policies); face: the face stage (auto: aligned crops as they are, raw
-    frames through haar; or aligned, haar, dlib); batch_size / max_wait_ms: encoder batches and how long a frame
+    device: cpu, cuda or cuda:N (for engine triton: the server's HOST:PORT); engine: ort, ort-trt, trt, openvino
+    or triton; policy: last (lowest latency), center, shift or ensemble (docs/runtime.md, Key-slot policies); face:
+    the face stage (auto: aligned crops as they are, raw frames through haar; or aligned, haar, dlib); batch_size /
+    max_wait_ms: encoder batches and how long a frame
     may wait for one; threads: engine threads; precision: auto, fp32 or int8 (the bundle's INT8 encoder where it
     passes its check on this CPU, else FP32 with a warning, or refused with insist_int8: `create_engine`);
     max_faces: the most faces scored a frame, each tracked with its own face_id (0: every face; default None: every

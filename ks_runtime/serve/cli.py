@@ -3,6 +3,7 @@
     ks-serve BUNDLE                                   http://127.0.0.1:8000/ : the camera page
     ks-serve BUNDLE --host 0.0.0.0 --token SECRET     reachable from other machines: a token is then required
     ks-serve BUNDLE --policy center --max-streams 4 --max-fps 30
+    ks-serve BUNDLE --engine triton --url triton-host:8001    clips scored by a Triton server (docs/serving.md)
 
 Beyond the loopback interface every request needs the token (--token, or the KS_SERVE_TOKEN environment
 variable); without one ks-serve refuses to start there. Exit codes: 0 stopped, 1 an error (bundle, device, a
@@ -70,7 +71,14 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", default="auto", choices=face_stage_names(), help="face stage (default auto)")
     p.add_argument("--max-faces", type=commandline.number_in(int, 0, 1024), help="most faces scored a frame (0: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--engine", default="ort", help="ort, ort-trt, trt or openvino")
+    p.add_argument("--engine", default="ort", help="ort, ort-trt, trt, openvino, or triton (with --url)")
+    # The server is where engine triton runs: its address takes the device's place (create_engine).
+    p.add_argument(
+        "--url",
+        dest="device",
+        metavar="URL",
+        help="--engine triton: the Triton server's gRPC address, HOST:PORT or grpc://HOST:PORT[/MODEL]",
+    )
     p.add_argument("--threads", type=commandline.number_in(int, 0, 1024), default=0, help="engine threads (0: default)")
     p.add_argument(
         "--batch-size", type=_stream_type("batch_size", int), default=8, help="most frames per encoder batch"

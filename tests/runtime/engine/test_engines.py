@@ -84,7 +84,7 @@ def test_cuda_without_onnxruntime_gpu_names_the_package(bundle):
 
 
 def test_engine_registry_and_options(bundle):
-    assert set(ENGINES) == {"ort", "ort-trt", "trt", "openvino"}
+    assert set(ENGINES) == {"ort", "ort-trt", "trt", "openvino", "triton"}
     with pytest.raises(ConfigError, match="known engines are ort, ort-trt, trt, openvino"):
         create_engine(bundle, "tensorflow")
     with pytest.raises(ConfigError, match="ort precision 'int4'"):
