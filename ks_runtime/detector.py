@@ -180,8 +180,9 @@ class Detector:
         for source, stage in chosen.values():
             if stage.crowded_frames:
                 out.append(
-                    f"{source.name}: {stage.crowded_frames} frames held more faces than --max-faces "
-                    f"{stage.max_faces} lets it score (the largest were scored; --max-faces 0 scores every face)"
+                    f"{source.name}: {stage.crowded_frames} searches of the whole frame found more faces than "
+                    f"--max-faces {stage.max_faces} lets it score (the largest were scored; --max-faces 0 scores "
+                    "every face)"
                 )
         return out
 

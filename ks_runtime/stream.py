@@ -11,6 +11,7 @@ testing does (`dense_clip_indices`), so the streamed outputs equal `clip.onnx` r
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -165,6 +166,8 @@ class StreamScheduler:
             self.end(source)
             record.final = self.clock()
             return record
+        if face.starts_track:  # a new face under an id that had one (a tracker that moved on): a new stream
+            self.end(source, face.face_id)
         stream = self._open.setdefault(source, {}).get(face.face_id)
         if stream is None:
             stream = self._open[source][face.face_id] = self._new_stream(source, face.face_id)
@@ -401,10 +404,16 @@ class StreamScheduler:
         return self.engine.head_clips(requests, key_slot)
 
     def _collect(self) -> list[FrameResult]:
+        """The results now final, in order per source; a frame's faces go out together, never split between two
+        calls (the outputs take a frame's image once, for all its faces)."""
         out = []
         for source, box in list(self._outbox.items()):
             while box and box[0].done:
-                out.append(box.popleft())
+                index = box[0].index
+                frame = list(itertools.takewhile(lambda r, index=index: r.index == index, box))
+                if not all(r.done for r in frame):
+                    break
+                out += [box.popleft() for _ in frame]
             if not box and source not in self._open:
                 del self._outbox[source]
         return out

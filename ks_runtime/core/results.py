@@ -18,7 +18,9 @@ class Face:
     points the crop was aligned on, float [k, 2] in frame pixels: the eye centres (image-left first), then the
     nose tip and mouth corners when the stage finds them (None for `aligned`), and the 68 facial landmarks
     [68, 2] in frame pixels, iBUG 300-W order, from a stage that measures them (dlib; None otherwise), and
-    `face_id`: which of the frame's faces it is, the same for one face followed over frames (0 with one face)."""
+    `face_id`: which of the frame's faces it is, the same for one face followed over frames (0 with one face);
+    `starts_track`: the first frame of a newly found face, so that a stream never runs on from another face that
+    had the same face_id (a one-face tracker that lost its face and found another)."""
 
     crop: np.ndarray | None
     confidence: float
@@ -26,6 +28,7 @@ class Face:
     points: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     face_id: int = 0
+    starts_track: bool = False
 
     @property
     def eyes(self) -> np.ndarray | None:

@@ -79,6 +79,7 @@ class Track:
     face_id: int = 0
     landmarks: np.ndarray | None = None
     landmarks_at: np.ndarray | None = None
+    fresh: bool = True  # no Face made from it yet
 
     @classmethod
     def start(cls, measured: Measurement, face_id: int = 0) -> Track:
@@ -304,7 +305,9 @@ class TrackedFaces(FaceStage):
         crop = align_crop(image, matrix, self.preprocess.size)
         confidence = track.confidence * 0.6**track.misses
         box = tuple(float(v) for v in track.box)
-        return Face(crop, float(confidence), box, track.points.copy(), track.current_landmarks(), track.face_id)
+        starts, track.fresh = track.fresh, False
+        points, landmarks = track.points.copy(), track.current_landmarks()
+        return Face(crop, float(confidence), box, points, landmarks, track.face_id, starts_track=starts)
 
     def _start(self, grey: np.ndarray, box: np.ndarray | None = None, face_id: int = 0) -> Track | None:
         """A new track on the largest face of the frame (or on `box`), or None without a face."""

@@ -56,7 +56,7 @@ def test_a_group_picture_scores_every_face_and_a_video_says_what_it_left_out(bun
     assert table["face_id"].tolist() == [0, 1] and table["file"].tolist() == [str(picture)] * 2
     video = detector.detect(both[:6])  # a video: the largest face by default, as OpenFace's FeatureExtraction
     assert (video["face_id"] == 0).all() and len(video) == 6
-    assert any("held more faces than --max-faces 1" in w for w in detector.summary.warnings)
+    assert any("found more faces than --max-faces 1" in w for w in detector.summary.warnings)
     assert any("--max-faces 0 scores every face" in r.getMessage() for r in caplog.records)
 
 

@@ -325,3 +325,37 @@ def test_a_frame_without_faces_ends_every_face_and_gets_one_row(fake_engine, sma
     assert [(r.index, r.face_id, r.success) for r in rows] == [(0, 0, True), (0, 1, True), (1, 0, False)]
     with pytest.raises(DataError, match="frame 2: the face stage gave two faces the same face_id"):
         streamer.push_faces("a", SourceFrame(frames[3], 0.08, 2), [stage(frames[3], 2), stage(frames[4], 2)])
+
+
+def test_a_frames_faces_come_out_together_whatever_the_batches(fake_engine, small_preprocess):
+    """Batches of 2 across frames of 3 faces end inside a frame; its results still come out in one call, so the
+    outputs that take the frame's image once (crops, overlay) see every face of it."""
+    frames = synth_frames(12, size=16)[0]
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("center", batch_size=2))
+    stage = AlignedFaces(small_preprocess)
+    calls = []
+    for t in range(10):
+        faces = [replace(stage(frames[t + k], t), face_id=k) for k in range(3)]
+        streamer.push_faces("a", SourceFrame(frames[t], t / 25, t), faces)
+        calls.append(streamer.step(force=True))
+    calls.append(streamer.close())
+    assert sum(len(c) for c in calls) == 30
+    for call in calls:
+        indices = [r.index for r in call]
+        assert all(indices.count(i) == 3 for i in indices), indices
+
+
+def test_a_new_face_under_an_old_face_id_starts_a_new_stream(fake_engine, small_preprocess):
+    """A one-face tracker that lost its face and found another keeps face_id 0 but marks the new face
+    `starts_track`: the first face's frames never enter the second's clips."""
+    first, second = synth_frames(10, size=16)[0], synth_frames(10, size=16, subject=1)[0]
+    streamer = StreamScheduler(fake_engine, small_preprocess, StreamConfig("center", batch_size=3))
+    stage = AlignedFaces(small_preprocess)
+    for t in range(10):
+        face = stage(first[t], t) if t < 6 else replace(stage(second[t], t), starts_track=t == 6)
+        streamer.push_faces("a", SourceFrame(first[t], t / 25, t), [face])
+    results = streamer.close()
+    assert [r.stream for r in results] == [0] * 6 + [1] * 4
+    for part, mine in ((first[:6], results[:6]), (second[6:], results[6:])):
+        got = np.stack([r.probs for r in mine])
+        assert np.abs(got - fake_dense(fake_engine, part, small_preprocess, "center")).max() <= 1e-6

@@ -49,6 +49,8 @@ def test_every_face_is_tracked_with_a_stable_face_id_and_a_returning_face_is_new
             sides.setdefault(face.face_id, set()).add(where(face, boxes, t))
     # Left face: one id all along; right face: one id before it left, another after it came back.
     assert sides == {0: {0}, 1: {1}, 2: {1}}
+    starts = [(f.face_id, f.starts_track) for faces in found for f in faces]
+    assert [face_id for face_id, start in starts if start] == [0, 1, 2]  # each track's first face, only it
     present = [len(faces) for faces in found]
     assert sum(n == 2 for t, n in enumerate(present) if t not in GONE) >= 0.9 * (FRAMES - len(GONE))
     assert all(n == 1 for t, n in enumerate(present) if t in GONE[2:])  # gone within two frames of leaving
