@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.status import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
+from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR, WS_1013_TRY_AGAIN_LATER
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -162,7 +162,9 @@ class _Endpoints:
             session = self.service.open(asyncio.get_running_loop())
         except Refusal as refusal:
             await websocket.send_json(refusal.to_message())
-            await websocket.close(WS_1013_TRY_AGAIN_LATER, refusal.reason)
+            # max_streams may pass; a failed worker stays failed until the server restarts
+            code = WS_1011_INTERNAL_ERROR if refusal.reason == "server" else WS_1013_TRY_AGAIN_LATER
+            await websocket.close(code, refusal.reason)
             return
         session.offer(self._hello(session))
         tasks = [asyncio.create_task(self._send(websocket, session)), asyncio.create_task(self._tick(session))]

@@ -6,8 +6,10 @@
     ks-serve BUNDLE --engine triton --url triton-host:8001    clips scored by a Triton server (docs/serving.md)
 
 Beyond the loopback interface every request needs the token (--token, or the KS_SERVE_TOKEN environment
-variable); without one ks-serve refuses to start there. Exit codes: 0 stopped, 1 an error (bundle, device, a
-missing token), 2 bad arguments, 130 interrupted.
+variable); without one ks-serve refuses to start there. The token is written as token=*** in uvicorn's logs.
+Exit codes: 0 stopped (Ctrl-C while serving: uvicorn shuts down and returns), 1 an error (bundle, device, a missing
+token), 2 bad arguments, 130 Ctrl-C before serving (the bundle loading); on SIGTERM uvicorn shuts down the same way,
+then ends the process by that signal (143 in a shell).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ks_runtime.detector import Detector
 from ks_runtime.faces.registry import face_stage_names
 from ks_runtime.serve.app import create_app
 from ks_runtime.serve.protocol import LIMIT_RANGES, Limits
+from ks_runtime.serve.redact import redact_uvicorn_logs
 from ks_runtime.serve.service import StreamService
 from ks_runtime.stream import LIMITS as STREAM_LIMITS
 
@@ -156,6 +159,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     app = create_app(StreamService(detector, limits, record=args.record), token)
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
+    redact_uvicorn_logs()  # /ws takes the token in its query string, which uvicorn logs
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=level, ws_max_size=WS_MESSAGE_SLACK * limits.max_frame_bytes
     )

@@ -41,6 +41,7 @@ from ks_runtime.serve.protocol import (
     rate_refusal,
     result_message,
 )
+from ks_runtime.serve.serial import shareable
 from ks_runtime.serve.session import Incoming, Session
 from ks_runtime.stream import StreamScheduler
 
@@ -63,6 +64,9 @@ class StreamService:
         metrics: ServeMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        # The POSTed videos' threads call this engine too (video.py, through `detector`): one not known to take
+        # concurrent calls takes them in turn.
+        detector.engine = shareable(detector.engine)
         self.detector, self.limits = detector, limits or Limits()
         self.record = Path(record) if record is not None else None
         self.metrics, self.clock = metrics or ServeMetrics(), clock
@@ -103,9 +107,15 @@ class StreamService:
 
     # --- the event loop's calls ---------------------------------------------------------------------------
     def open(self, loop: asyncio.AbstractEventLoop) -> Session:
-        """A new session for a client on `loop`; refused past max_streams."""
+        """A new session for a client on `loop`; refused past max_streams, and once the worker has failed (nothing
+        would score its frames)."""
         stage = self.detector.face_stage()
         with self._lock:
+            # Read under the lock the worker takes after setting `failure` (_fail): a session is either refused
+            # here or among those the worker tells of its failure.
+            if self.failure is not None:
+                self.metrics.refused.labels(reason="server").inc()
+                raise Refusal(f"the server failed and scores no stream until it restarts: {self.failure}", "server")
             if len(self._open) >= self.limits.max_streams:
                 self.metrics.refused.labels(reason="max_streams").inc()
                 raise Refusal(
@@ -149,7 +159,8 @@ class StreamService:
             session.refuse(refusal)
             return
         if name == "stop":
-            session.stop_at = session.received
+            with session.lock:  # the worker takes stops under the same lock (_due_stops)
+                session.stops.append(session.received)
             self._wake.set()
 
     def close(self, session: Session) -> None:
@@ -200,9 +211,16 @@ class StreamService:
                     self._idle()
         except Exception as error:  # an engine that fails: every client is told, /healthz says so
             log.exception("ks-serve: the worker stopped")
-            self.failure = f"{type(error).__name__}: {error}"
-            for session in list(self._active.values()):
-                session.post([{"type": "error", "reason": "server", "message": f"the server failed: {self.failure}"}])
+            self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        """Tell every open session (those whose `open` the worker has not applied yet too) that nothing will score
+        their frames; `open` refuses new ones from now on."""
+        self.failure = f"{type(error).__name__}: {error}"
+        with self._lock:
+            sessions = list(self._open.values())
+        for session in sessions:
+            session.post([{"type": "error", "reason": "server", "message": f"the server failed: {self.failure}"}])
 
     def _apply_commands(self) -> None:
         while self._commands:
@@ -232,20 +250,30 @@ class StreamService:
         return got
 
     def _next(self, session: Session) -> Incoming | None:
-        """The stream's next frame (None: none waits); a stop asked for before it ends the clip first."""
+        """The stream's next frame (None: none waits); each stop asked for before it ends a clip first."""
         try:
             item = session.queue.get(timeout=0)
         except (TimeoutError, QueueClosed):
             item = None
-        stop = session.stop_at
-        if stop is not None and (item is None or item.index >= stop):
-            session.stop_at = None if session.stop_at == stop else session.stop_at
+        for _ in range(self._due_stops(session, item)):
             self._end(session)
         return item
+
+    @staticmethod
+    def _due_stops(session: Session, item: Incoming | None) -> int:
+        """Take the stops asked for before `item` (every stop when no frame waits) from the session's list, under
+        its lock: the event loop appends to the list meanwhile, and the worker only ever removes what it counted."""
+        due = 0
+        with session.lock:
+            while session.stops and (item is None or item.index >= session.stops[0]):
+                session.stops.popleft()
+                due += 1
+        return due
 
     def _admit(self, session: Session, item: Incoming) -> None:
         """Decode a frame, find its faces with the stream's own stage and push them; a bad frame is the client's
         error message, and the stream goes on."""
+        pending = self.scheduler.pending
         try:
             image = decode_frame(item.data, item.index, self.limits)
             if self.record is not None:
@@ -254,10 +282,19 @@ class StreamService:
             faces = session.stage.faces(image, item.index)
             records = self.scheduler.push_faces(session.key, frame, faces, item.arrival)
         except Exception as error:  # one client's odd frame must not stop every client's stream
+            # A face refused after others of the frame were queued: those are scored and owed to the client.
+            # (Only faces that reach the encoder can precede a refusal, and no step runs here, so `pending` grew by
+            # exactly them.)
+            self._count_pushed(session, self.scheduler.pending - pending)
             self._frame_error(session, item.index, error)
             return
-        session.pushed += len(records)
-        session.streaming = True
+        self._count_pushed(session, len(records))
+
+    @staticmethod
+    def _count_pushed(session: Session, results: int) -> None:
+        if results:
+            session.pushed += results
+            session.streaming = True
 
     def _frame_error(self, session: Session, index: int, error: Exception) -> None:
         if isinstance(error, Refusal):
@@ -282,13 +319,19 @@ class StreamService:
         """End the stream's clip: its last frames are scored with the edge frame replicated."""
         self.scheduler.end(session.key)
         session.streaming = False
-        session.end_target = session.pushed
-        self._check_ended(session)
+        session.end_targets.append(session.pushed)
+        session.post(self._with_stops(session, []))
 
-    def _check_ended(self, session: Session) -> None:
-        if session.end_target is not None and session.delivered >= session.end_target:
-            session.end_target = None
-            session.post([{**session.stats(self.clock()), "type": "stopped"}])
+    def _with_stops(self, session: Session, messages: list[dict]) -> list[dict]:
+        """The messages of the results just delivered, with a `stopped` after each ended clip's last result."""
+        before = session.delivered - len(messages)  # results delivered before these
+        out, taken = [], 0
+        while session.end_targets and session.end_targets[0] <= session.delivered:
+            cut = max(taken, session.end_targets.popleft() - before)
+            out += messages[taken:cut]
+            out.append({**session.stats(self.clock()), "type": "stopped"})
+            taken = cut
+        return out + messages[taken:]
 
     def _step(self) -> list[FrameResult]:
         """One scheduler step (at most one encoder batch), its batch size measured."""
@@ -316,13 +359,12 @@ class StreamService:
             self.metrics.results.inc(len(batch))
             for result in batch:
                 self.metrics.latency.observe(result.latency)
-            session.post([result_message(r, au_columns) for r in batch])
-            self._check_ended(session)
+            session.post(self._with_stops(session, [result_message(r, au_columns) for r in batch]))
 
     def _retire(self) -> None:
         """Forget the streams of clients that have gone, once the scheduler has given all it owed them."""
         for key, session in list(self._active.items()):
-            if session.closed and session.end_target is None and session.delivered >= session.pushed:
+            if session.closed and not session.end_targets and session.delivered >= session.pushed:
                 try:
                     self.scheduler.forget(key)
                 except RuntimeError:  # its last results are collected at the next step

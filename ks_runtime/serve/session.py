@@ -68,16 +68,20 @@ class Session:
         # the event loop's
         self.received = self.refused = self.unsent = 0
         self.started: float | None = None  # the first frame's arrival: timestamps count from it
-        self.stop_at: int | None = None  # a stop asked for before frame `stop_at`
         self.closed = False
-        # the worker's (read by the loop under `lock`)
+        # shared by the loop and the worker, under `lock`
         self.lock = threading.Lock()
+        # Stops asked for, each before frame `received` at the time: the loop appends, the worker pops. One
+        # `stop_at` the loop set and the worker read, compared and cleared lost a stop set in between, and a
+        # second stop before the worker looked overwrote the first.
+        self.stops: deque[int] = deque()
+        # the worker's (read by the loop under `lock`)
         self.rows: deque[FrameResult] = deque(maxlen=max_rows)
         self.recent: deque[tuple[float, float]] = deque(maxlen=RECENT)  # (final, latency) of recent results
         self.scored = self.errors = 0
         # the worker's alone
         self.pushed = self.delivered = 0  # results the scheduler owes this stream, and those it gave
-        self.end_target: int | None = None  # when `delivered` reaches it, the ended clip is all scored
+        self.end_targets: deque[int] = deque()  # `pushed` at each end: once `delivered` reaches one, its clip is scored
         self.streaming = False  # frames came since the last end: the scheduler may wait for the next one
 
     @property

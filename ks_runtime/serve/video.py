@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -67,6 +68,15 @@ def upload_suffix(filename: str | None, media: str) -> str:
     is a plain one, else the content type's."""
     suffix = Path(filename or "").suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else SUFFIXES.get(media, ".video")
+
+
+def csv_attachment(upload_name: str) -> str:
+    """The Content-Disposition of the CSV for an upload named `upload_name` by the client. A header carries Latin-1
+    only, and a quote or line break would end it early: `filename=` gets an ASCII stand-in (anything but letters,
+    digits, `.`, `_` and `-` as `_`), and `filename*=` (RFC 6266, RFC 5987) the name as given, percent-encoded."""
+    name = f"{Path(upload_name).stem or 'video'}.csv"
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def json_safe(value: object) -> object:
@@ -178,7 +188,7 @@ class VideoEndpoint:
         failure = None if failure is None else str(failure).replace(str(path), name)
         self.metrics.videos.labels(outcome="partial" if failure else "scored").inc()
         if output == "csv":
-            headers = {"Content-Disposition": f'attachment; filename="{Path(name).stem or "video"}.csv"'}
+            headers = {"Content-Disposition": csv_attachment(name)}
             if failure:
                 headers["KS-Error"] = " ".join(failure.split()).encode("ascii", "replace").decode()
             return Response(out.read_bytes(), media_type="text/csv", headers=headers)

@@ -3,20 +3,30 @@ the page and its script are served, /healthz and /metrics report, and a token gu
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 import shutil
 import subprocess
 from fnmatch import fnmatch
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from ks_runtime import cli as ks_run
+from ks_runtime.detector import Detector
+from ks_runtime.serve.app import create_app
+from ks_runtime.serve.protocol import Limits, Refusal
+from ks_runtime.serve.service import StreamService
+from ks_runtime.serve.video import csv_attachment
 from ks_runtime.tools.policy_report import write_lossless_video
-from tests.serve.conftest import png, receive, results, serve, until
+from tests.serve.conftest import RecordingEngine, png, receive, results, serve, until, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +172,89 @@ def test_the_page_ships_in_the_wheel():
         pytest.skip("no git here to ask what it ignores")
     ignored = subprocess.run(["git", "check-ignore", *map(str, page)], cwd=root, capture_output=True, text=True)
     assert ignored.returncode == 1 and not ignored.stdout, ignored.stdout  # 1: none of them is ignored
+
+
+CSV_ATTACHMENT = re.compile(r"attachment; filename=\"([A-Za-z0-9._-]+)\"; filename\*=UTF-8''([A-Za-z0-9%._~-]+)")
+
+
+def form_with_file(name: str, data: bytes, media: str) -> tuple[bytes, str]:
+    """A multipart body written by hand: a client may send a raw `"` in the file name (httpx would escape it)."""
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"').encode()
+    head = b'--ks\r\nContent-Disposition: form-data; name="file"; filename="' + quoted + b'"\r\n'
+    body = head + f"Content-Type: {media}\r\n\r\n".encode() + data + b"\r\n--ks--\r\n"
+    return body, "multipart/form-data; boundary=ks"
+
+
+@pytest.mark.parametrize(("name", "plain"), [("视频.mkv", "__.csv"), ('take "one".mkv', "take__one_.csv")])
+def test_a_video_of_any_name_gets_a_well_formed_content_disposition(server, video, name, plain):
+    client, _ = server
+    body, media = form_with_file(name, video.read_bytes(), "video/x-matroska")
+    answer = client.post("/api/video", content=body, headers={"content-type": media})
+    assert answer.status_code == 200, answer.text
+    header = answer.headers["content-disposition"]
+    found = CSV_ATTACHMENT.fullmatch(header)
+    assert found, header  # ASCII only, one quoted plain name, then the name as given, percent-encoded
+    assert found.group(1) == plain and unquote(found.group(2)) == name.rsplit(".", 1)[0] + ".csv"
+
+
+def test_the_csv_attachment_keeps_line_breaks_and_quotes_out_of_the_header():
+    header = csv_attachment('a"b\r\nSet-Cookie: x=1.mp4')
+    assert header.isascii() and "\r" not in header and "\n" not in header
+    assert header.startswith('attachment; filename="a_b__Set-Cookie__x_1.csv"; ')
+    assert csv_attachment("") == "attachment; filename=\"video.csv\"; filename*=UTF-8''video.csv"
+
+
+def test_the_serve_extra_asks_for_a_starlette_with_max_body_size():
+    """app.py passes Starlette(max_body_size=...), which Starlette 1.6.0 added."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[2]
+    serve_extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    (starlette,) = [Requirement(line) for line in serve_extra if Requirement(line).name == "starlette"]
+    assert "1.6.0" in starlette.specifier and "1.5.1" not in starlette.specifier, starlette
+    assert "max_body_size" in inspect.signature(Starlette).parameters
+
+
+class FailingEngine(RecordingEngine):
+    name = "failing"
+
+    def encode(self, frames):
+        raise RuntimeError("the GPU fell off the bus")
+
+
+def test_once_the_worker_has_failed_a_new_stream_is_refused_naming_the_failure(bundle, frames):
+    made = Detector(bundle, queue_size=64)
+    made.engine = FailingEngine(made.engine)
+    service = StreamService(made, Limits())
+    with TestClient(create_app(service)) as client:
+        with client.websocket_connect("/ws") as first:
+            receive(first)
+            first.send_bytes(png(frames[0]))
+            first.send_json({"stop": True})
+            told = until(first, "error")[-1]
+            wait_for(lambda: service.failure is not None)
+        with client.websocket_connect("/ws") as late:
+            refusal = receive(late)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                receive(late)
+        health = client.get("/healthz")
+        refused = metric(client.get("/metrics").text, 'ks_serve_refused_total{reason="server"}')
+    assert told["reason"] == "server" and "the GPU fell off the bus" in told["message"]
+    assert refusal["type"] == "error" and refusal["reason"] == "server", refusal
+    assert "the GPU fell off the bus" in refusal["message"] and closed.value.code == 1011
+    assert health.status_code == 503 and refused == 1
+    assert service.streams == 0
+
+
+def test_a_failure_is_told_to_sessions_the_worker_has_not_taken_yet(bundle):
+    service = StreamService(Detector(bundle, queue_size=64))  # not started: the test plays the worker
+    loop = asyncio.new_event_loop()
+    try:
+        session = service.open(loop)  # its `open` command waits: the worker has not seen it
+        service._fail(RuntimeError("engine gone"))
+        loop.run_until_complete(asyncio.sleep(0))
+        told = session.outbox.get_nowait()
+        assert told["reason"] == "server" and "engine gone" in told["message"]
+        with pytest.raises(Refusal, match="engine gone"):
+            service.open(loop)
+    finally:
+        loop.close()

@@ -16,10 +16,12 @@ from starlette.websockets import WebSocketDisconnect
 from ks_runtime.core.preprocess import Preprocess, to_network_input
 from ks_runtime.core.results import Face
 from ks_runtime.detector import Detector
+from ks_runtime.faces.base import FaceStage
 from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.io.sources import SourceFrame
 from ks_runtime.io.table import read_results_csv
 from ks_runtime.serve.protocol import PNG_SIGNATURE, Limits
+from ks_runtime.serve.service import StreamService
 from ks_runtime.serve.session import OUTBOX_SIZE, Session
 from ks_runtime.stream import StreamScheduler
 from tests.runtime.conftest import FakeEngine
@@ -215,3 +217,88 @@ def test_a_client_that_does_not_read_loses_its_oldest_messages_and_holds_no_one_
     finally:
         loop.close()
     session.post([{"type": "result", "index": -1}])  # onto a closed loop: dropped, no error
+
+
+@pytest.fixture()
+def by_hand(bundle):
+    """A service whose worker the test plays, step by step (not started), and a client's session on an event loop
+    that the test runs when it reads the session's messages."""
+    service = StreamService(Detector(bundle, policy="last", queue_size=64))
+    loop = asyncio.new_event_loop()
+    session = service.open(loop)
+    service._apply_commands()
+    yield service, session, loop
+    loop.close()
+
+
+def work(service: StreamService) -> None:
+    """The worker's round, until every frame taken is scored and delivered."""
+    service._take()
+    for _ in range(100):
+        service._deliver(service._step())
+        if not service.scheduler.pending:
+            return
+    raise AssertionError("the scheduler never emptied")
+
+
+def sent(session: Session, loop) -> list[tuple]:
+    """What the worker posted the client so far: (type, index) per message."""
+    loop.run_until_complete(asyncio.sleep(0))  # the posts are callbacks on the client's loop
+    messages = []
+    while not session.outbox.empty():
+        message = session.outbox.get_nowait()
+        messages.append((message["type"], message.get("index")))
+    return messages
+
+
+def test_every_stop_ends_its_clip_even_when_the_worker_takes_them_late(by_hand, frames):
+    """Two stops before the worker looks: each ends its clip before the frame it came before, and each gets its
+    `stopped` after that clip's last result (one stop once replaced the other)."""
+    service, session, loop = by_hand
+    service.submit(session, png(frames[0]))
+    service.submit(session, png(frames[1]))
+    service.command(session, '{"stop": true}')  # before frame 2
+    service.submit(session, png(frames[2]))
+    service.command(session, '{"stop": true}')  # before frame 3
+    assert list(session.stops) == [2, 3]
+    work(service)
+    assert not session.stops and not session.end_targets
+    assert sent(session, loop) == [("result", 0), ("result", 1), ("stopped", None), ("result", 2), ("stopped", None)]
+    assert service.scheduler._streams_started[session.key] == 2  # two clips
+
+
+def test_a_stop_the_loop_asks_for_while_the_worker_holds_the_lock_waits_for_it(by_hand):
+    """The handoff's mechanism: the loop appends a stop under the session's lock, and the worker takes stops under
+    it, so neither sees the other half done. (The lost update itself, the worker writing back over a stop the
+    loop set between its read and its write, needs a thread switch between two bytecodes: no test can force it.)"""
+    service, session, _ = by_hand
+    with session.lock:  # as the worker does in _due_stops
+        asking = threading.Thread(target=service.command, args=(session, '{"stop": true}'))
+        asking.start()
+        asking.join(0.2)
+        assert asking.is_alive() and not session.stops
+    asking.join(5)
+    assert list(session.stops) == [0]
+
+
+class TwoFacesOneRefused(FaceStage):
+    """Two faces a frame, the second with a crop the scheduler refuses (once the first is queued)."""
+
+    name = "two-faces-one-refused"
+
+    def faces(self, image, index):
+        side = self.preprocess.size
+        good = Face(np.zeros((side, side, 3), np.uint8), 1.0, face_id=0)
+        bad = Face(np.zeros((side + 1, side + 1, 3), np.uint8), 1.0, face_id=1)
+        return [good, bad]
+
+
+def test_a_face_refused_after_another_was_queued_still_counts_the_queued_one(by_hand, frames):
+    service, session, loop = by_hand
+    session.stage, session.tap = TwoFacesOneRefused(service.detector.manifest.preprocess), None
+    service.submit(session, png(frames[0]))
+    service.command(session, '{"stop": true}')
+    work(service)
+    assert session.pushed == session.delivered == 1
+    # the frame's error, then the face that was queued, and only then the clip's end
+    assert sent(session, loop) == [("error", 0), ("result", 0), ("stopped", None)]
