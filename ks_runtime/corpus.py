@@ -15,11 +15,12 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -317,41 +318,110 @@ def threads_per_worker(job: CorpusJob, cores: float, workers: int) -> int:
 
 # --- local processes ------------------------------------------------------------------------------------------------
 
-_WORKER: VideoWorker | None = None  # this worker process's, made by _start_worker
+
+@dataclass
+class _Process:
+    """A spawned worker process, the parent's end of its pipe, and the video it was last sent (None: none yet)."""
+
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    video: Video | None = None
 
 
-def _start_worker(job: CorpusJob) -> None:
-    global _WORKER
-    _WORKER = VideoWorker(job)
-
-
-def _run_in_worker(video: Video) -> VideoResult:
-    assert _WORKER is not None, "the pool's initializer makes the worker"
-    return _WORKER.run(video)
+def _worker_main(job: CorpusJob, connection: Connection) -> None:
+    """A worker process: the bundle opened once, then each video the parent sends, its result sent back, until the
+    parent sends None."""
+    worker = VideoWorker(job)
+    try:
+        for video in iter(connection.recv, None):
+            connection.send(worker.run(video))
+    except (EOFError, BrokenPipeError):  # the parent has gone (stopped or killed): no one is left to tell
+        pass
 
 
 def run_local(
     job: CorpusJob, videos: Sequence[Video], workers: int, _address: str | None = None
 ) -> Iterator[VideoResult]:
-    """The videos over `workers` spawned processes, results as they end. Spawned, not forked: a fork copies
-    onnxruntime's thread pools in whatever state they are in."""
+    """The videos over `workers` spawned processes, each sent its next video as it ends one; results as they end.
+    Spawned, not forked: a fork copies onnxruntime's thread pools in whatever state they are in.
+
+    Our own processes and pipes, not a ProcessPoolExecutor: one process dying there (a segfault, os._exit, the OOM
+    killer) breaks the whole pool and fails every queued video, and does not say which video it was running. Here
+    a process that dies fails the one video it held, with its exit code, and a new process takes the next queued
+    video; the others run on. Every death uses up the video it held (it is not retried), so a video or a bundle
+    that kills every worker cannot loop: at most `workers` + len(videos) processes are started."""
     workers = min(workers, len(videos))
     job = job.with_threads(threads_per_worker(job, local_cores(), workers))
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,))
+    queue: deque[Video] = deque(videos)
+    started: list[_Process] = []
+    busy: dict[Any, _Process] = {}  # its connection and its process's sentinel -> a process holding a video
+
+    def start() -> None:
+        worker = _spawn(context, job)
+        started.append(worker)
+        if _give(worker, queue):
+            busy[worker.connection] = busy[worker.process.sentinel] = worker
+
     try:
-        futures = {pool.submit(_run_in_worker, video): video for video in videos}
-        for future in as_completed(futures):
-            yield _local_result(future, futures[future])
+        for _ in range(min(workers, len(queue))):
+            start()
+        while busy:
+            for worker in {id(busy[ready]): busy[ready] for ready in wait(list(busy))}.values():
+                result, died = _collect(worker)
+                del busy[worker.connection], busy[worker.process.sentinel]
+                yield result
+                if died and queue:
+                    start()  # in the dead one's place
+                elif not died and _give(worker, queue):
+                    busy[worker.connection] = busy[worker.process.sentinel] = worker
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # stopped early (Ctrl-C): the queued videos never start
+        _stop(started, busy)  # stopped early (Ctrl-C): the queued videos never start
 
 
-def _local_result(future: Future, video: Video) -> VideoResult:
+def _spawn(context: Any, job: CorpusJob) -> _Process:
+    parent, child = context.Pipe()
+    process = context.Process(target=_worker_main, args=(job, child), name="ks-corpus-worker")
+    process.start()
+    child.close()  # the child's end is the child's alone: its death then reads as end-of-file here
+    return _Process(process, parent)
+
+
+def _give(worker: _Process, queue: deque[Video]) -> bool:
+    """Send `worker` the next queued video (True), or None to end it when none is left (False)."""
+    worker.video = queue.popleft() if queue else None
     try:
-        return future.result()
-    except Exception as error:  # the worker process died (killed, out of memory): this video's failure
-        return VideoResult.failure(video, f"its worker process died: {_describe(error)}")
+        worker.connection.send(worker.video)
+    except OSError:  # it has died: its sentinel or its pipe's end-of-file reports that, with the video it held
+        pass
+    return worker.video is not None
+
+
+def _collect(worker: _Process) -> tuple[VideoResult, bool]:
+    """(the result `worker` sent for its video, False), or, when its process died without one, (that video's
+    failure naming the exit code, True)."""
+    try:
+        if worker.connection.poll():
+            return worker.connection.recv(), False
+    except (EOFError, OSError):
+        pass  # the pipe closed: the process died
+    worker.process.join()
+    code = worker.process.exitcode
+    died_of = f" ({signal.Signals(-code).name})" if code is not None and -code in signal.valid_signals() else ""
+    error = f"{worker.video.path}: its worker process died while running it (exit code {code}{died_of})"
+    return VideoResult.failure(worker.video, error), True
+
+
+def _stop(started: list[_Process], busy: dict[Any, _Process]) -> None:
+    """End every worker process: those mid-video (the run stopped early) are terminated, and every pipe is closed,
+    which ends a worker waiting for its next video (end-of-file). A terminated video's CSV has no sidecar, so the
+    next run runs it again."""
+    for worker in {id(w): w for w in busy.values()}.values():
+        worker.process.terminate()
+    for worker in started:
+        worker.connection.close()
+    for worker in started:
+        worker.process.join()
 
 
 # --- Ray actors -----------------------------------------------------------------------------------------------------

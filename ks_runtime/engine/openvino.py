@@ -8,13 +8,15 @@ some graphs: the demo's FP32 encoder is wrong from batch 2, paper-r50's INT8 enc
 on). So this engine runs INT8 only (precision "auto" means INT8 here, "fp32" is refused), compiled at inference
 precision f32 (OpenVINO's default on AMX or AVX512-BF16 CPUs is bf16) from the bytes the manifest hashed, sends
 OpenVINO at most MAX_BATCH frames a call, and before it scores a frame runs the load-time INT8 check (int8_check.py)
-at every batch size in CHECK_BATCHES. Where OpenVINO fails it, a warning and onnxruntime's INT8 encoder under its
-own check, as `--engine ort --precision int8` would run it (then FP32, or an EngineError with insist_int8).
+at every batch size in CHECK_BATCHES, i.e. every size a call can have. Where OpenVINO fails it, a warning and
+onnxruntime's INT8 encoder under its own check, as `--engine ort --precision int8` would run it (then FP32, or an
+EngineError with insist_int8). One infer request serves every thread, one call at a time (OpenVinoGraphs.encode).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,11 @@ from ks_runtime.engine.ort_graphs import BundleGraphs
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 16  # frames a call to OpenVINO: past 12 is where its miscompile turned to garbage, so it is checked
-CHECK_BATCHES = (1, 8, MAX_BATCH)  # one frame a call, the stream's default batch, and the largest this sends
+# Every batch size a call can have: the scheduler sends partial batches of any size up to MAX_BATCH, and OpenVINO's
+# miscompile depends on the batch size (a size left unchecked may be the wrong one). Checking all 16 added about
+# 0.4 s to the demo bundle's ~1.1 s load, once; padding each call up to a checked size (1, 8, 16) instead would cost
+# up to 4x the encoder time of a partial batch (2 frames run as 8) on every call, for as long as the engine runs.
+CHECK_BATCHES = tuple(range(1, MAX_BATCH + 1))
 RUNTIME = f"openvino {ov.__version__.split('-')[0]}"
 
 
@@ -81,17 +87,26 @@ class OpenVinoGraphs(BundleGraphs):
         self.files["encoder"] = manifest.path(variant)
         self.precision = self.compiled.get_property(ov.properties.hint.inference_precision()).to_string()
         self.request = self.compiled.create_infer_request()
+        # An InferRequest is not thread-safe: two threads in infer() on one request get each other's outputs or
+        # "Infer Request is busy" (ks-serve encodes from its live worker and from each POSTed video's thread). A
+        # lock, not a request per thread: the LATENCY hint compiles one stream that already uses every core, so
+        # concurrent requests would mostly wait for each other there, and a request per thread would allocate
+        # buffers for every short-lived thread of ks-serve.
+        self.lock = threading.Lock()
         self.outputs = (self.compiled.output(SA_LOGITS), self.compiled.output(STUDENT_LOGITS))
 
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed frames [B, 3, S, S] float32 -> S_a logits [B, U], student logits [B, n, U] (copies)."""
-        result = self.request.infer({FRAMES: np.ascontiguousarray(frames, np.float32)}, share_inputs=True)
-        return result[self.outputs[0]], result[self.outputs[1]]
+        """Preprocessed frames [B, 3, S, S] float32 -> S_a logits [B, U], student logits [B, n, U] (copies); safe
+        to call from several threads (one infer at a time)."""
+        feeds = {FRAMES: np.ascontiguousarray(frames, np.float32)}
+        with self.lock:  # the outputs are copied out before another thread's infer may overwrite the request's
+            result = self.request.infer(feeds, share_inputs=True)
+            return result[self.outputs[0]], result[self.outputs[1]]
 
 
 class OpenVinoEngine(Engine):
     """The INT8 encoder in OpenVINO and the head in onnxruntime, on the CPU, checked when opened: the bundle's
-    encoder -> head against its clip graph (consistency.py), then the INT8 check at CHECK_BATCHES. Past its
+    encoder -> head against its clip graph (consistency.py), then the INT8 check at CHECK_BATCHES (1..16). Past its
     tolerance: a warning and onnxruntime's INT8 encoder (`runtime` says which ran; `openvino_check` keeps
     OpenVINO's check, `int8_check` the one that decided)."""
 

@@ -1,11 +1,14 @@
 """ks_runtime/corpus.py through `ks-run --workers N` and `--ray auto`: a CSV per video equal to a one-video run's,
-a broken video listed while the others are written, resuming (done videos skipped, a changed bundle, setting or input
-run again), image folders refused, and a local Ray cluster giving the same CSVs."""
+a broken video listed while the others are written, a worker process dying failing only the video it held, resuming
+(done videos skipped, a changed bundle, setting or input run again), image folders refused, and a local Ray cluster
+giving the same CSVs."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -71,6 +74,66 @@ def test_two_workers_write_each_videos_csv_and_list_the_broken_one(bundle, with_
     errors = [line for line in captured.err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "bad.avi" in errors[0]
     assert not (tmp_path / f"bad.csv{corpus.SIDECAR_SUFFIX}").exists()
+
+
+class Tripwire:
+    """A worker's pipe that ends its process, as a segfault would (os._exit: no cleanup, no result), when it is sent
+    a video named dies.*. Spawned workers do not see a monkeypatch, but they import the target they are given."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    def recv(self):
+        video = self.connection.recv()
+        if video is not None and video.path.stem == "dies":
+            os._exit(3)
+        return video
+
+    def send(self, result) -> None:
+        self.connection.send(result)
+
+
+def dies_on_a_video(job, connection) -> None:  # corpus._worker_main's stand-in, in the spawned process
+    corpus._worker_main(job, Tripwire(connection))
+
+
+def killed_at_start(job, connection) -> None:  # as the OOM killer would
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_process_dying_fails_only_the_video_it_held(bundle, videos, reference, tmp_path, monkeypatch, capsys):
+    dies = shutil.copy(videos[0], tmp_path / "dies.avi")
+    monkeypatch.setattr(corpus, "_worker_main", dies_on_a_video)
+    assert corpus_run(bundle, [dies, *videos], tmp_path / "out", "--workers", "2") == 1
+    captured = capsys.readouterr()
+    assert_same_csvs(tmp_path / "out", reference)  # every other video, including those queued behind it
+    assert "4 videos" in captured.out and "3 done" in captured.out and "1 failed" in captured.out
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "dies.avi: its worker process died while running it (exit code 3)" in errors[0]
+
+
+def test_videos_that_kill_every_worker_fail_once_each_and_the_run_ends(bundle, videos, tmp_path, monkeypatch):
+    spawned = []
+    spawn = corpus._spawn
+    monkeypatch.setattr(corpus, "_spawn", lambda *args: spawned.append(1) or spawn(*args))
+    monkeypatch.setattr(corpus, "_worker_main", killed_at_start)
+    job = corpus.CorpusJob.create(bundle, {"threads": 1}, "ks", ",")
+    jobs = [corpus.Video(v, {"csv": tmp_path / f"{v.stem}.csv"}) for v in videos]
+    report = corpus.run_corpus(job, jobs, workers=2, progress=False)
+    assert sorted(r.input for r in report.failed) == sorted(str(v) for v in videos)
+    assert all("exit code -9 (SIGKILL)" in r.error for r in report.failed)
+    assert len(spawned) == len(videos)  # one process per video it killed: no retries, no loop
+
+
+def test_a_run_stopped_early_ends_its_worker_processes(bundle, videos, tmp_path, monkeypatch):
+    spawned = []
+    spawn = corpus._spawn
+    monkeypatch.setattr(corpus, "_spawn", lambda *args: spawned.append(spawn(*args)) or spawned[-1])
+    job = corpus.CorpusJob.create(bundle, {"threads": 1}, "ks", ",")
+    results = corpus.run_local(job, [corpus.Video(v, {"csv": tmp_path / f"{v.stem}.csv"}) for v in videos], 2)
+    assert next(results).error is None
+    results.close()  # as a Ctrl-C in the consumer does: the one still running is terminated, the queued never start
+    assert len(spawned) == 2 and not any(worker.process.is_alive() for worker in spawned)
 
 
 def test_a_second_run_skips_the_done_videos_and_reruns_one_whose_sidecar_differs(

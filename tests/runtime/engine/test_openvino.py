@@ -1,6 +1,7 @@
 """The OpenVINO engine (ks_runtime/engine/openvino.py, the openvino extra): the bundle's INT8 encoder in OpenVINO
 agrees with onnxruntime on the same inputs, runs the bytes the manifest hashed, and falls back to onnxruntime's FP32
-encoder, or refuses, when its load-time check fails, a batch-dependent result included."""
+encoder, or refuses, when its load-time check fails, a batch-dependent result at any batch size it may be sent
+included, and gives each of several threads calling it at once its own answer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import logging
 import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -67,19 +70,26 @@ def test_a_changed_int8_file_is_refused_before_openvino_sees_it(ov, int8_copy):
         create_engine(int8_copy, "openvino")
 
 
-def test_results_that_change_with_the_batch_fail_the_check(ov, int8_bundle, monkeypatch, caplog):
+def test_the_check_covers_every_batch_size_openvino_is_sent(ov):
+    from ks_runtime.engine.openvino import CHECK_BATCHES, MAX_BATCH
+
+    assert CHECK_BATCHES == tuple(range(1, MAX_BATCH + 1))  # engine.encode sends 1..MAX_BATCH frames a call
+
+
+@pytest.mark.parametrize("wrong", [lambda n: n > 12, lambda n: n == 5], ids=["from 13", "only at 5"])
+def test_results_that_change_with_the_batch_fail_the_check(ov, int8_bundle, monkeypatch, caplog, wrong):
     from ks_runtime.engine.openvino import OpenVinoGraphs
 
     encode = OpenVinoGraphs.encode
 
-    def batch_dependent(self, frames):  # what OpenVINO's miscompile does: right alone, wrong in a batch
+    def batch_dependent(self, frames):  # what OpenVINO's miscompile does: right alone, wrong at some batch sizes
         sa, students = encode(self, frames)
-        return sa + (len(frames) > 12) * 4.0, students
+        return sa + wrong(len(frames)) * 4.0, students
 
     monkeypatch.setattr(OpenVinoGraphs, "encode", batch_dependent)
     with caplog.at_level(logging.WARNING, logger="ks_runtime.engine.openvino"):
         engine = create_engine(int8_bundle, "openvino")
-    assert "BEYOND" in caplog.text and "encoder batches 1, 8, 16" in caplog.text
+    assert "BEYOND" in caplog.text and "encoder batches 1, 2, 3, 4, 5, 6, 7, 8, 9" in caplog.text
     assert not engine.openvino_check.passed and engine.int8_check.passed
     # onnxruntime's INT8 encoder runs instead, as `--engine ort --precision int8` would
     assert engine.variant == B.ENCODER_INT8 and engine.runtime == "onnxruntime"
@@ -105,6 +115,25 @@ def test_large_batches_reach_openvino_in_checked_sizes(ov, int8_bundle):
     sa, students = engine.encode(x)
     assert sizes == [MAX_BATCH, MAX_BATCH, 3] and len(sa) == len(students) == len(x)
     np.testing.assert_array_equal(sa[:MAX_BATCH], encode(x[:MAX_BATCH])[0])
+
+
+def test_threads_encoding_at_once_each_get_their_own_answer(ov, int8_bundle):
+    engine = create_engine(int8_bundle, "openvino")  # ks-serve: its live worker and a POSTed video's thread
+    assert engine.runtime.startswith("openvino")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in (1, 2, 3, 5, 7, 9)]
+    expected = [engine.encode(x) for x in inputs]  # one thread
+    start = threading.Barrier(len(inputs))
+
+    def calls(i: int) -> int:  # how many of its answers were not its own; one request shared raised "busy" too
+        start.wait()
+        answers = [engine.encode(inputs[i]) for _ in range(60)]
+        return sum(
+            not (np.array_equal(sa, expected[i][0]) and np.array_equal(st, expected[i][1])) for sa, st in answers
+        )
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        assert list(pool.map(calls, range(len(inputs)))) == [0] * len(inputs)  # an exception in a thread re-raised
 
 
 def test_openvino_runs_int8_on_the_cpu_only(ov, int8_bundle):
