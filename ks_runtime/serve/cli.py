@@ -26,6 +26,7 @@ from ks_runtime import commandline
 from ks_runtime.core.errors import ConfigError, KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
+from ks_runtime.engine import PRECISIONS
 from ks_runtime.faces.registry import face_stage_names
 from ks_runtime.serve.app import create_app
 from ks_runtime.serve.protocol import LIMIT_RANGES, Limits
@@ -75,6 +76,16 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=commandline.number_in(int, 0, 1024), help="most faces scored a frame (0: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--engine", default="ort", help="ort, ort-trt, trt, openvino, or triton (with --url)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the encoder's precision, as ks-run's: auto, fp32, or int8 (the bundle's INT8 encoder, checked against "
+        "FP32 on this CPU when it opens; FP32 with a warning if the check fails)",
+    )
+    p.add_argument(
+        "--insist-int8", action="store_true", help="with --precision int8: refuse to start rather than fall back"
+    )
     # The server is where engine triton runs: its address takes the device's place (create_engine).
     p.add_argument(
         "--url",
@@ -156,6 +167,8 @@ def serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         queue_size=args.queue_size,
         max_faces=args.max_faces,
+        precision=args.precision,
+        insist_int8=args.insist_int8,
     )
     app = create_app(StreamService(detector, limits, record=args.record), token)
     level = "debug" if args.verbose else "warning" if args.quiet else "info"

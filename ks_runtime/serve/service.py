@@ -370,6 +370,7 @@ class StreamService:
                 except RuntimeError:  # its last results are collected at the next step
                     continue
                 del self._active[key]
+                session.release_stage()  # a kept session serves its CSV: the rows, not a detector's buffers
 
     def _idle(self) -> None:
         """Sleep until a frame or command comes or the oldest waiting frame's bounded wait runs out."""

@@ -60,7 +60,7 @@ class Session:
         self.landmarks = stage.landmark_count == LANDMARKS
         # A stage with landmarks keeps each frame until its results, for the landmark and pose columns.
         self.tap = FrameTap(stage) if self.landmarks else None
-        self.stage: FaceStage = self.tap or stage
+        self.stage: FaceStage | None = self.tap or stage  # None once the client has gone and been scored
         self.queue = FrameQueue(queue_size, live=True, wake=wake)
         self.loop = loop
         self.rate = FrameRate(limits.max_fps)
@@ -143,6 +143,11 @@ class Session:
             self.scored += len(results)
             self.recent.extend((r.final, r.latency) for r in results)
         self.delivered += len(results)
+
+    def release_stage(self) -> None:
+        """Let the face stage go (a tracker holds megabytes of detector buffers): the client has gone and every
+        frame it sent is scored."""
+        self.stage = self.tap = None
 
     def snapshot(self) -> list[FrameResult]:
         """The rows so far, in frame order."""

@@ -176,3 +176,13 @@ def test_a_running_server_logs_no_token_and_exits_0_on_ctrl_c(bundle):
     assert token not in printed, printed
     assert '"WebSocket /ws?token=***" [accepted]' in printed and '"GET /healthz?token=*** HTTP/1.1" 200' in printed
     assert status == 0, printed  # uvicorn takes SIGINT, shuts down and returns: not 130
+
+
+def test_the_encoders_precision_is_asked_for_as_in_ks_run(bundle, uvicorn_calls, monkeypatch):
+    made = []
+    real = cli.Detector
+    monkeypatch.setattr(cli, "Detector", lambda *a, **kw: made.append(kw) or real(*a, **kw))
+    assert cli.main([str(bundle), "--precision", "fp32", "-q"]) == 0
+    assert made[-1]["precision"] == "fp32" and made[-1]["insist_int8"] is False
+    with pytest.raises(SystemExit):
+        cli.main([str(bundle), "--precision", "int4"])

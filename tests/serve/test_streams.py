@@ -189,6 +189,7 @@ def test_a_client_that_leaves_mid_clip_leaves_nothing_in_the_scheduler(bundle, f
         assert session not in scheduler._streams_started and session not in scheduler._waiting_by_source
         assert scheduler.pending == 0 and service.streams == 0
         assert service.session(session).delivered == service.session(session).pushed == 5
+        assert service.session(session).stage is None  # kept for its CSV, without its face stage
         csv = client.get(f"/api/sessions/{session}/csv")  # kept after the client left: every frame it sent
         assert csv.status_code == 200 and len(csv.text.splitlines()) == 1 + 5
         assert "ks_serve_active_streams 0.0" in client.get("/metrics").text
