@@ -159,7 +159,9 @@ class _Endpoints:
         """A client's stream: a hello, then its frames and commands in, its results and stats out."""
         await websocket.accept()
         try:
-            session = self.service.open(asyncio.get_running_loop())
+            # Off the event loop: building a face stage reads its detector's files (about 30 ms for haar), and the
+            # other clients' frames wait for the loop meanwhile.
+            session = await run_in_threadpool(self.service.open, asyncio.get_running_loop())
         except Refusal as refusal:
             await websocket.send_json(refusal.to_message())
             # max_streams may pass; a failed worker stays failed until the server restarts

@@ -16,7 +16,11 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.frames = Counter("ks_serve_frames", "frames received on WebSocket streams", registry=registry)
-        self.results = Counter("ks_serve_results", "per-frame results sent (a row per face)", registry=registry)
+        self.results = Counter(
+            "ks_serve_results",
+            "per-frame results made (a row per face; a gone client's last frames are still scored, for its CSV)",
+            registry=registry,
+        )
         self.dropped = Counter(
             "ks_serve_dropped", "frames dropped, oldest first, because the engine fell behind", registry=registry
         )

@@ -18,7 +18,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from ks_runtime import cli as ks_run
 from ks_runtime.io.table import read_results_csv
@@ -67,8 +67,8 @@ def answers(url: str) -> bool:
 class Page:
     """Just enough of the Chrome DevTools Protocol: evaluate JavaScript in the page."""
 
-    def __init__(self, url: str) -> None:
-        self.socket, self.calls = connect(url, max_size=None), 0
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket, self.calls = socket, 0
 
     def call(self, method: str, **params) -> dict:
         self.calls += 1
@@ -132,7 +132,8 @@ def browser_and_server(bundle, tmp_path):
     )
     try:
         target = httpx.get(f"http://127.0.0.1:{debug}/json").json()[0]["webSocketDebuggerUrl"]
-        yield Page(target), f"http://127.0.0.1:{port}/", tmp_path / "seen"
+        with connect(target, max_size=None) as socket:
+            yield Page(socket), f"http://127.0.0.1:{port}/", tmp_path / "seen"
     finally:
         for process in (chromium, server):
             process.terminate()
