@@ -8,8 +8,8 @@ PIP := $(PY) -m pip
 MODULES := $(shell find ks_runtime ks_train ks_export cpp_ext -name '*.py' -not -path '*/__pycache__/*' | sort | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(MODULES)
 # A real Triton server for the triton engine's tests (tests/runtime/engine/test_triton_client.py): pytriton's, in a
-# venv of its own because it pins numpy<2 (`make pytriton`); without it those tests skip and say why.
-PYTRITON_VENV := .venv-pytriton
+# venv of its own, inside .venv (it pins numpy<2; `make pytriton`); without it those tests skip and say why.
+PYTRITON_VENV := $(VENV)/pytriton
 ifneq ($(wildcard $(PYTRITON_VENV)/bin/python),)
 export KS_PYTRITON_PYTHON := $(abspath $(PYTRITON_VENV)/bin/python)
 endif
