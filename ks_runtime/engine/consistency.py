@@ -105,3 +105,10 @@ def check_consistency(manifest: Manifest, graphs: BundleGraphs | None = None, th
         )
     log.debug("%s", result.text())
     return result
+
+
+def checked_fp32(manifest: Manifest, threads: int = 0) -> tuple[BundleGraphs, Consistency]:
+    """The bundle's FP32 encoder and head on the CPU, checked against its clip graph first: an INT8 encoder is
+    judged against them, so they must be the graphs the export verified."""
+    fp32 = BundleGraphs(manifest, roles=("encoder", "head"), providers=("CPUExecutionProvider",), threads=threads)
+    return fp32, check_consistency(manifest, fp32, threads)

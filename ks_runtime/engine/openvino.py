@@ -33,7 +33,7 @@ from ks_runtime.core.bundle import (
 )
 from ks_runtime.core.errors import BundleError, ConfigError
 from ks_runtime.engine.base import Engine, EngineError, parse_device
-from ks_runtime.engine.consistency import check_consistency
+from ks_runtime.engine.consistency import checked_fp32
 from ks_runtime.engine.int8_check import check_int8, open_int8
 from ks_runtime.engine.ort_graphs import BundleGraphs
 
@@ -129,9 +129,7 @@ class OpenVinoEngine(Engine):
         if parse_device(device)[0] != "cpu":
             raise EngineError(f"engine 'openvino' runs on the CPU (OpenVINO's CPU plugin), not {device!r}")
         self.manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
-        fp32 = BundleGraphs(self.manifest, roles=("encoder", "head"), threads=threads)
-        # FP32 first: the INT8 encoder is judged against it, so it must be the graph the export verified.
-        self.consistency = check_consistency(self.manifest, fp32, threads)
+        fp32, self.consistency = checked_fp32(self.manifest, threads)
         int8 = OpenVinoGraphs(self.manifest, ENCODER_INT8, threads) if ENCODER_INT8 in self.manifest.variants else None
         self.openvino_check = self.int8_check = check_int8(self.manifest, fp32, int8, CHECK_BATCHES, RUNTIME)
         if self.openvino_check.passed:

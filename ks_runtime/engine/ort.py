@@ -163,19 +163,16 @@ class OrtEngine(Engine):
 
     def _open_int8(self, on_gpu: bool, threads: int, insist: bool) -> None:
         """The INT8 encoder on the CPU provider, checked on this CPU first (int8_check.open_int8)."""
-        from ks_runtime.engine.consistency import check_consistency  # deferred: onnxruntime (the cpu or gpu extra)
+        from ks_runtime.engine.consistency import checked_fp32  # deferred: onnxruntime (the cpu or gpu extra)
         from ks_runtime.engine.int8_check import open_int8  # deferred: onnxruntime (the cpu or gpu extra)
-        from ks_runtime.engine.ort_graphs import BundleGraphs  # deferred: onnxruntime (the cpu or gpu extra)
 
         if on_gpu:
             raise ConfigError(
                 f"{self.manifest.root}: precision 'int8' runs the INT8 encoder on the CPU provider; on "
                 f"{self.device!r} use precision 'auto' (the FP16 encoder) or engine 'trt' with an INT8 engine"
             )
+        fp32, self.consistency = checked_fp32(self.manifest, threads)
         cpu = ["CPUExecutionProvider"]
-        fp32 = BundleGraphs(self.manifest, roles=("encoder", "head"), providers=cpu, threads=threads)
-        # FP32 first: the INT8 encoder is judged against it, so it must be the graph the export verified.
-        self.consistency = check_consistency(self.manifest, fp32, threads)
         self.graphs, self.variant, self.int8_check = open_int8(self.manifest, cpu, threads, insist, fp32=fp32)
         self.providers, self.on_gpu = self.graphs.sessions["encoder"].get_providers(), False
 

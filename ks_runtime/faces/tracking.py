@@ -362,12 +362,12 @@ class TrackedFaces(FaceStage):
         room under max_faces (a frame with more is counted in crowded_frames)."""
         self._since_scan = 0
         boxes = self.detect_all(grey, max(self.config.detect_width, self.config.scan_width))
-        new = [box for box in boxes if all(iou(box, t.box) < 0.3 for t in self.tracks)]
+        new = [box for box in boxes if self.track_near(box) is None]
         room = len(new) if self.max_faces == 0 else max(0, self.max_faces - len(self.tracks))
         if len(new) > room:
             self.crowded_frames += 1
         for box in new[:room]:
-            self.tracks.append(Track.start(self.measure(grey, box), self._next_id))
+            self.tracks.append(self._start(grey, box, self._next_id))
             self._next_id += 1
         self.tracks.sort(key=lambda t: t.face_id)
 

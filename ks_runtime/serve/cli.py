@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from ks_runtime import commandline
+from ks_runtime.cli import detector_options
 from ks_runtime.core.errors import ConfigError, KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
@@ -156,20 +157,7 @@ def serve(args: argparse.Namespace) -> int:
         max_video_bytes=args.max_video_bytes,
         video_jobs=args.video_jobs,
     )
-    detector = Detector(
-        args.bundle,
-        device=args.device,
-        engine=args.engine,
-        policy=args.policy,
-        face=args.face,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        max_wait_ms=args.max_wait_ms,
-        queue_size=args.queue_size,
-        max_faces=args.max_faces,
-        precision=args.precision,
-        insist_int8=args.insist_int8,
-    )
+    detector = Detector(args.bundle, queue_size=args.queue_size, **detector_options(args))  # as ks-run's flags
     app = create_app(StreamService(detector, limits, record=args.record), token)
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
     redact_uvicorn_logs()  # /ws takes the token in its query string, which uvicorn logs

@@ -125,6 +125,8 @@ class StreamService:
                 )
             session = Session(stage, self.detector.config.queue_size, self._wake, loop, self.limits)
             self._open[session.id] = session
+        if self.record is not None:  # once here, not on the worker for every frame
+            (self.record / session.id).mkdir(parents=True, exist_ok=True)
         self.metrics.streams.inc()
         self._command("open", session)
         return session
@@ -309,9 +311,7 @@ class StreamService:
         session.post([message])
 
     def _save(self, session: Session, image: np.ndarray, index: int) -> None:
-        folder = self.record / session.id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"frame_{index:06d}.png"
+        path = self.record / session.id / f"frame_{index:06d}.png"
         if not cv2.imwrite(str(path), image[..., ::-1]):
             log.warning("%s: cannot write the recorded frame", path)
 

@@ -224,11 +224,11 @@ def in_crop(
     return errors, rolls
 
 
-def make_stage(backend: str, size: int = 64) -> FaceStage:
+def make_stage(backend: str, size: int = 64, max_faces: int = 1) -> FaceStage:
     """A registered face stage, or one of face_eval's VARIANTS."""
     if backend in VARIANTS:
-        return VARIANTS[backend](Preprocess(size=size))
-    return create_face_stage(backend, Preprocess(size=size))
+        return VARIANTS[backend](Preprocess(size=size), max_faces=max_faces)
+    return create_face_stage(backend, Preprocess(size=size), max_faces=max_faces)
 
 
 @dataclass

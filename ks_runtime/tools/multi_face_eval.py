@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ks_runtime.core.preprocess import Preprocess
-from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.faces.tracking import iou
 from ks_runtime.synth.scene import SceneOptions, render_scene_sequence
-from ks_runtime.tools.face_eval import EVAL_CONFIG, available_backends
+from ks_runtime.tools.face_eval import EVAL_CONFIG, available_backends, make_stage
 
 OPTIONS = SceneOptions(face_width_px=(90.0, 140.0), exit_prob=0.0, motion=0.5)
 HALF = (320, 480)
@@ -57,7 +55,7 @@ def score(backend: str, max_faces: int, pairs: list[Pair]) -> dict:
     ids_per_stay: list[int] = []
     seconds = 0.0
     for pair in pairs:
-        stage = create_face_stage(backend, Preprocess(size=112), max_faces=max_faces)
+        stage = make_stage(backend, 112, max_faces)
         stays: dict[tuple[int, int], set[int]] = {}  # (true face, stay) -> face_ids
         for t, frame in enumerate(pair.frames):
             start = time.perf_counter()
