@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_bundle_and_inputs(run)
     _add_output_flags(run)
-    _add_engine_flags(run)
-    _add_precision_flags(run)
+    add_engine_flags(run)
+    add_precision_flags(run)
     _add_stream_flags(run)
     _add_corpus_flags(run)
     report = commandline.add_command(
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs given, and print the accuracy and latency table.",
     )
     _add_bundle_and_inputs(report)
-    _add_engine_flags(report)
+    add_engine_flags(report)
     report.add_argument(
         "--sequences",
         "--report-sequences",
@@ -228,7 +228,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--engine",
@@ -247,12 +247,12 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=BATCH,
         default=8,
-        help=f"most frames per encoder batch (1..{MAX_BATCH_SIZE}; never more than the input's frames)",
+        help=f"most frames per encoder batch (1..{MAX_BATCH_SIZE}; never more than a file input's frames)",
     )
     p.add_argument("--threads", type=THREADS, default=0, help="engine threads (0: the engine's default)")
 
 
-def _add_precision_flags(p: argparse.ArgumentParser) -> None:
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -264,7 +264,8 @@ def _add_precision_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--insist-int8",
         action="store_true",
-        help="with --precision int8: refuse to run (exit 1) rather than fall back to FP32 when the check fails",
+        help="with --precision int8: refuse to run or serve (exit 1) rather than fall back to FP32 when the check "
+        "fails",
     )
 
 

@@ -23,11 +23,10 @@ from collections.abc import Sequence
 import uvicorn
 
 from ks_runtime import commandline
-from ks_runtime.cli import detector_options
+from ks_runtime.cli import add_engine_flags, add_precision_flags, detector_options
 from ks_runtime.core.errors import ConfigError, KSError
 from ks_runtime.core.policy import POLICIES
 from ks_runtime.detector import Detector
-from ks_runtime.engine import PRECISIONS
 from ks_runtime.faces.registry import face_stage_names
 from ks_runtime.serve.app import create_app
 from ks_runtime.serve.protocol import LIMIT_RANGES, Limits
@@ -75,29 +74,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=POLICIES, help="key-slot policy (default: the bundle's)")
     p.add_argument("--face", default="auto", choices=face_stage_names(), help="face stage (default auto)")
     p.add_argument("--max-faces", type=commandline.number_in(int, 0, 1024), help="most faces scored a frame (0: all)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--engine", default="ort", help="ort, ort-trt, trt, openvino, or triton (with --url)")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="the encoder's precision, as ks-run's: auto, fp32, or int8 (the bundle's INT8 encoder, checked against "
-        "FP32 on this CPU when it opens; FP32 with a warning if the check fails)",
-    )
-    p.add_argument(
-        "--insist-int8", action="store_true", help="with --precision int8: refuse to start rather than fall back"
-    )
-    # The server is where engine triton runs: its address takes the device's place (create_engine).
-    p.add_argument(
-        "--url",
-        dest="device",
-        metavar="URL",
-        help="--engine triton: the Triton server's gRPC address, HOST:PORT or grpc://HOST:PORT[/MODEL]",
-    )
-    p.add_argument("--threads", type=commandline.number_in(int, 0, 1024), default=0, help="engine threads (0: default)")
-    p.add_argument(
-        "--batch-size", type=_stream_type("batch_size", int), default=8, help="most frames per encoder batch"
-    )
+    add_engine_flags(p)  # --device, --engine, --url, --batch-size, --threads: ks-run's
+    add_precision_flags(p)
     p.add_argument(
         "--max-wait-ms", type=_stream_type("max_wait_ms", float), default=10.0, help="longest a frame waits for a batch"
     )
