@@ -20,13 +20,12 @@ import pandas as pd
 from ks_runtime.core.au import au_set_from_numbers
 from ks_runtime.core.bundle import Manifest, read_manifest
 from ks_runtime.core.errors import ConfigError, KSError, OutputError
-from ks_runtime.core.preprocess import Preprocess
 from ks_runtime.core.results import Face, FrameResult, KeptFrames
 from ks_runtime.core.template import template_from_alignment
 from ks_runtime.engine import create_engine
 from ks_runtime.engine.base import Engine
 from ks_runtime.faces.base import FaceStage
-from ks_runtime.faces.registry import auto_face_stage, create_face_stage
+from ks_runtime.faces.registry import create_face_stage
 from ks_runtime.faces.tap import FrameTap
 from ks_runtime.inputs import open_source
 from ks_runtime.io.crops import CropSink
@@ -117,9 +116,8 @@ class Detector:
         """A new face stage of this detector's kind (one per source: stages that track keep state); for
         `independent` frames (unrelated pictures) one that starts afresh at every frame."""
         limit = self.max_faces if self.max_faces is not None else 0 if independent else 1
-        if independent:
-            return _EachFrameAlone(self.face, self.manifest.preprocess, self.template, limit)
-        return create_face_stage(self.face, self.manifest.preprocess, self.template, limit)
+        stage = create_face_stage(self.face, self.manifest.preprocess, self.template, limit)
+        return _EachFrameAlone(stage) if independent else stage
 
     def open(self, source: SourceLike, fps: float | None = None, sequence: bool = False) -> Source:
         """A Source for a path, a list of image paths, a synthau: spec, a Source or an iterable of frames. Images
@@ -455,32 +453,21 @@ def _as_ks_error(error: BaseException) -> KSError:
 
 
 class _EachFrameAlone(FaceStage):
-    """The face stage `face` for unrelated pictures: it forgets everything before each one (a tracker's face), and
-    `auto` chooses per picture (aligned crops and photos may be mixed). One stage of each kind is kept: a stage is
-    reset, not rebuilt, for each picture (building haar's loads its cascades)."""
+    """A face stage for unrelated pictures: reset before each one, so nothing of a picture (a tracker's face, `auto`'s
+    choice) reaches the next; `auto` then chooses per picture (aligned crops and photos may be mixed)."""
 
-    def __init__(self, face: str, preprocess: Preprocess, template: np.ndarray, max_faces: int = 1) -> None:
-        super().__init__(preprocess, template, max_faces)
-        first = create_face_stage(face, preprocess, template, max_faces)
-        self.face, self.name, self.landmark_count = face, face, first.landmark_count
-        self.stages: dict[str, FaceStage] = {} if face == "auto" else {face: first}
+    def __init__(self, stage: FaceStage) -> None:
+        super().__init__(stage.preprocess, stage.template, stage.max_faces)
+        self.stage, self.name, self.landmark_count = stage, stage.name, stage.landmark_count
 
     def __call__(self, image: np.ndarray, index: int) -> Face:
-        return self._fresh(image)(image, index)
+        self.stage.reset()
+        return self.stage(image, index)
 
     def faces(self, image: np.ndarray, index: int) -> list[Face]:
-        return self._fresh(image).faces(image, index)
+        self.stage.reset()
+        return self.stage.faces(image, index)
 
     @property
     def crowded_frames(self) -> int:
-        return sum(stage.crowded_frames for stage in self.stages.values())
-
-    def _fresh(self, image: np.ndarray) -> FaceStage:
-        """The stage for this picture, reset."""
-        name = auto_face_stage(image.shape, self.preprocess.size) if self.face == "auto" else self.face
-        if name not in self.stages:
-            log.info("face stage auto, picture by picture: %dx%d -> %s", image.shape[1], image.shape[0], name)
-            self.stages[name] = create_face_stage(name, self.preprocess, self.template, self.max_faces)
-        stage = self.stages[name]
-        stage.reset()
-        return stage
+        return self.stage.crowded_frames

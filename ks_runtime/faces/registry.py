@@ -34,14 +34,19 @@ AUTO_ALIGNED_MAX_PX = 256
 
 @register_face_stage("auto")
 class AutoFaces(FaceStage):
-    """`aligned` or `haar`, chosen on the first frame: a square frame of at most AUTO_ALIGNED_MAX_PX pixels (or of
-    the network's size) is an aligned crop; anything else (raw video, a camera) goes through the detector."""
+    """`aligned` or `haar`, chosen on the first frame after a reset: a square frame of at most AUTO_ALIGNED_MAX_PX
+    pixels (or of the network's size) is an aligned crop; anything else (raw video, a camera) goes through the
+    detector. A stage once built is kept and reset, not rebuilt (building haar's loads its cascades), so choosing
+    again after every reset is cheap: unrelated pictures choose one by one."""
 
     def __init__(self, preprocess: Preprocess, template: np.ndarray | None = None, max_faces: int = 1) -> None:
         super().__init__(preprocess, template, max_faces)
+        self.built: dict[str, FaceStage] = {}
         self.chosen: FaceStage | None = None
 
     def reset(self) -> None:
+        for stage in self.built.values():
+            stage.reset()
         self.chosen = None
 
     def __call__(self, image: np.ndarray, index: int) -> Face:
@@ -52,13 +57,15 @@ class AutoFaces(FaceStage):
 
     @property
     def crowded_frames(self) -> int:
-        return 0 if self.chosen is None else self.chosen.crowded_frames
+        return sum(stage.crowded_frames for stage in self.built.values())
 
     def _choose(self, image: np.ndarray) -> FaceStage:
         if self.chosen is None:
             name = auto_face_stage(image.shape, self.preprocess.size)
             log.info("face stage auto: frames of %dx%d -> %s", image.shape[1], image.shape[0], name)
-            self.chosen = create_face_stage(name, self.preprocess, self.template, self.max_faces)
+            if name not in self.built:
+                self.built[name] = create_face_stage(name, self.preprocess, self.template, self.max_faces)
+            self.chosen = self.built[name]
         return self.chosen
 
 
