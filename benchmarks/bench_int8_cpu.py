@@ -10,16 +10,14 @@ The last row is what OrtEngine(precision="int8") adds to opening paper-r50's bun
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks.harness import DEMO_MODEL, R50_MODEL, ROOT, Row, Target, interleaved, quick
-from benchmarks.models import demo_bundle
-from ks_runtime.core.bundle import read_manifest
+from benchmarks.harness import DEMO_MODEL, R50_MODEL, ROOT, Row, Target, interleaved
+from benchmarks.models import demo_test_set
 from ks_runtime.core.metrics import f1_report
 from ks_runtime.core.preprocess import to_network_input
 from ks_runtime.engine.cpu import cpu_info
@@ -41,40 +39,32 @@ def machine_note() -> str:
 @pytest.fixture(scope="module")
 def demo():
     """The demo bundle, its test videos and labels, and calibration frames as ks-export takes them."""
-    bundle = demo_bundle()
-    if bundle is None:
-        pytest.skip("no runs/demo/bundle: run `make demo` first (or set KS_BENCH_DEMO_BUNDLE)")
+    demo = demo_test_set()
     # deferred: torch (the runtime's benchmarks run without it)
     from ks_export.export import CALIB_SUBJECTS, experiment_sequences
     from ks_export.quantize import DEFAULT_CALIB, calibration_frames
-    from ks_train.config import ExperimentConfig
 
-    manifest = read_manifest(bundle)
-    cfg = ExperimentConfig.from_dict(manifest.raw["training"]["config"])
-    columns = list(manifest.au_columns)
-    test = experiment_sequences(cfg, columns, "test")[: 2 if quick() else None]
-    train = experiment_sequences(cfg, columns, "train", CALIB_SUBJECTS)
-    videos = [s.load(np.arange(len(s))) for s in test]
+    manifest = demo.manifest
+    train = experiment_sequences(demo.cfg, demo.columns, "train", CALIB_SUBJECTS)
     fp32 = BundleGraphs(manifest, roles=("encoder", "head"))
     return SimpleNamespace(
-        bundle=bundle,
-        manifest=manifest,
-        columns=columns,
-        videos=videos,
-        labels=np.concatenate([s.labels for s in test]),
+        **vars(demo),
         calib=calibration_frames(train, manifest.preprocess, DEFAULT_CALIB),
         fp32=fp32,
-        fp32_probs=np.concatenate([fp32.dense_probabilities(v, F1_POLICY) for v in videos]),
-        batch=to_network_input(videos[0][:8], manifest.preprocess),
+        fp32_probs=np.concatenate([fp32.dense_probabilities(v, F1_POLICY) for v in demo.videos]),
+        batch=to_network_input(demo.videos[0][:8], manifest.preprocess),
     )
 
 
-def graphs_with_encoder(manifest, encoder) -> BundleGraphs:
-    """The bundle's head with `encoder` (a file outside the bundle) in the FP32 encoder's place."""
-    variants = {**manifest.variants, "bench_int8": {"file": str(encoder), "graph": "encoder"}}
-    return BundleGraphs(
-        dataclasses.replace(manifest, variants=variants), ("encoder", "head"), encoder_variant="bench_int8"
+def graphs_with_encoder(manifest, encoder, options=None) -> BundleGraphs:
+    """The bundle's head with `encoder` (a file outside the bundle) in the FP32 encoder's place. The session is
+    swapped in after opening: a manifest may name no file outside its bundle (bundle_files.py)."""
+    graphs = BundleGraphs(manifest, ("encoder", "head"))
+    providers = ["CPUExecutionProvider"]
+    graphs.sessions["encoder"] = ort.InferenceSession(
+        str(encoder), options or ort.SessionOptions(), providers=providers
     )
+    return graphs
 
 
 def check_frame_errors(demo, int8: BundleGraphs, encoder) -> dict:
@@ -86,8 +76,7 @@ def check_frame_errors(demo, int8: BundleGraphs, encoder) -> dict:
     frames = load_check_frames(demo.manifest)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    reference = graphs_with_encoder(demo.manifest, encoder)
-    reference.sessions["encoder"] = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
+    reference = graphs_with_encoder(demo.manifest, encoder, options)
     kernels = int8.dense_probabilities(frames, "last")
     return {
         "frames": int(len(frames)),

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks.harness import DEMO_MODEL, R50_MODEL, ROOT, Row, Samples, Target, cores, interleaved, quick, version
-from benchmarks.models import demo_bundle
+from benchmarks.harness import DEMO_MODEL, R50_MODEL, ROOT, Row, Samples, Target, cores, interleaved, version
+from benchmarks.models import demo_test_set
 from ks_runtime.core.bundle import ENCODER_INT8, Manifest, read_manifest
 from ks_runtime.core.metrics import f1_report
 from ks_runtime.core.preprocess import to_network_input
@@ -89,33 +88,17 @@ def machine_note() -> str:
 @pytest.fixture(scope="module")
 def demo():
     """The demo bundle, its check frames, its test videos and labels, and onnxruntime FP32's probabilities."""
-    bundle = demo_bundle()
-    if bundle is None:
-        pytest.skip("no runs/demo/bundle: run `make demo` first (or set KS_BENCH_DEMO_BUNDLE)")
-    manifest = read_manifest(bundle)
+    demo = demo_test_set()
+    manifest = demo.manifest
     if ENCODER_INT8 not in manifest.variants or "check_frames" not in manifest.raw:
-        pytest.skip(f"{bundle} has no INT8 encoder or check frames: export it with --int8")
-    # deferred: torch (the runtime's benchmarks run without it)
-    from ks_export.export import experiment_sequences
-    from ks_train.config import ExperimentConfig
-
-    cfg = ExperimentConfig.from_dict(manifest.raw["training"]["config"])
-    columns = list(manifest.au_columns)
-    test = experiment_sequences(cfg, columns, "test")[: 2 if quick() else None]
+        pytest.skip(f"{demo.bundle} has no INT8 encoder or check frames: export it with --int8")
     check = load_check_frames(manifest)
     fp32 = open_side(manifest, ORT_FP32, cores())
-    demo = SimpleNamespace(
-        bundle=bundle,
-        manifest=manifest,
-        columns=columns,
-        videos=[s.load(np.arange(len(s))) for s in test],
-        labels=np.concatenate([s.labels for s in test]),
-        check=check,
-        inputs=to_network_input(check, manifest.preprocess),  # [8, 3, S, S]
-        fp32=fp32,
-        fp32_check=fp32.dense_probabilities(check, CHECK_POLICY).astype(np.float64),
-        tolerance=float(manifest.variants[ENCODER_INT8]["check"]["tolerance"]),
-    )
+    demo.check = check
+    demo.inputs = to_network_input(check, manifest.preprocess)  # [8, 3, S, S]
+    demo.fp32 = fp32
+    demo.fp32_check = fp32.dense_probabilities(check, CHECK_POLICY).astype(np.float64)
+    demo.tolerance = float(manifest.variants[ENCODER_INT8]["check"]["tolerance"])
     demo.fp32_f1 = mean_f1(demo, fp32)
     return demo
 

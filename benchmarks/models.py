@@ -13,18 +13,21 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from benchmarks.harness import CACHE, ROOT, code_key
-from ks_export.export import export_bundle
+from benchmarks.harness import CACHE, ROOT, code_key, quick
+from ks_export.export import experiment_sequences, export_bundle
 from ks_export.onnx_export import DEFAULT_OPSET, check_graph, export_module
 from ks_runtime.core.bundle import read_manifest
 from ks_runtime.core.errors import BundleError
 from ks_train import __version__
 from ks_train.checkpoint import save_checkpoint
-from ks_train.config import load_config
+from ks_train.config import ExperimentConfig, load_config
 from ks_train.methods import create_method
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,27 @@ def demo_bundle() -> Path | None:
     """runs/demo/bundle when `make demo` has written it (KS_BENCH_DEMO_BUNDLE names another trained bundle)."""
     bundle = Path(os.environ.get("KS_BENCH_DEMO_BUNDLE") or DEMO_BUNDLE)
     return bundle if (bundle / "manifest.json").is_file() else None
+
+
+def demo_test_set() -> SimpleNamespace:
+    """The demo bundle with its test part as `ks-train eval` reads it: bundle, manifest, training config (cfg), AU
+    columns, test sequences, their frames (videos) and labels; two sequences in quick mode. Skips the calling test
+    when there is no demo bundle."""
+    bundle = demo_bundle()
+    if bundle is None:
+        pytest.skip("no runs/demo/bundle: run `make demo` first (or set KS_BENCH_DEMO_BUNDLE)")
+    manifest = read_manifest(bundle)
+    cfg = ExperimentConfig.from_dict(manifest.raw["training"]["config"])
+    columns = list(manifest.au_columns)
+    test = experiment_sequences(cfg, columns, "test")[: 2 if quick() else None]
+    return SimpleNamespace(
+        bundle=bundle,
+        manifest=manifest,
+        cfg=cfg,
+        columns=columns,
+        videos=[s.load(np.arange(len(s))) for s in test],
+        labels=np.concatenate([s.labels for s in test]),
+    )
 
 
 # --- the VGG-16 AU detector --------------------------------------------------------------------------------------
